@@ -1,0 +1,71 @@
+"""Settings, read once from ``JOBTAIL_*`` environment variables (same names as CLI flags)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Defaults run the embedded stack with no cloud account."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTAIL_", extra="ignore")
+
+    store: str = Field("sqlite:///", description="sqlite:///path, postgresql://..., or supabase")
+    data_dir: Path = Field(
+        Path(".jobtail"), description="local data: SQLite file, uploads, results"
+    )
+    blobs: str = Field("", description="where uploads/results live: empty = data folder, s3://b/p")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    auth: Literal["none", "apikey"] = "none"
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="bearer keys (auth=apikey)"
+    )
+    secret: SecretStr | None = Field(None, description="HMAC key for short-lived stream tokens")
+    stream_token_ttl: int = Field(3600, ge=60, description="stream token lifetime, seconds")
+    dispatcher: Literal["inline", "sqs"] = "inline"
+    queue_url: str | None = None
+    workers: int = Field(2, ge=1, le=64, description="inline dispatcher threads")
+    stream_window: float | None = Field(
+        None, gt=0, description="seconds an SSE response may last before it ends with retry:"
+    )
+    retry_ms: int = Field(1000, ge=0, description="retry: hint sent when a window closes")
+    max_line_chars: int = Field(65_536, ge=256)
+    max_lines: int = Field(1_000_000, ge=10)
+    max_upload_bytes: int = Field(1_048_576, ge=1024)
+    max_streams: int = Field(1000, ge=1, description="concurrent SSE streams per process")
+    heartbeat_interval: float = Field(5.0, gt=0)
+    stale_after: float = Field(60.0, gt=0, description="seconds without heartbeat = dead worker")
+    retention_days: int = Field(30, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def check_bind(self) -> None:
+        """Refuse to serve beyond this machine with no auth: logs may hold secrets."""
+        if not self.loopback and self.auth == "none":
+            raise ValueError(
+                f"refusing to listen on {self.host} without auth: set JOBTAIL_AUTH=apikey and "
+                "JOBTAIL_API_KEYS, or bind to 127.0.0.1"
+            )
+        if self.auth == "apikey" and not self.api_keys:
+            raise ValueError("JOBTAIL_AUTH=apikey needs JOBTAIL_API_KEYS (comma-separated)")

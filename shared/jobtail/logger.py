@@ -1,0 +1,179 @@
+"""RunLogger: a job's log, written through to the store one committed line at a time.
+
+Each call numbers its line and commits it before returning, so whatever a viewer has seen is
+durable, and a viewer arriving later sees the same lines. A failing store never raises into the
+job: unsent lines stay queued in order and every later call (and ``close``) retries them with
+backoff; appends are idempotent on ``(run_id, seq)``, so a retry after a lost reply duplicates
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .store.base import LogLine, LogStore, StoreError, normalize_level, utcnow
+
+MAX_LINE_CHARS = 65_536
+"""Longer messages are cut to this many characters and marked (documented in the README)."""
+
+TRUNCATION_MARKER = " … [truncated {dropped} characters]"
+
+log = logging.getLogger(__name__)
+
+
+def truncate(message: str, limit: int = MAX_LINE_CHARS) -> tuple[str, int]:
+    """Cut a message to ``limit`` characters plus a marker; return it and what was dropped."""
+    if len(message) <= limit:
+        return message, 0
+    dropped = len(message) - limit
+    return message[:limit] + TRUNCATION_MARKER.format(dropped=dropped), dropped
+
+
+class RunLogger:
+    """Writes one run's lines. One writer per run: seq numbering lives here."""
+
+    def __init__(
+        self,
+        store: LogStore,
+        run_id: str,
+        *,
+        start_seq: int | None = None,
+        max_line_chars: int = MAX_LINE_CHARS,
+        max_lines: int | None = None,
+        retry_delays: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        if start_seq is None:
+            run = store.get_run(run_id)
+            start_seq = run.last_seq if run else 0
+        self.seq = start_seq
+        self.max_line_chars = max_line_chars
+        self.max_lines = max_lines
+        self.retry_delays = retry_delays
+        self._sleep = sleep
+        self._pending: list[LogLine] = []
+        self._lock = threading.Lock()
+        self._capped = False
+
+    # -- the API jobs use -----------------------------------------------------------------
+    def debug(self, message: str, **fields: Any) -> None:
+        self.log("DEBUG", message, **fields)
+
+    def info(self, message: str, **fields: Any) -> None:
+        self.log("INFO", message, **fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self.log("WARNING", message, **fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self.log("ERROR", message, **fields)
+
+    def exception(self, message: str, **fields: Any) -> None:
+        """ERROR line carrying the current exception's traceback."""
+        detail = traceback.format_exc()
+        if detail and detail.strip() != "NoneType: None":
+            message = f"{message}\n{detail.rstrip()}"
+        self.log("ERROR", message, **fields)
+
+    def progress(self, pct: float, message: str = "", **fields: Any) -> None:
+        """An INFO line with ``fields.progress`` (0-100) for progress bars."""
+        pct = max(0.0, min(100.0, float(pct)))
+        self.log("INFO", message or f"{pct:.0f}%", progress=pct, **fields)
+
+    def log(self, level: str, message: str, **fields: Any) -> int | None:
+        """Commit one line; return its seq, or None once the per-run line cap was reached."""
+        with self._lock:
+            line = self._make_line(level, str(message), fields)
+            if line is None:
+                return None
+            self._pending.append(line)
+            self._flush(self.retry_delays[:1])
+            return line.seq
+
+    def close(self) -> bool:
+        """Flush what is still pending, retrying with the full backoff; True if all landed."""
+        with self._lock:
+            return self._flush(self.retry_delays)
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- internals ------------------------------------------------------------------------
+    def _make_line(self, level: str, message: str, fields: dict[str, Any]) -> LogLine | None:
+        if self._capped:
+            return None
+        if self.max_lines is not None and self.seq >= self.max_lines - 1:
+            self._capped = True
+            level, fields = "WARNING", {"limit": self.max_lines}
+            message = f"line limit of {self.max_lines} reached: later lines are dropped"
+        message, dropped = truncate(message, self.max_line_chars)
+        if dropped:
+            fields = {**fields, "truncated": dropped}
+        self.seq += 1
+        return LogLine(
+            seq=self.seq,
+            timestamp=utcnow(),
+            log_level=normalize_level(level),
+            message=message,
+            fields=fields or None,
+        )
+
+    def _flush(self, delays: tuple[float, ...]) -> bool:
+        """Append all pending lines, in order; keep them on failure. Caller holds the lock."""
+        for attempt in range(len(delays) + 1):
+            if not self._pending:
+                return True
+            try:
+                self.store.append(self.run_id, self._pending)
+            except (StoreError, OSError, Exception) as exc:  # never raise into the job
+                if attempt == len(delays):
+                    log.warning(
+                        "run %s: %d lines not yet stored: %s", self.run_id, self.pending, exc
+                    )
+                    return False
+                self._sleep(delays[attempt])
+            else:
+                self._pending.clear()
+        return not self._pending
+
+
+class RunLogHandler(logging.Handler):
+    """Routes standard ``logging`` records into a run, so library code logs into the job."""
+
+    def __init__(self, run_logger: RunLogger, level: int = logging.DEBUG) -> None:
+        super().__init__(level)
+        self.run_logger = run_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                detail = logging.Formatter().formatException(record.exc_info)
+                message = f"{message}\n{detail.rstrip()}"
+            fields: dict[str, Any] = {"logger": record.name}
+            extra = getattr(record, "fields", None)
+            if isinstance(extra, dict):
+                fields.update(extra)
+            self.run_logger.log(record.levelname, message, **fields)
+        except Exception:
+            self.handleError(record)

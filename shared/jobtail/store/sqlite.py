@@ -1,0 +1,308 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+WAL lets readers run while a writer commits. ``synchronous=NORMAL`` (the default here) makes a
+committed line survive a crash of the process; ``?synchronous=full`` in the URL also survives
+power loss at the cost of an fsync per commit. Each thread gets its own connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from .base import (
+    LEVELS,
+    LogLine,
+    LogStore,
+    Run,
+    RunActiveError,
+    RunStatus,
+    StoreError,
+    level_number,
+    new_run_id,
+    utcnow,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       TEXT PRIMARY KEY,
+    upload_id    TEXT NOT NULL,
+    service_name TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    started_at   TEXT,
+    finished_at  TEXT,
+    heartbeat_at TEXT,
+    last_seq     INTEGER NOT NULL DEFAULT 0,
+    error        TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_key ON runs (upload_id, service_name, created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (upload_id, service_name)
+    WHERE status IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS runs_logs (
+    id           INTEGER PRIMARY KEY,
+    run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    seq          INTEGER NOT NULL,
+    upload_id    TEXT NOT NULL,
+    service_name TEXT NOT NULL,
+    timestamp    TEXT NOT NULL,
+    log_level    TEXT NOT NULL,
+    level_no     INTEGER NOT NULL,
+    message      TEXT NOT NULL,
+    fields       TEXT,
+    UNIQUE (run_id, seq)
+);
+"""
+
+RUN_COLUMNS = (
+    "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
+    " heartbeat_at, last_seq, error"
+)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _run(row: sqlite3.Row) -> Run:
+    return Run(
+        run_id=row[0],
+        upload_id=row[1],
+        service_name=row[2],
+        status=RunStatus(row[3]),
+        created_at=datetime.fromisoformat(row[4]),
+        started_at=_dt(row[5]),
+        finished_at=_dt(row[6]),
+        heartbeat_at=_dt(row[7]),
+        last_seq=row[8],
+        error=row[9],
+    )
+
+
+def _line(row: sqlite3.Row) -> LogLine:
+    return LogLine(
+        seq=row[0],
+        timestamp=datetime.fromisoformat(row[1]),
+        log_level=row[2],
+        message=row[3],
+        fields=json.loads(row[4]) if row[4] else None,
+    )
+
+
+class SQLiteStore(LogStore):
+    """SQLite file store. ``path`` may be ``:memory:`` only for single-threaded use."""
+
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
+        super().__init__()
+        self.path = str(path)
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise StoreError(f"unknown SQLite synchronous mode {synchronous!r}")
+        self.synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db().executescript(SCHEMA)
+
+    # -- connections ----------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- runs -----------------------------------------------------------------------------
+    def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:
+        run = Run(
+            run_id=run_id or new_run_id(),
+            upload_id=upload_id,
+            service_name=service_name,
+            status=RunStatus.QUEUED,
+            created_at=utcnow(),
+        )
+        with self._tx() as db:
+            active = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE upload_id = ? AND service_name = ?"
+                " AND status IN ('queued', 'running')",
+                (upload_id, service_name),
+            ).fetchone()
+            if active is not None:
+                raise RunActiveError(_run(active))
+            db.execute(
+                "INSERT INTO runs (run_id, upload_id, service_name, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (run.run_id, upload_id, service_name, run.status.value, run.created_at.isoformat()),
+            )
+        self.listeners.notify(run.run_id)
+        return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        row = self._db().execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        found = row.fetchone()
+        return _run(found) if found else None
+
+    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
+        runs = self.list_runs(upload_id, service_name, limit=1)
+        return runs[0] if runs else None
+
+    def list_runs(
+        self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        where, params = [], []
+        if upload_id is not None:
+            where.append("upload_id = ?")
+            params.append(upload_id)
+        if service_name is not None:
+            where.append("service_name = ?")
+            params.append(service_name)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db().execute(
+            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY created_at DESC, run_id DESC"
+            " LIMIT ?",
+            (*params, limit),
+        )
+        return [_run(row) for row in rows]
+
+    def start_run(self, run_id: str) -> bool:
+        now = utcnow().isoformat()
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?"
+                " WHERE run_id = ? AND status = 'queued'",
+                (now, now, run_id),
+            )
+        if cursor.rowcount:
+            self.listeners.notify(run_id)
+        return cursor.rowcount == 1
+
+    def heartbeat(self, run_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'",
+                (utcnow().isoformat(), run_id),
+            )
+
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        if status.active:
+            raise ValueError(f"finish_run needs a final status, not {status}")
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?"
+                " WHERE run_id = ? AND status IN ('queued', 'running')",
+                (status.value, utcnow().isoformat(), error, run_id),
+            )
+        if cursor.rowcount:
+            self.listeners.notify(run_id)
+
+    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
+        bound = heartbeat_before.isoformat()
+        with self._tx() as db:
+            rows = db.execute(
+                "UPDATE runs SET status = 'failed', finished_at = ?, error = ?"
+                " WHERE status IN ('queued', 'running')"
+                " AND COALESCE(heartbeat_at, created_at) < ? RETURNING run_id",
+                (utcnow().isoformat(), error, bound),
+            ).fetchall()
+        stale = [row[0] for row in rows]
+        for run_id in stale:
+            self.listeners.notify(run_id)
+        return stale
+
+    def purge(self, finished_before: datetime) -> int:
+        with self._tx() as db:
+            cursor = db.execute(
+                "DELETE FROM runs WHERE status IN ('succeeded', 'failed') AND finished_at < ?",
+                (finished_before.isoformat(),),
+            )
+        return cursor.rowcount
+
+    # -- lines ----------------------------------------------------------------------------
+    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+        with self._tx() as db:
+            run = db.execute(
+                "SELECT upload_id, service_name, last_seq FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if run is None:
+                raise StoreError(f"cannot append to unknown run {run_id!r}")
+            if not lines:
+                return int(run[2])
+            db.executemany(
+                "INSERT OR IGNORE INTO runs_logs (run_id, seq, upload_id, service_name,"
+                " timestamp, log_level, level_no, message, fields)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        line.seq,
+                        run[0],
+                        run[1],
+                        line.timestamp.isoformat(),
+                        line.log_level,
+                        level_number(line.log_level),
+                        line.message,
+                        json.dumps(line.fields, default=str) if line.fields else None,
+                    )
+                    for line in lines
+                ],
+            )
+            top = max(line.seq for line in lines)
+            last = max(int(run[2]), top)
+            if last != run[2]:
+                db.execute("UPDATE runs SET last_seq = ? WHERE run_id = ?", (last, run_id))
+        self.listeners.notify(run_id)
+        return last
+
+    def read(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+    ) -> list[LogLine]:
+        sql = "SELECT seq, timestamp, log_level, message, fields FROM runs_logs"
+        sql += " WHERE run_id = ? AND seq > ?"
+        params: list[object] = [run_id, after]
+        if before is not None:
+            sql += " AND seq < ?"
+            params.append(before)
+        if min_level is not None and level_number(min_level) > LEVELS["DEBUG"]:
+            sql += " AND level_no >= ?"
+            params.append(level_number(min_level))
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        return [_line(row) for row in self._db().execute(sql, params)]

@@ -1,0 +1,1 @@
+"""The HTTP face of jobtail: ``web.app.create_app`` builds the FastAPI app of DESIGN.md."""

@@ -1,0 +1,64 @@
+"""Request dependencies as ``Annotated`` aliases, so routes stay one-liners over the core."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Path, Request
+
+from ..services import Services
+from ..tail import Tailer
+from .auth import AuthError, check_bearer
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+ID_HELP = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128"
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_tailer(request: Request) -> Tailer:
+    tailer: Tailer = request.app.state.tailer
+    return tailer
+
+
+class StreamGate:
+    """Caps concurrent SSE streams per process; over the cap a client gets a 503 to retry."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def acquire(self) -> bool:
+        if self.open >= self.limit:
+            return False
+        self.open += 1
+        return True
+
+    def release(self) -> None:
+        self.open -= 1
+
+
+def get_gate(request: Request) -> StreamGate:
+    gate: StreamGate = request.app.state.streams
+    return gate
+
+
+def require_key(
+    services: Annotated[Services, Depends(get_services)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    try:
+        check_bearer(services.settings, authorization)
+    except AuthError as exc:
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+TailerDep = Annotated[Tailer, Depends(get_tailer)]
+GateDep = Annotated[StreamGate, Depends(get_gate)]
+Authorized = Depends(require_key)
+UploadId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_HELP)]
+ServiceName = Annotated[str, Path(pattern=ID_PATTERN, description="a generator name")]

@@ -1,0 +1,171 @@
+"""A run's lines: live over SSE (replay from a cursor, then follow) and final, paged or exported.
+
+The stream's store access happens inside its generator (never a request-scoped dependency that
+closes before the stream ends); its status and cursor checks happen before it starts, so a bad
+cursor is a JSON 4xx and a reconnect after the end is a 204 that stops EventSource.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from enum import StrEnum
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from ...store import LogLine, LogStore, Run
+from ..auth import AuthError, check_bearer, check_stream_token
+from ..deps import GateDep, ServiceName, ServicesDep, TailerDep, UploadId
+from ..sse import SEP, parse_event_id, to_sse
+from .runs import RunIdQuery, find_run
+
+router = APIRouter(prefix="/runs/{upload_id}/{service}")
+
+PING_SECONDS = 15
+EXPORT_PAGE = 5000
+
+
+class Level(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
+AfterQuery = Annotated[int | None, Query(ge=0, description="only lines with seq > after")]
+
+
+def _authorize_stream(
+    services: ServicesDep, run: Run, authorization: str | None, token: str | None
+) -> None:
+    settings = services.settings
+    if settings.auth == "none":
+        return
+    try:
+        if token is not None:
+            check_stream_token(settings, run.run_id, token)
+        else:
+            check_bearer(settings, authorization)
+    except AuthError as exc:
+        raise HTTPException(401, str(exc)) from exc
+
+
+def _resolve(
+    services: ServicesDep,
+    upload_id: str,
+    service: str,
+    run_id: str | None,
+    after: int | None,
+    last_event_id: str | None,
+) -> tuple[Run, int | None]:
+    """The run and cursor a stream request names: Last-Event-ID wins over the query."""
+    if last_event_id:
+        try:
+            run_id, after = parse_event_id(last_event_id)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+    return find_run(services, upload_id, service, run_id), after
+
+
+@router.get("/logs", name="logs", response_class=EventSourceResponse)
+async def stream_logs(
+    upload_id: UploadId,
+    service: ServiceName,
+    services: ServicesDep,
+    tailer: TailerDep,
+    gate: GateDep,
+    run_id: RunIdQuery = None,
+    after: AfterQuery = None,
+    level: LevelQuery = None,
+    tail: Annotated[int | None, Query(ge=1, le=1_000_000, description="start N lines back")] = None,
+    token: Annotated[str | None, Query(description="stream token from generate/status")] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """``text/event-stream`` of the run; 204 once a finished run was read to its end."""
+    run, cursor = await anyio.to_thread.run_sync(
+        _resolve, services, upload_id, service, run_id, after, last_event_id
+    )
+    _authorize_stream(services, run, authorization, token)
+    if cursor is not None and not run.active and cursor >= run.last_seq:
+        return Response(status_code=204)
+    if cursor is None:
+        cursor = max(0, run.last_seq - tail) if tail else 0
+    if not gate.acquire():
+        raise HTTPException(503, "too many open streams; retry later", headers={"Retry-After": "5"})
+    settings = services.settings
+    min_level = level.value if level else None
+
+    async def events() -> AsyncIterator[ServerSentEvent]:
+        try:
+            async for event in tailer.follow(run.run_id, cursor, min_level, settings.stream_window):
+                yield to_sse(event, run.run_id, settings.retry_ms)
+        finally:
+            gate.release()
+
+    return EventSourceResponse(
+        events(), ping=PING_SECONDS, sep=SEP, headers={"Cache-Control": "no-store"}
+    )
+
+
+def _page(
+    store: LogStore, run: Run, after: int, before: int | None, limit: int, level: str | None
+) -> list[LogLine]:
+    return store.read(run.run_id, after=after, limit=limit, min_level=level, before=before)
+
+
+def _export(store: LogStore, run: Run, level: str | None, fmt: str) -> Iterator[bytes]:
+    after = 0
+    while True:
+        lines = store.read(run.run_id, after=after, limit=EXPORT_PAGE, min_level=level)
+        for line in lines:
+            if fmt == "jsonl":
+                yield json.dumps(line.to_json(), ensure_ascii=False).encode() + b"\n"
+            else:
+                stamp = line.timestamp.isoformat(timespec="milliseconds")
+                yield f"{stamp} {line.log_level:<8} {line.message}\n".encode()
+        if len(lines) < EXPORT_PAGE:
+            return
+        after = lines[-1].seq
+
+
+@router.get("/logs/final")
+def final_logs(
+    upload_id: UploadId,
+    service: ServiceName,
+    services: ServicesDep,
+    run_id: RunIdQuery = None,
+    after: Annotated[int, Query(ge=0)] = 0,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    level: LevelQuery = None,
+    format: Annotated[str, Query(pattern="^(json|text|jsonl)$")] = "json",
+    token: Annotated[str | None, Query()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Any:
+    """The stored lines in order, a page at a time, or the whole run as a text/jsonl download."""
+    run = find_run(services, upload_id, service, run_id)
+    _authorize_stream(services, run, authorization, token)
+    min_level = level.value if level else None
+    if format != "json":
+        media = "application/x-ndjson" if format == "jsonl" else "text/plain; charset=utf-8"
+        name = f"{upload_id}-{service}-{run.run_id}.{'jsonl' if format == 'jsonl' else 'log'}"
+        return StreamingResponse(
+            _export(services.store, run, min_level, format),
+            media_type=media,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+    lines = _page(services.store, run, after, before, limit, min_level)
+    return {
+        "run_id": run.run_id,
+        "status": run.status.value,
+        "last_seq": run.last_seq,
+        "logs": [line.to_json() for line in lines],
+        "next_after": lines[-1].seq if len(lines) == limit else None,
+    }

@@ -1,0 +1,60 @@
+"""Tail events to Server-Sent Events: a pure mapping, table-tested against the wire bytes.
+
+Ids are ``<run_id>:<seq>`` so a reconnecting EventSource names both the run and the cursor.
+Lines are default (``message``) events; status changes are ``event: status``; the end carries
+``{"status", "last_seq"}`` and the id of the last line so a reconnect after it gets a 204.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from sse_starlette import ServerSentEvent
+
+from ..tail import EndEvent, LineEvent, StatusEvent, TailEvent, WindowEndEvent
+
+SEP = "\n"
+_CURSOR = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<seq>\d{1,18})$")
+
+
+def _json(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def event_id(run_id: str, seq: int) -> str:
+    return f"{run_id}:{seq}"
+
+
+def parse_event_id(value: str) -> tuple[str, int]:
+    """Split a ``Last-Event-ID``; ValueError says what a valid one looks like."""
+    match = _CURSOR.match(value.strip())
+    if match is None:
+        raise ValueError(f"Last-Event-ID {value!r} is not of the form <run_id>:<seq>")
+    return match["run"], int(match["seq"])
+
+
+def to_sse(event: TailEvent, run_id: str, retry_ms: int = 1000) -> ServerSentEvent:
+    if isinstance(event, LineEvent):
+        line = event.line
+        return ServerSentEvent(_json(line.to_json()), id=event_id(run_id, line.seq), sep=SEP)
+    if isinstance(event, StatusEvent):
+        run = event.run
+        data = {"run_id": run_id, "status": run.status.value, "last_seq": run.last_seq}
+        return ServerSentEvent(_json(data), event="status", sep=SEP)
+    if isinstance(event, EndEvent):
+        run = event.run
+        data = {"run_id": run_id, "status": run.status.value, "last_seq": run.last_seq}
+        if run.error:
+            data["error"] = run.error
+        return ServerSentEvent(_json(data), event="end", id=event_id(run_id, run.last_seq), sep=SEP)
+    if isinstance(event, WindowEndEvent):
+        # An id with no data moves the browser's Last-Event-ID without dispatching an event.
+        return ServerSentEvent(
+            id=event_id(run_id, event.cursor),
+            comment="window closed: resume with Last-Event-ID",
+            retry=retry_ms,
+            sep=SEP,
+        )
+    raise TypeError(f"not a tail event: {event!r}")

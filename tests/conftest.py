@@ -1,0 +1,81 @@
+"""Fixtures shared by the whole suite: real SQLite stores, a real uvicorn server in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from jobtail.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "store.db")
+    yield store
+    store.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerThread:
+    """uvicorn serving an ASGI app on a free loopback port, in a background thread."""
+
+    def __init__(self, app: object, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> ServerThread:
+        self.thread.start()
+        wait_for(lambda: self.server.started, timeout, "uvicorn did not start")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
+    """Poll a condition until true; fail the test with ``message`` on timeout."""
+    event = threading.Event()
+    deadline = timeout
+    step = 0.005
+    while not condition():
+        if deadline <= 0:
+            pytest.fail(message or "condition not met in time")
+        event.wait(step)
+        deadline -= step
+        step = min(step * 2, 0.1)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[object], ServerThread]]:
+    started: list[ServerThread] = []
+
+    def start(app: object) -> ServerThread:
+        server = ServerThread(app).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

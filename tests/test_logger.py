@@ -1,0 +1,138 @@
+"""RunLogger: every line committed before log() returns, in order, never twice, never raising."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from jobtail.logger import MAX_LINE_CHARS, RunLogger, RunLogHandler
+from jobtail.store.base import LogLine, RunStatus, StoreError
+from jobtail.store.sqlite import SQLiteStore
+
+
+def test_each_line_is_committed_before_log_returns(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    other = SQLiteStore(tmp_path / "store.db")  # a second connection, as another process would
+    logger = RunLogger(sqlite_store, run.run_id)
+    for n in range(1, 4):
+        assert logger.info(f"line {n}") is None
+        assert [line.message for line in other.read(run.run_id)][-1] == f"line {n}"
+    assert other.get_run(run.run_id).last_seq == 3  # type: ignore[union-attr]
+    other.close()
+
+
+def test_levels_fields_progress_and_exception(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    logger.debug("d")
+    logger.warning("w", table="pets")
+    logger.progress(150, "almost")
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        logger.exception("failed")
+    logger.log("warn", "legacy name")
+    lines = sqlite_store.read(run.run_id)
+    assert [(x.seq, x.log_level) for x in lines] == [
+        (1, "DEBUG"), (2, "WARNING"), (3, "INFO"), (4, "ERROR"), (5, "WARNING")
+    ]
+    assert lines[1].fields == {"table": "pets"}
+    assert lines[2].fields == {"progress": 100.0} and lines[2].message == "almost"
+    assert "KeyError: 'boom'" in lines[3].message and "Traceback" in lines[3].message
+
+
+def test_resumes_numbering_after_existing_lines(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    RunLogger(sqlite_store, run.run_id).info("first writer")
+    assert RunLogger(sqlite_store, run.run_id).log("INFO", "second writer") == 2
+
+
+def test_long_messages_are_truncated_with_a_marker(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    logger.info("x" * (MAX_LINE_CHARS + 10))
+    logger.info("y" * MAX_LINE_CHARS)
+    cut, whole = sqlite_store.read(run.run_id)
+    assert cut.message.startswith("x" * MAX_LINE_CHARS)
+    assert cut.message.endswith("[truncated 10 characters]") and cut.fields == {"truncated": 10}
+    assert whole.message == "y" * MAX_LINE_CHARS and whole.fields is None
+
+
+def test_line_cap_ends_with_a_warning(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, max_lines=10)
+    seqs = [logger.info(f"n{n}") for n in range(20)]
+    lines = sqlite_store.read(run.run_id)
+    assert len(lines) == 10 and seqs[10:] == [None] * 10
+    assert lines[-1].log_level == "WARNING" and "line limit of 10" in lines[-1].message
+
+
+class FlakyStore(SQLiteStore):
+    """A real SQLite store whose appends fail on demand, and may commit then 'lose' the reply."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failures = 0
+        self.lose_reply = False
+
+    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+        if self.failures:
+            self.failures -= 1
+            if self.lose_reply:
+                super().append(run_id, lines)
+            raise StoreError("database is unreachable")
+        return super().append(run_id, lines)
+
+
+@pytest.mark.parametrize("lose_reply", [False, True])
+def test_failing_store_never_raises_and_keeps_order_without_duplicates(
+    tmp_path: Path, lose_reply: bool
+) -> None:
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    slept: list[float] = []
+    logger = RunLogger(store, run.run_id, retry_delays=(0.01, 0.02), sleep=slept.append)
+    logger.info("one")
+    store.failures, store.lose_reply = 5, lose_reply  # more failures than one call's retries
+    logger.info("two")
+    assert logger.pending >= 1
+    logger.info("three")
+    assert logger.close() is True and logger.pending == 0
+    assert [(x.seq, x.message) for x in store.read(run.run_id)] == [(1, "one"), (2, "two"), (3, "three")]
+    assert slept, "retries back off"
+    store.close()
+
+
+def test_close_reports_lines_that_never_landed(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    logger = RunLogger(store, run.run_id, retry_delays=(0.0,), sleep=lambda _: None)
+    store.failures = 100
+    logger.info("lost for now")
+    assert logger.close() is False and logger.pending == 1
+    store.failures = 0
+    assert logger.close() is True and store.get_run(run.run_id).last_seq == 1  # type: ignore[union-attr]
+    store.close()
+
+
+def test_standard_logging_flows_into_the_run(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    handler = RunLogHandler(RunLogger(sqlite_store, run.run_id))
+    library = logging.getLogger("some.library")
+    library.addHandler(handler)
+    library.setLevel(logging.DEBUG)
+    try:
+        library.info("parsed %d schemas", 3, extra={"fields": {"file": "a.yaml"}})
+        try:
+            1 / 0  # noqa: B018
+        except ZeroDivisionError:
+            library.exception("division")
+    finally:
+        library.removeHandler(handler)
+    info, error = sqlite_store.read(run.run_id)
+    assert info.message == "parsed 3 schemas" and info.fields == {"logger": "some.library", "file": "a.yaml"}
+    assert error.log_level == "ERROR" and "ZeroDivisionError" in error.message
+    assert sqlite_store.get_run(run.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]
