@@ -13,7 +13,9 @@ from jobtail.store.base import LogLine, RunStatus, StoreError
 from jobtail.store.sqlite import SQLiteStore
 
 
-def test_each_line_is_committed_before_log_returns(sqlite_store: SQLiteStore, tmp_path: Path) -> None:
+def test_each_line_is_committed_before_log_returns(
+    sqlite_store: SQLiteStore, tmp_path: Path
+) -> None:
     run = sqlite_store.create_run("up", "svc")
     other = SQLiteStore(tmp_path / "store.db")  # a second connection, as another process would
     logger = RunLogger(sqlite_store, run.run_id)
@@ -37,7 +39,11 @@ def test_levels_fields_progress_and_exception(sqlite_store: SQLiteStore) -> None
     logger.log("warn", "legacy name")
     lines = sqlite_store.read(run.run_id)
     assert [(x.seq, x.log_level) for x in lines] == [
-        (1, "DEBUG"), (2, "WARNING"), (3, "INFO"), (4, "ERROR"), (5, "WARNING")
+        (1, "DEBUG"),
+        (2, "WARNING"),
+        (3, "INFO"),
+        (4, "ERROR"),
+        (5, "WARNING"),
     ]
     assert lines[1].fields == {"table": "pets"}
     assert lines[2].fields == {"progress": 100.0} and lines[2].message == "almost"
@@ -101,7 +107,11 @@ def test_failing_store_never_raises_and_keeps_order_without_duplicates(
     assert logger.pending >= 1
     logger.info("three")
     assert logger.close() is True and logger.pending == 0
-    assert [(x.seq, x.message) for x in store.read(run.run_id)] == [(1, "one"), (2, "two"), (3, "three")]
+    assert [(x.seq, x.message) for x in store.read(run.run_id)] == [
+        (1, "one"),
+        (2, "two"),
+        (3, "three"),
+    ]
     assert slept, "retries back off"
     store.close()
 
@@ -133,6 +143,9 @@ def test_standard_logging_flows_into_the_run(sqlite_store: SQLiteStore) -> None:
     finally:
         library.removeHandler(handler)
     info, error = sqlite_store.read(run.run_id)
-    assert info.message == "parsed 3 schemas" and info.fields == {"logger": "some.library", "file": "a.yaml"}
+    assert info.message == "parsed 3 schemas" and info.fields == {
+        "logger": "some.library",
+        "file": "a.yaml",
+    }
     assert error.log_level == "ERROR" and "ZeroDivisionError" in error.message
     assert sqlite_store.get_run(run.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]

@@ -34,7 +34,9 @@ def line(message: str, **fields: object) -> LineEvent:
         (
             line("caf\u00e9 \u2603", step=2),
             '{"seq":3,"timestamp":"2026-11-24T12:00:00.123000+00:00","log_level":"INFO",'
-            '"message":"caf\u00e9 \u2603","fields":{"step":2}}'.join(["id: r1:3\ndata: ", "\n\n"]).encode(),
+            '"message":"caf\u00e9 \u2603","fields":{"step":2}}'.join(
+                ["id: r1:3\ndata: ", "\n\n"]
+            ).encode(),
         ),
         (
             StatusEvent(Run("r1", "up", "pydantic", RunStatus.RUNNING, T, last_seq=2)),
@@ -63,7 +65,8 @@ def test_framing_survives_hostile_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("r1:0", ("r1", 0)), ("abc.D_e-f:42", ("abc.D_e-f", 42)), (" r:9 ", ("r", 9))]
+    ("value", "expected"),
+    [("r1:0", ("r1", 0)), ("abc.D_e-f:42", ("abc.D_e-f", 42)), (" r:9 ", ("r", 9))],
 )
 def test_parse_event_id(value: str, expected: tuple[str, int]) -> None:
     assert parse_event_id(value) == expected

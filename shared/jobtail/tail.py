@@ -133,20 +133,27 @@ class Tailer:
     # -- the public iterator --------------------------------------------------------------
     async def follow(
         self,
-        run_id: str,
+        run: Run | str,
         after: int = 0,
         min_level: str | None = None,
         window: float | None = None,
     ) -> AsyncIterator[TailEvent]:
         """Status, then every line with seq > after (at or above min_level), then the end.
 
-        With ``window`` seconds, stops early with a WindowEndEvent if the run is still going.
+        Pass the Run when the caller already looked it up; a run already followed in this
+        process costs no store read at all. With ``window`` seconds, stops early with a
+        WindowEndEvent if the run is still going.
         """
         self._loop = asyncio.get_running_loop()
         deadline = None if window is None else self._loop.time() + window
-        run = await self._get_run(run_id)
-        if run is None:
-            raise RunNotFoundError(run_id)
+        run_id = run if isinstance(run, str) else run.run_id
+        if run_id in self._followers:
+            run = self._followers[run_id].run
+        elif isinstance(run, str):
+            found = await self._get_run(run_id)
+            if found is None:
+                raise RunNotFoundError(run_id)
+            run = found
         yield StatusEvent(run)
         cursor = after
         if not run.active:
@@ -185,6 +192,7 @@ class Tailer:
                         return
             finally:
                 self._unsubscribe(follower, sub)
+            run = await self._get_run(run_id) or run  # resync: start any new follower fresh
 
     async def _next(self, sub: _Subscriber, deadline: float | None) -> TailEvent | None:
         if deadline is None:
@@ -224,6 +232,7 @@ class Tailer:
 
     # -- followers ------------------------------------------------------------------------
     def _follower(self, run: Run) -> _Follower:
+        """The run's follower, started at the last committed seq if there is none yet."""
         follower = self._followers.get(run.run_id)
         if follower is None:
             follower = _Follower(

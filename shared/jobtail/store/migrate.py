@@ -1,0 +1,83 @@
+"""Apply ``supabase/migrations/*.sql`` to a PostgreSQL database: each file once, in name order.
+
+The same files serve Supabase (``supabase db push``) and plain PostgreSQL (``jobtail migrate``).
+Each file runs in its own transaction together with the row recording it in
+``jobtail_migrations``, so a failed file leaves nothing half applied and a second run applies only
+new files. The files are idempotent as well, so a database migrated by other means is safe too.
+An advisory lock keeps two migrators from interleaving.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import StoreError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "supabase" / "migrations"
+"""``<repo>/supabase/migrations`` for a source checkout (``shared/jobtail/store/migrate.py``)."""
+
+LOCK_KEY = 0x6A6F627461696C
+"""pg_advisory_lock key ('jobtail' in ASCII), held while migrating."""
+
+TRACKING_TABLE = """
+create table if not exists jobtail_migrations (
+    name       text primary key,
+    applied_at timestamptz not null default now()
+);
+alter table jobtail_migrations enable row level security;
+revoke all on table jobtail_migrations from public;
+"""
+
+
+def migration_files(path: Path | str | None = None) -> list[Path]:
+    """The ``*.sql`` files of a migrations folder, in the order they apply (by name)."""
+    folder = Path(path) if path is not None else MIGRATIONS_DIR
+    if not folder.is_dir():
+        raise StoreError(f"no migrations folder at {folder}")
+    files = sorted(folder.glob("*.sql"), key=lambda file: file.name)
+    if not files:
+        raise StoreError(f"no *.sql migrations in {folder}")
+    return files
+
+
+def apply_migrations(
+    url: str, path: Path | str | None = None, *, connect_timeout: int = 10
+) -> list[str]:
+    """Apply the migrations not yet recorded in ``url``'s database; return their file names."""
+    import psycopg
+
+    files = migration_files(path)
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=connect_timeout)
+    except psycopg.Error as exc:
+        raise StoreError(f"cannot connect to PostgreSQL to migrate: {exc}".strip()) from exc
+    applied: list[str] = []
+    with conn:
+        try:
+            conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
+            conn.execute(TRACKING_TABLE)
+            done = {row[0] for row in conn.execute("select name from jobtail_migrations")}
+            for file in files:
+                if file.name in done:
+                    continue
+                _apply(conn, file)
+                applied.append(file.name)
+        except psycopg.Error as exc:
+            raise StoreError(f"migration failed: {exc}".strip()) from exc
+        finally:
+            if not conn.closed and not conn.broken:
+                conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
+    return applied
+
+
+def _apply(conn: object, file: Path) -> None:
+    """Run one file and record it, in one transaction."""
+    import psycopg
+
+    assert isinstance(conn, psycopg.Connection)
+    try:
+        with conn.transaction():
+            conn.execute(file.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            conn.execute("insert into jobtail_migrations (name) values (%s)", (file.name,))
+    except psycopg.Error as exc:
+        raise StoreError(f"migration {file.name} failed: {exc}".strip()) from exc
