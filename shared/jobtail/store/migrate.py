@@ -10,8 +10,12 @@ An advisory lock keeps two migrators from interleaving.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .base import StoreError
+
+if TYPE_CHECKING:
+    import psycopg
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "supabase" / "migrations"
 """``<repo>/supabase/migrations`` for a source checkout (``shared/jobtail/store/migrate.py``)."""
@@ -44,7 +48,10 @@ def apply_migrations(
     url: str, path: Path | str | None = None, *, connect_timeout: int = 10
 ) -> list[str]:
     """Apply the migrations not yet recorded in ``url``'s database; return their file names."""
-    import psycopg
+    try:
+        import psycopg
+    except ImportError as exc:
+        raise StoreError("migrating needs psycopg: pip install 'jobtail[postgres]'") from exc
 
     files = migration_files(path)
     try:
@@ -52,32 +59,28 @@ def apply_migrations(
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to PostgreSQL to migrate: {exc}".strip()) from exc
     applied: list[str] = []
-    with conn:
+    with conn:  # closing the session also releases the advisory lock
         try:
             conn.execute("select pg_advisory_lock(%s)", (LOCK_KEY,))
             conn.execute(TRACKING_TABLE)
             done = {row[0] for row in conn.execute("select name from jobtail_migrations")}
-            for file in files:
-                if file.name in done:
-                    continue
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot prepare migrations: {exc}".strip()) from exc
+        for file in files:
+            if file.name not in done:
                 _apply(conn, file)
                 applied.append(file.name)
-        except psycopg.Error as exc:
-            raise StoreError(f"migration failed: {exc}".strip()) from exc
-        finally:
-            if not conn.closed and not conn.broken:
-                conn.execute("select pg_advisory_unlock(%s)", (LOCK_KEY,))
     return applied
 
 
-def _apply(conn: object, file: Path) -> None:
+def _apply(conn: psycopg.Connection[Any], file: Path) -> None:
     """Run one file and record it, in one transaction."""
     import psycopg
 
-    assert isinstance(conn, psycopg.Connection)
     try:
         with conn.transaction():
-            conn.execute(file.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            # bytes: sent as is, several statements, no placeholder parsing
+            conn.execute(file.read_bytes())
             conn.execute("insert into jobtail_migrations (name) values (%s)", (file.name,))
     except psycopg.Error as exc:
         raise StoreError(f"migration {file.name} failed: {exc}".strip()) from exc
