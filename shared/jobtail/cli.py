@@ -82,6 +82,8 @@ def _follow(
             source.response.read()
             _fail(f"{source.response.status_code}: {_detail(source.response)}")
         for event in source.iter_sse():
+            if not event.data:  # a keep-alive after an id; browsers do not dispatch these
+                continue
             if event.id:
                 last_id = event.id
             if event.event == "message":

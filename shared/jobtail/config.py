@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     stream_window: float | None = Field(
         None, gt=0, description="seconds an SSE response may last before it ends with retry:"
     )
+    ping_seconds: float = Field(15.0, gt=0, le=15, description="keep-alive comment interval")
     retry_ms: int = Field(1000, ge=0, description="retry: hint sent when a window closes")
     max_line_chars: int = Field(65_536, ge=256)
     max_lines: int = Field(1_000_000, ge=10)

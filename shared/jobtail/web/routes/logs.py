@@ -25,7 +25,6 @@ from .runs import RunIdQuery, find_run
 
 router = APIRouter(prefix="/runs/{upload_id}/{service}")
 
-PING_SECONDS = 15
 EXPORT_PAGE = 5000
 
 
@@ -110,7 +109,7 @@ async def stream_logs(
             gate.release()
 
     return EventSourceResponse(
-        events(), ping=PING_SECONDS, sep=SEP, headers={"Cache-Control": "no-store"}
+        events(), ping=settings.ping_seconds, sep=SEP, headers={"Cache-Control": "no-store"}
     )
 
 
