@@ -89,7 +89,7 @@ def test_live_viewer_gets_every_line_in_order_then_end_then_204(env: Env) -> Non
     until(lambda: env.services.store.get_run(started["run_id"]).status == "running")  # type: ignore[union-attr]
     env.generator.step(20)
     viewer.join(20)
-    assert [e.event for e in got][0] == "status"
+    assert got[0].event == "status"
     final = env.final()
     assert lines(got) == final
     assert [x["seq"] for x in final] == list(range(1, len(final) + 1))

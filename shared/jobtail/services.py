@@ -45,7 +45,7 @@ class Services:
             settings=settings,
             store=store,
             blobs=blobs,
-            uploads=Uploads(blobs),
+            uploads=Uploads(blobs, max_bytes=settings.max_upload_bytes),
             registry=registry or default_registry(),
         )
         services.dispatcher = dispatcher or services._default_dispatcher()

@@ -1,0 +1,290 @@
+"""The job: claim a run, heartbeat, generate with a RunLogger, save the result, finish the run.
+
+Queues deliver at least once, so the claim (``store.start_run``: queued -> running) is what
+makes a run execute at most once: a redelivered message finds the run running or finished and
+does nothing. Whatever happens inside, the run ends: failures become an ERROR line, always the
+last line, and ``finish_run(FAILED, error)``; the logger is closed (every line committed)
+before the status changes, so a viewer that sees the end already has the whole log.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+import threading
+import time
+import traceback
+import types
+from typing import Any
+
+from ..blobs import BlobNotFoundError, BlobStore
+from ..logger import MAX_LINE_CHARS, RunLogger
+from ..store.base import LogStore, Run, RunStatus
+from ..uploads import ParsedUpload, UploadError, UploadNotFoundError, Uploads, parse_document
+from .generators import (
+    GeneratedCode,
+    Generator,
+    GeneratorError,
+    GeneratorRegistry,
+    UnknownServiceError,
+)
+from .results import ResultInfo, result_key, save_result
+
+__all__ = ["Heartbeat", "describe_error", "import_check", "result_key", "run_job"]
+
+log = logging.getLogger(__name__)
+
+USER_ERRORS = (UploadNotFoundError, UnknownServiceError, GeneratorError, BlobNotFoundError)
+"""Errors whose message alone explains the failure to the user."""
+
+
+class Heartbeat:
+    """Touches the run every ``interval`` seconds from a thread, so the janitor sees it alive."""
+
+    def __init__(self, store: LogStore, run_id: str, interval: float) -> None:
+        if interval <= 0:
+            raise ValueError("heartbeat interval must be positive")
+        self.store, self.run_id, self.interval = store, run_id, interval
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.store.heartbeat(self.run_id)
+                self.beats += 1
+            except Exception as exc:  # a missed beat is not a failed job
+                log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def run_job(
+    run_id: str,
+    *,
+    store: LogStore,
+    uploads: Uploads,
+    blobs: BlobStore,
+    registry: GeneratorRegistry,
+    heartbeat_interval: float = 5.0,
+    max_line_chars: int = MAX_LINE_CHARS,
+    max_lines: int | None = None,
+) -> RunStatus:
+    """Run one queued run to its end and return its final status; never raises for the job.
+
+    A run that is not queued (a redelivery) is left alone and its current status returned;
+    FAILED for an unknown run; QUEUED if the store could not be reached to claim it (retry).
+    """
+    if heartbeat_interval <= 0:
+        raise ValueError("heartbeat_interval must be positive")
+    claimed = _claim(store, run_id)
+    if isinstance(claimed, RunStatus):
+        return claimed
+    logger = RunLogger(
+        store,
+        run_id,
+        start_seq=claimed.last_seq,
+        max_line_chars=max_line_chars,
+        max_lines=max_lines,
+    )
+    outcome: tuple[RunStatus, str | None] = (RunStatus.FAILED, "the worker was interrupted")
+    try:
+        with Heartbeat(store, run_id, heartbeat_interval):
+            outcome = _Job(claimed, logger, uploads, blobs, registry).execute()
+    except BaseException:
+        _closing_line(logger, "ERROR", "Run failed: the worker was interrupted")
+        raise
+    finally:
+        logger.close()
+        _finish(store, run_id, *outcome)
+    return outcome[0]
+
+
+def _claim(store: LogStore, run_id: str) -> Run | RunStatus:
+    try:
+        run = store.get_run(run_id)
+        if run is None:
+            log.warning("run %s does not exist: nothing to do", run_id)
+            return RunStatus.FAILED
+        if store.start_run(run_id):
+            return run
+        current = store.get_run(run_id)
+    except Exception:
+        log.exception("run %s: cannot claim it; leaving it queued", run_id)
+        return RunStatus.QUEUED
+    status = current.status if current else RunStatus.FAILED
+    log.info("run %s is already %s: not running it again", run_id, status)
+    return status
+
+
+def _finish(store: LogStore, run_id: str, status: RunStatus, error: str | None) -> None:
+    try:
+        store.finish_run(run_id, status, error)
+    except Exception:  # the janitor fails it once the heartbeat goes stale
+        log.exception("run %s: cannot record its end (%s)", run_id, status)
+
+
+def _closing_line(logger: RunLogger, level: str, message: str, **fields: Any) -> None:
+    """Write the run's last line even when the per-run line cap was reached."""
+    if logger.log(level, message, **fields) is None and logger.close():
+        extra = RunLogger(
+            logger.store, logger.run_id, start_seq=logger.seq, max_line_chars=logger.max_line_chars
+        )
+        extra.log(level, message, **fields)
+        extra.close()
+
+
+def describe_error(exc: BaseException) -> str:
+    """The run's error text: the message alone for errors meant for users."""
+    if isinstance(exc, UploadError):
+        return f"the upload is not usable: {exc}"
+    if isinstance(exc, USER_ERRORS):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def describe_schema(schema: Any) -> str:
+    """A few words on a schema for the DEBUG line that lists it."""
+    if not isinstance(schema, dict):
+        return "not an object"
+    for word in ("oneOf", "anyOf", "allOf"):
+        if isinstance(schema.get(word), list):
+            return f"{word} with {len(schema[word])} schemas"
+    if "enum" in schema:
+        return f"enum of {len(schema['enum'])} values"
+    if isinstance(schema.get("properties"), dict):
+        required = len(schema.get("required", []) or [])
+        return f"object, {len(schema['properties'])} properties ({required} required)"
+    if "$ref" in schema:
+        return f"reference to {schema['$ref']}"
+    return str(schema.get("type", "any"))
+
+
+def import_check(code: types.CodeType, logger: RunLogger) -> int | None:
+    """Execute the module in a fresh namespace and count its classes; None if skipped."""
+    name = f"_jobtail_check_{secrets.token_hex(4)}"
+    module = types.ModuleType(name)
+    sys.modules[name] = module  # pydantic resolves forward references through sys.modules
+    started = time.perf_counter()
+    try:
+        exec(code, module.__dict__)
+    except ImportError as exc:
+        logger.warning(f"Import check skipped: {exc} (a package this worker does not have)")
+        return None
+    except Exception as exc:
+        raise GeneratorError(f"the generated code fails on import: {describe_error(exc)}") from exc
+    finally:
+        sys.modules.pop(name, None)
+    classes = [k for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == name]
+    ms = (time.perf_counter() - started) * 1000
+    logger.info(f"Import check passed: {len(classes)} classes defined in {ms:.0f} ms")
+    logger.debug(f"Classes: {', '.join(classes)}")
+    return len(classes)
+
+
+class _Job:
+    """The steps of one claimed run, each logged."""
+
+    def __init__(
+        self,
+        run: Run,
+        logger: RunLogger,
+        uploads: Uploads,
+        blobs: BlobStore,
+        registry: GeneratorRegistry,
+    ) -> None:
+        self.run, self.log = run, logger
+        self.uploads, self.blobs, self.registry = uploads, blobs, registry
+        self.started = time.perf_counter()
+
+    def execute(self) -> tuple[RunStatus, str | None]:
+        try:
+            info = self._steps()
+        except Exception as exc:
+            message = describe_error(exc)
+            self.log.debug(f"Traceback:\n{traceback.format_exc().rstrip()}")
+            _closing_line(self.log, "ERROR", f"Run failed: {message}", error=type(exc).__name__)
+            return RunStatus.FAILED, message
+        seconds = time.perf_counter() - self.started
+        text = f"Run succeeded in {seconds:.2f} s: {info.filename}, {info.lines:,} lines"
+        _closing_line(self.log, "INFO", text, seconds=round(seconds, 3))
+        return RunStatus.SUCCEEDED, None
+
+    def _steps(self) -> ResultInfo:
+        run = self.run
+        self.log.progress(
+            0, f"Run {run.run_id}: service {run.service_name!r} for upload {run.upload_id!r}"
+        )
+        generator = self.registry.get(run.service_name)
+        self.log.info(f"Generator {generator.name!r}: {generator.description}")
+        upload = self._load()
+        generated = self._generate(generator, upload)
+        classes = self._check(generator, generated)
+        info = save_result(self.blobs, run, generated, classes)
+        self.log.progress(100, f"Saved {generated.filename} ({info.bytes:,} bytes) as {info.key}")
+        return info
+
+    def _load(self) -> ParsedUpload:
+        upload_id = self.run.upload_id
+        data = self.uploads.load(upload_id)
+        filename = self.uploads.filename(upload_id)
+        named = f", {filename}" if filename else ""
+        self.log.info(f"Loaded upload {upload_id!r} ({len(data):,} bytes{named})", bytes=len(data))
+        upload = parse_document(data, filename, max_bytes=self.uploads.max_bytes)
+        self.log.info(
+            f"Parsed {upload.syntax.upper()}: {upload.summary()}",
+            kind=upload.kind,
+            schemas=len(upload.schemas),
+            paths=len(upload.paths),
+        )
+        for note in upload.notes:
+            self.log.warning(note)
+        for name, schema in upload.schemas.items():
+            self.log.debug(f"Schema {name}: {describe_schema(schema)}")
+        self.log.progress(20, "Upload checked")
+        return upload
+
+    def _generate(self, generator: Generator, upload: ParsedUpload) -> GeneratedCode:
+        self.log.progress(30, f"Generating with {generator.name!r}")
+        started = time.perf_counter()
+        generated = generator.generate(upload, self.log)
+        seconds = time.perf_counter() - started
+        if not isinstance(generated, GeneratedCode):
+            kind = type(generated).__name__
+            raise GeneratorError(f"generator {generator.name!r} returned {kind}, not GeneratedCode")
+        lines, size = len(generated.code.splitlines()), len(generated.code.encode())
+        self.log.info(
+            f"Generated {generated.filename} in {seconds:.2f} s: {lines:,} lines, {size:,} bytes",
+            seconds=round(seconds, 3),
+            lines=lines,
+            bytes=size,
+        )
+        self.log.progress(70, "Code generated")
+        return generated
+
+    def _check(self, generator: Generator, generated: GeneratedCode) -> int | None:
+        if generated.language != "python":
+            self.log.info(f"Checks skipped: the output is {generated.language}, not Python")
+            return None
+        try:
+            code = compile(generated.code, generated.filename, "exec")
+        except (SyntaxError, ValueError) as exc:
+            where = f" at line {exc.lineno}" if isinstance(exc, SyntaxError) else ""
+            reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+            raise GeneratorError(f"the generated code does not compile: {reason}{where}") from exc
+        self.log.info("Compile check passed")
+        classes = None
+        if generator.import_check:
+            classes = import_check(code, self.log)
+        else:
+            self.log.info(f"Import check skipped: {generator.name!r} output is not executed here")
+        self.log.progress(85, "Checks done")
+        return classes

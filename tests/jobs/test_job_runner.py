@@ -1,0 +1,310 @@
+"""run_job end to end on a real SQLite store and real blobs: lines, results, failures, claims."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from jobtail.blobs import LocalBlobs
+from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
+from jobtail.jobs.results import latest_result, read_manifest, result_key
+from jobtail.logger import RunLogger
+from jobtail.store.base import LogLine, RunStatus
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.uploads import ParsedUpload, Uploads, upload_key
+
+Run = Callable[..., RunStatus]
+LogOf = Callable[[str], list[LogLine]]
+
+SAMPLES = ["petstore", "invoice", "bookshop"]
+SERVICES = ["pydantic", "dataclasses", "typeddict", "msgspec"]
+STEPS = [
+    "Run ",
+    "Generator '",
+    "Loaded upload",
+    "Parsed ",
+    "Upload checked",
+    "Generating with",
+    "datamodel-code-generator ",
+    "Generated ",
+    "Code generated",
+    "Compile check passed",
+    "Import check passed",
+    "Checks done",
+    "Saved ",
+    "Run succeeded",
+]
+
+
+def assert_in_order(messages: list[str], prefixes: list[str]) -> None:
+    position = 0
+    for prefix in prefixes:
+        found = [i for i, m in enumerate(messages) if i >= position and m.startswith(prefix)]
+        assert found, f"no line starting {prefix!r} after line {position}: {messages}"
+        position = found[0] + 1
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_every_builtin_on_every_sample(
+    store: SQLiteStore, blobs: LocalBlobs, run: Run, log_of: LogOf, sample: str, service: str
+) -> None:
+    created = store.create_run(sample, service)
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    finished = store.get_run(created.run_id)
+    assert finished is not None and finished.status is RunStatus.SUCCEEDED
+    assert finished.error is None and finished.finished_at is not None
+    lines = log_of(created.run_id)
+    assert [line.seq for line in lines] == list(range(1, finished.last_seq + 1))
+    messages = [line.message for line in lines]
+    assert_in_order(messages, STEPS)
+    assert lines[-1].log_level == "INFO" and lines[-1].message.startswith("Run succeeded")
+    assert not [line for line in lines if line.log_level in ("WARNING", "ERROR")]
+    progress = [line.fields["progress"] for line in lines if "progress" in (line.fields or {})]
+    assert progress == sorted(progress) and progress[0] == 0 and progress[-1] == 100
+    assert sum(m.startswith("Schema ") for m in messages) >= 8
+    code = blobs.get(result_key(finished)).decode()
+    compile(code, "result.py", "exec")
+    info = read_manifest(blobs, finished)
+    assert info is not None and info.filename == f"{sample}_{service}.py"
+    assert info.classes is not None and info.classes >= 6
+    assert latest_result(blobs, sample, service) == info
+
+
+def test_the_latest_pointer_follows_the_newest_success(
+    store: SQLiteStore, blobs: LocalBlobs, run: Run
+) -> None:
+    first = store.create_run("petstore", "pydantic")
+    run(first.run_id)
+    second = store.create_run("petstore", "pydantic")
+    run(second.run_id)
+    info = latest_result(blobs, "petstore", "pydantic")
+    assert info is not None and info.run_id == second.run_id
+
+
+def failed_lines(store: SQLiteStore, log_of: LogOf, run_id: str) -> list[LogLine]:
+    finished = store.get_run(run_id)
+    assert finished is not None and finished.status is RunStatus.FAILED
+    lines = log_of(run_id)
+    assert lines[-1].seq == finished.last_seq
+    assert lines[-1].log_level == "ERROR"
+    assert lines[-1].message == f"Run failed: {finished.error}"
+    assert lines[-2].log_level == "DEBUG" and lines[-2].message.startswith("Traceback:")
+    return lines
+
+
+def test_invalid_yaml_upload_fails_with_the_error_last(
+    store: SQLiteStore, blobs: LocalBlobs, run: Run, log_of: LogOf
+) -> None:
+    blobs.put(upload_key("broken"), b"openapi: 3.1.0\npaths: {unclosed\n")
+    created = store.create_run("broken", "pydantic")
+    assert run(created.run_id) is RunStatus.FAILED
+    lines = failed_lines(store, log_of, created.run_id)
+    assert "the upload is not usable: not valid JSON or YAML" in lines[-1].message
+    assert "line 3" in lines[-1].message
+    assert blobs.get(upload_key("broken"))  # untouched
+    assert not blobs.exists(result_key(store.get_run(created.run_id)))  # type: ignore[arg-type]
+
+
+def test_a_dangling_ref_fails_the_run(
+    store: SQLiteStore, uploads: Uploads, run: Run, log_of: LogOf
+) -> None:
+    upload_id = uploads.save(
+        b'{"title": "T", "type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}',
+        "t.json",
+    )
+    created = store.create_run(upload_id, "dataclasses")
+    assert run(created.run_id) is RunStatus.FAILED
+    lines = failed_lines(store, log_of, created.run_id)
+    assert "#/$defs/Missing" in lines[-1].message
+
+
+def test_unknown_service_fails_listing_the_known(
+    store: SQLiteStore, run: Run, log_of: LogOf
+) -> None:
+    created = store.create_run("petstore", "graphql")
+    assert run(created.run_id) is RunStatus.FAILED
+    lines = failed_lines(store, log_of, created.run_id)
+    assert lines[-1].message == (
+        "Run failed: unknown service 'graphql'; "
+        "known services: pydantic, dataclasses, typeddict, msgspec"
+    )
+
+
+def test_missing_upload_fails(store: SQLiteStore, run: Run, log_of: LogOf) -> None:
+    created = store.create_run("nowhere", "pydantic")
+    assert run(created.run_id) is RunStatus.FAILED
+    assert failed_lines(store, log_of, created.run_id)[-1].message == (
+        "Run failed: no upload 'nowhere'"
+    )
+
+
+class StubbornGenerator(Generator):
+    """Returns whatever it is given, to exercise the runner's checks."""
+
+    name = "stub"
+    description = "returns canned output"
+
+    def __init__(self, output: object, import_check: bool = True) -> None:
+        self.output, self.import_check = output, import_check
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        if isinstance(self.output, Exception):
+            raise self.output
+        return self.output  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("output", "error"),
+    [
+        (GeneratedCode("def broken(:\n", "x.py"), "does not compile: invalid syntax at line 1"),
+        (GeneratedCode("raise RuntimeError('boom')\n", "x.py"), "fails on import: RuntimeError"),
+        ("not code", "returned str, not GeneratedCode"),
+        (ZeroDivisionError("division by zero"), "ZeroDivisionError: division by zero"),
+    ],
+)
+def test_generator_failures_end_the_run(
+    store: SQLiteStore,
+    run: Run,
+    log_of: LogOf,
+    registry: GeneratorRegistry,
+    output: object,
+    error: str,
+) -> None:
+    registry.register(StubbornGenerator(output))
+    created = store.create_run("petstore", "stub")
+    assert run(created.run_id) is RunStatus.FAILED
+    finished = store.get_run(created.run_id)
+    assert finished is not None and error in (finished.error or "")
+    failed_lines(store, log_of, created.run_id)
+
+
+def test_untrusted_output_is_compiled_but_not_executed(
+    store: SQLiteStore, run: Run, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    code = "raise SystemExit('this must never run')\n"
+    registry.register(StubbornGenerator(GeneratedCode(code, "x.py"), import_check=False))
+    created = store.create_run("petstore", "stub")
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    messages = [line.message for line in log_of(created.run_id)]
+    assert "Compile check passed" in messages
+    assert "Import check skipped: 'stub' output is not executed here" in messages
+
+
+def test_a_missing_optional_package_skips_the_import_check(
+    store: SQLiteStore, run: Run, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    code = "import jobtail_no_such_package\n"
+    registry.register(StubbornGenerator(GeneratedCode(code, "x.py")))
+    created = store.create_run("petstore", "stub")
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    warnings = [line for line in log_of(created.run_id) if line.log_level == "WARNING"]
+    assert warnings and warnings[0].message.startswith("Import check skipped: No module named")
+
+
+def test_non_python_output_skips_the_checks(
+    store: SQLiteStore, blobs: LocalBlobs, run: Run, registry: GeneratorRegistry
+) -> None:
+    registry.register(StubbornGenerator(GeneratedCode("type Pet {}\n", "pet.graphql", "graphql")))
+    created = store.create_run("petstore", "stub")
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    info = read_manifest(blobs, created)
+    assert info is not None and info.content_type == "text/plain; charset=utf-8"
+    assert blobs.get(result_key(created)) == b"type Pet {}\n"
+
+
+def test_the_error_stays_last_when_the_line_cap_is_reached(
+    store: SQLiteStore, run: Run, log_of: LogOf
+) -> None:
+    created = store.create_run("bookshop", "nope")
+    assert run(created.run_id, max_lines=2) is RunStatus.FAILED
+    lines = log_of(created.run_id)
+    assert [line.log_level for line in lines] == ["INFO", "WARNING", "ERROR"]
+    assert lines[-1].message.startswith("Run failed: unknown service 'nope'")
+
+
+def test_a_plug_in_generator_is_used(
+    store: SQLiteStore, blobs: LocalBlobs, run: Run, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    class Shout(Generator):
+        name = "shout"
+        description = "the title, shouted"
+        import_check = True
+
+        def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+            log.info(f"shouting {upload.title}")
+            return GeneratedCode(f"class {upload.title.upper()}:\n    pass\n", "shout.py")
+
+    registry.register(Shout())
+    created = store.create_run("invoice", "shout")
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    messages = [line.message for line in log_of(created.run_id)]
+    assert "shouting Invoice" in messages
+    assert "Import check passed: 1 classes defined" in " ".join(messages)
+    assert blobs.get(result_key(created)) == b"class INVOICE:\n    pass\n"
+
+
+class GatedGenerator(Generator):
+    """Blocks inside generate() until the test opens the gate."""
+
+    name = "gated"
+    description = "waits for the test"
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.calls = 0
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        self.calls += 1
+        self.entered.set()
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
+        return GeneratedCode("X = 1\n", "x.py")
+
+
+def test_heartbeat_advances_while_a_slow_generator_runs_and_redelivery_is_ignored(
+    store: SQLiteStore,
+    run: Run,
+    registry: GeneratorRegistry,
+    wait_until: Callable[..., bool],
+) -> None:
+    gated = registry.register(GatedGenerator())
+    assert isinstance(gated, GatedGenerator)
+    created = store.create_run("petstore", "gated")
+    results: list[RunStatus] = []
+    worker = threading.Thread(
+        target=lambda: results.append(run(created.run_id, heartbeat_interval=0.02))
+    )
+    worker.start()
+    try:
+        assert gated.entered.wait(timeout=10)
+        started = store.get_run(created.run_id)
+        assert started is not None and started.heartbeat_at is not None
+
+        def beaten() -> bool:
+            now = store.get_run(created.run_id)
+            return now is not None and now.heartbeat_at > started.heartbeat_at  # type: ignore[operator]
+
+        assert wait_until(beaten, timeout=10)
+        assert run(created.run_id) is RunStatus.RUNNING  # a redelivery while it runs
+    finally:
+        gated.gate.set()
+        worker.join(timeout=10)
+    assert results == [RunStatus.SUCCEEDED]
+    assert gated.calls == 1
+    assert not [t for t in threading.enumerate() if t.name.startswith("heartbeat-")]
+
+
+def test_a_finished_run_is_not_run_again(store: SQLiteStore, run: Run, log_of: LogOf) -> None:
+    created = store.create_run("petstore", "typeddict")
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    before = log_of(created.run_id)
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    assert log_of(created.run_id) == before
+
+
+def test_an_unknown_run_is_reported_failed_without_lines(store: SQLiteStore, run: Run) -> None:
+    assert run("no-such-run") is RunStatus.FAILED

@@ -1,0 +1,167 @@
+"""parse_document refuses what cannot be used with a clear reason; Uploads stores and finds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobtail.blobs import LocalBlobs
+from jobtail.uploads import (
+    SAMPLES_DIR,
+    UPLOAD_ID,
+    UploadError,
+    UploadNotFoundError,
+    Uploads,
+    parse_document,
+)
+
+PETSTORE = (SAMPLES_DIR / "petstore.yaml").read_bytes()
+
+
+def test_samples_parse_as_documented() -> None:
+    pet = parse_document(PETSTORE, "petstore.yaml")
+    assert (pet.kind, pet.version, pet.syntax, pet.title) == (
+        "openapi",
+        "3.0.3",
+        "yaml",
+        "Petstore",
+    )
+    assert pet.summary() == "OpenAPI 3.0.3 'Petstore' with 8 schemas and 4 paths"
+    assert "Pet" in pet.schema_names
+    invoice = parse_document((SAMPLES_DIR / "invoice.json").read_bytes(), "invoice.json")
+    assert invoice.kind == "jsonschema" and invoice.title == "Invoice"
+    assert invoice.summary().startswith("JSON Schema (2020-12) 'Invoice' with 10 definitions")
+    bookshop = parse_document((SAMPLES_DIR / "bookshop.json").read_bytes())
+    assert bookshop.kind == "openapi" and len(bookshop.schemas) >= 10
+
+
+def test_yaml_keeps_timestamps_as_strings_and_keys_as_text() -> None:
+    doc = parse_document(PETSTORE).document
+    get = doc["paths"]["/pets"]["get"]
+    assert "200" in get["responses"]
+    birthday = doc["components"]["schemas"]["NewPet"]["properties"]["birthday"]
+    assert birthday["example"] == "2021-04-01"
+    json.dumps(doc)
+
+
+def test_swagger_2_is_accepted() -> None:
+    body = {"swagger": "2.0", "info": {"title": "Old"}, "definitions": {"A": {"type": "object"}}}
+    parsed = parse_document(json.dumps(body).encode())
+    assert parsed.summary() == "Swagger 2.0 'Old' with 1 schema and 0 paths"
+
+
+def test_title_falls_back_to_the_file_name() -> None:
+    parsed = parse_document(b"type: object\nproperties: {a: {type: string}}\n", "my-thing.yml")
+    assert parsed.title == "my-thing"
+
+
+BAD = [
+    pytest.param(b"x" * 2_000_000, "limit is 1,048,576 bytes", id="oversize"),
+    pytest.param(b"", "empty", id="empty"),
+    pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary", id="binary"),
+    pytest.param(b"\xff\xfe{}", "not UTF-8", id="not-utf8"),
+    pytest.param(b"openapi: 3.1.0\ninfo: [unclosed\n", "not valid JSON or YAML", id="bad-yaml"),
+    pytest.param(b"[1, 2, 3]", "is a list, not an object", id="list"),
+    pytest.param(b"just some words", "is a string, not an object", id="scalar"),
+    pytest.param(b"name: Rex\nage: 3\n", "neither an OpenAPI document", id="neither"),
+    pytest.param(b"openapi: 2.5\n", "OpenAPI version '2.5' is not supported", id="openapi-version"),
+    pytest.param(b"swagger: '1.2'\n", "Swagger version '1.2'", id="swagger-version"),
+    pytest.param(
+        b'{"type": "object", "properties": []}', "'properties' must be an object", id="shape"
+    ),
+    pytest.param(
+        b'{"type": "object", "properties": {"a": {"$ref": "https://evil.example/x.json"}}}',
+        "external $ref 'https://evil.example/x.json' at /properties/a",
+        id="remote-ref",
+    ),
+    pytest.param(b'{"$ref": "../../etc/passwd"}', "only local '#/...' references", id="file-ref"),
+    pytest.param(b"!!python/object:os.system {}", "not valid JSON or YAML", id="python-tag"),
+    pytest.param(b"type: object\n" + b"a: " + b"[" * 150 + b"]" * 150, "nests deeper", id="deep"),
+    pytest.param(
+        b"x: !!binary aGVsbG8=\ntype: object\n", "unsupported YAML value", id="binary-tag"
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "reason"), BAD)
+def test_bad_documents_get_a_clear_upload_error(data: bytes, reason: str) -> None:
+    with pytest.raises(UploadError) as caught:
+        parse_document(data)
+    assert reason in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_invalid_json_with_json_name_reports_the_position() -> None:
+    with pytest.raises(UploadError, match=r"not valid JSON: .* at line 2 column"):
+        parse_document(b'{"type": "object",\n  oops}', "schema.json")
+
+
+def test_yaml_alias_bomb_is_refused_not_expanded() -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    bomb = ("type: object\n" + "\n".join(lines)).encode()
+    with pytest.raises(UploadError, match="more than 250,000 values"):
+        parse_document(bomb)
+
+
+def test_python_hints_are_dropped_with_a_note() -> None:
+    body = {
+        "type": "object",
+        "customBasePath": "os.PathLike",
+        "properties": {
+            "a": {"type": "string", "customTypePath": "subprocess.Popen"},
+            "b": {"x-python-import": {"module": "antigravity", "name": "fly"}},
+            "customTypePath": {"type": "string"},
+        },
+    }
+    parsed = parse_document(json.dumps(body).encode())
+    assert "customBasePath" not in parsed.document
+    props = parsed.document["properties"]
+    assert props["a"] == {"type": "string"} and props["b"] == {}
+    assert props["customTypePath"] == {"type": "string"}  # a property of that name stays
+    assert len(parsed.notes) == 3
+    assert parsed.notes[1].startswith("ignored customTypePath at /properties/a:")
+
+
+def test_save_load_and_filename(tmp_path: Path) -> None:
+    uploads = Uploads(LocalBlobs(tmp_path))
+    upload_id = uploads.save(PETSTORE, "C:\\fakepath\\My Pets.yaml")
+    assert UPLOAD_ID.match(upload_id) and upload_id.startswith("My-Pets-")
+    assert uploads.load(upload_id) == PETSTORE
+    assert uploads.filename(upload_id) == "My Pets.yaml"
+    assert uploads.exists(upload_id)
+    assert upload_id != uploads.save(PETSTORE, "My Pets.yaml")
+
+
+def test_save_refuses_bad_documents_and_stores_nothing(tmp_path: Path) -> None:
+    uploads = Uploads(LocalBlobs(tmp_path))
+    with pytest.raises(UploadError):
+        uploads.save(b"name: Rex\n", "pet.yaml")
+    assert not any(tmp_path.iterdir())
+
+
+def test_samples_are_listed_and_loadable_by_stem(tmp_path: Path) -> None:
+    uploads = Uploads(LocalBlobs(tmp_path))
+    samples = {s["upload_id"]: s for s in uploads.samples()}
+    assert set(samples) == {"petstore", "invoice", "bookshop"}
+    assert samples["petstore"] | {"summary": ""} == {
+        "upload_id": "petstore",
+        "title": "Petstore",
+        "kind": "openapi",
+        "filename": "petstore.yaml",
+        "summary": "",
+    }
+    assert uploads.load("petstore") == PETSTORE
+    assert uploads.filename("invoice") == "invoice.json"
+
+
+@pytest.mark.parametrize("upload_id", ["missing", "../etc/passwd", "", "-x"])
+def test_unknown_upload_is_upload_not_found(tmp_path: Path, upload_id: str) -> None:
+    uploads = Uploads(LocalBlobs(tmp_path), samples_dir=None)
+    with pytest.raises(UploadNotFoundError) as caught:
+        uploads.load(upload_id)
+    assert str(caught.value) == f"no upload {upload_id!r}"
+    assert not uploads.exists(upload_id)
