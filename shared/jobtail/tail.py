@@ -118,6 +118,17 @@ class Tailer:
             )
         )
 
+    async def _poll(self, run_id: str, after: int) -> tuple[Run | None, list[LogLine]]:
+        """The run, then lines after the cursor, in one hop off the loop (status first, so a
+        finished status with last_seq N guarantees the lines read include everything to N)."""
+        self.reads += 2
+
+        def poll() -> tuple[Run | None, list[LogLine]]:
+            run = self.store.get_run(run_id)
+            return run, self.store.read(run_id, after=after, limit=self.batch)
+
+        return await anyio.to_thread.run_sync(poll)
+
     # -- wake-ups -------------------------------------------------------------------------
     def _on_change(self, run_id: str) -> None:
         """Called from any thread after a commit; the follower reads after we wake it."""
@@ -264,10 +275,8 @@ class Tailer:
         idle = 0
         while True:
             follower.wake.clear()
-            run = await self._get_run(run_id)
-            if run is None:  # purged under us: end the viewers with what they have
-                run = follower.run
-            lines = await self._read(run_id, follower.cursor, self.batch)
+            found, lines = await self._poll(run_id, follower.cursor)
+            run = found or follower.run  # purged under us: end the viewers with what they have
             if lines:
                 follower.cursor = lines[-1].seq
                 follower.buffer.extend(lines)

@@ -45,7 +45,6 @@ CREATE INDEX IF NOT EXISTS runs_key ON runs (upload_id, service_name, created_at
 CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (upload_id, service_name)
     WHERE status IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS runs_logs (
-    id           INTEGER PRIMARY KEY,
     run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     seq          INTEGER NOT NULL,
     upload_id    TEXT NOT NULL,
@@ -55,10 +54,11 @@ CREATE TABLE IF NOT EXISTS runs_logs (
     level_no     INTEGER NOT NULL,
     message      TEXT NOT NULL,
     fields       TEXT,
-    UNIQUE (run_id, seq)
-);
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
 """
 
+LEVEL_NUMBERS = dict(LEVELS)
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
     " heartbeat_at, last_seq, error"
@@ -106,6 +106,7 @@ class SQLiteStore(LogStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._keys: dict[str, tuple[str, str]] = {}  # run_id -> (upload_id, service_name)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db().executescript(SCHEMA)
@@ -130,13 +131,18 @@ class SQLiteStore(LogStore):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"refused by the database: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"SQLite {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
@@ -252,39 +258,56 @@ class SQLiteStore(LogStore):
 
     # -- lines ----------------------------------------------------------------------------
     def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
-        with self._tx() as db:
-            run = db.execute(
-                "SELECT upload_id, service_name, last_seq FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            if run is None:
-                raise StoreError(f"cannot append to unknown run {run_id!r}")
-            if not lines:
-                return int(run[2])
-            db.executemany(
-                "INSERT OR IGNORE INTO runs_logs (run_id, seq, upload_id, service_name,"
-                " timestamp, log_level, level_no, message, fields)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        run_id,
-                        line.seq,
-                        run[0],
-                        run[1],
-                        line.timestamp.isoformat(),
-                        line.log_level,
-                        level_number(line.log_level),
-                        line.message,
-                        json.dumps(line.fields, default=str) if line.fields else None,
-                    )
-                    for line in lines
-                ],
+        key = self._keys.get(run_id)
+        if key is None:
+            found = (
+                self._db()
+                .execute("SELECT upload_id, service_name FROM runs WHERE run_id = ?", (run_id,))
+                .fetchone()
             )
-            top = max(line.seq for line in lines)
-            last = max(int(run[2]), top)
-            if last != run[2]:
-                db.execute("UPDATE runs SET last_seq = ? WHERE run_id = ?", (last, run_id))
+            if found is None:
+                raise StoreError(f"cannot append to unknown run {run_id!r}")
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            key = self._keys[run_id] = (found[0], found[1])
+        upload_id, service_name = key
+        numbers = LEVEL_NUMBERS
+        rows = [
+            (
+                run_id,
+                line.seq,
+                line.timestamp.isoformat(),
+                line.log_level,
+                numbers.get(line.log_level) or level_number(line.log_level),
+                line.message,
+                json.dumps(line.fields, default=str) if line.fields else None,
+                upload_id,
+                service_name,
+            )
+            for line in lines
+        ]
+        with self._tx() as db:
+            try:
+                db.executemany(
+                    "INSERT OR IGNORE INTO runs_logs (run_id, seq, timestamp, log_level, level_no,"
+                    " message, fields, upload_id, service_name)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except sqlite3.IntegrityError:  # purged since its key was cached
+                self._keys.pop(run_id, None)
+                raise
+            top = max((line.seq for line in lines), default=0)
+            updated = db.execute(
+                "UPDATE runs SET last_seq = max(last_seq, ?) WHERE run_id = ? RETURNING last_seq",
+                (top, run_id),
+            ).fetchone()
+            if updated is None:  # purged since its key was cached
+                self._keys.pop(run_id, None)
+                raise StoreError(f"cannot append to unknown run {run_id!r}")
+            last = updated[0]
         self.listeners.notify(run_id)
-        return last
+        return int(last)
 
     def read(
         self,

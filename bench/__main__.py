@@ -1,0 +1,46 @@
+"""``make bench``: measures the DESIGN.md targets on this machine and prints one table.
+
+Each figure runs real parts: SQLite files, the embedded PostgreSQL server, uvicorn on loopback,
+httpx-sse clients. Run ``python -m bench --only append,latency`` for a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from . import figures
+
+Figure = Callable[[Path], list[tuple[str, str, str, bool]]]
+
+ALL: dict[str, Figure] = {
+    "append": figures.append_rates,
+    "latency": figures.sse_latency,
+    "viewers": figures.many_viewers,
+    "replay": figures.late_replay,
+    "churn": figures.connect_churn,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--only", default=",".join(ALL), help="comma-separated: " + ", ".join(ALL))
+    args = parser.parse_args(argv)
+    rows: list[tuple[str, str, str, bool]] = []
+    for name in args.only.split(","):
+        with tempfile.TemporaryDirectory(prefix=f"jobtail-bench-{name}-") as tmp:
+            print(f"running {name}...", file=sys.stderr, flush=True)
+            rows += ALL[name](Path(tmp))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n| {'figure':<{width}} | {'measured':<24} | {'target':<22} | ok |")
+    print(f"|{'-' * (width + 2)}|{'-' * 26}|{'-' * 24}|----|")
+    for figure, measured, target, ok in rows:
+        print(f"| {figure:<{width}} | {measured:<24} | {target:<22} | {'✓' if ok else '✗'}  |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
