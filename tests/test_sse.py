@@ -7,15 +7,15 @@ from datetime import UTC, datetime
 import pytest
 
 from jobtail.store.base import LogLine, Run, RunStatus
-from jobtail.tail import EndEvent, LineEvent, StatusEvent, WindowEndEvent
-from jobtail.web.sse import parse_event_id, to_sse
+from jobtail.tail import EndEvent, LinesEvent, StatusEvent, WindowEndEvent
+from jobtail.web.sse import encode, parse_event_id
 
 T = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
 RUN = Run("r1", "up", "pydantic", RunStatus.SUCCEEDED, T, last_seq=7)
 
 
-def line(message: str, **fields: object) -> LineEvent:
-    return LineEvent(LogLine(3, T, "INFO", message, fields or None))
+def line(message: str, **fields: object) -> LinesEvent:
+    return LinesEvent((LogLine(3, T, "INFO", message, fields or None),))
 
 
 @pytest.mark.parametrize(
@@ -53,13 +53,19 @@ def line(message: str, **fields: object) -> LineEvent:
     ],
 )
 def test_wire_bytes(event: object, expected: bytes) -> None:
-    assert to_sse(event, "r1").encode() == expected  # type: ignore[arg-type]
+    assert encode(event, "r1") == expected  # type: ignore[arg-type]
+
+
+def test_a_batch_of_lines_is_consecutive_events() -> None:
+    batch = LinesEvent(tuple(LogLine(n, T, "INFO", f"m{n}") for n in (4, 5)))
+    wire = encode(batch, "r1").decode()
+    assert wire.count("\n\n") == 2 and wire.index("id: r1:4") < wire.index("id: r1:5")
 
 
 def test_framing_survives_hostile_messages() -> None:
     """Whatever the message, one event is exactly one data line and one blank line ends it."""
     hostile = "a\n\nb\r\rc\x00\u2028" + "x" * 100_000
-    wire = to_sse(line(hostile), "r1").encode().decode()
+    wire = encode(line(hostile), "r1").decode()
     body = wire.split("\n")
     assert body[0] == "id: r1:3" and body[1].startswith("data: ") and body[2:] == ["", ""]
 

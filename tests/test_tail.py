@@ -11,7 +11,7 @@ import pytest
 from jobtail.logger import RunLogger
 from jobtail.store.base import RunStatus
 from jobtail.store.sqlite import SQLiteStore
-from jobtail.tail import EndEvent, LineEvent, StatusEvent, Tailer, TailEvent, WindowEndEvent
+from jobtail.tail import EndEvent, LinesEvent, StatusEvent, Tailer, TailEvent, WindowEndEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ async def collect(events: AsyncIterator[TailEvent]) -> list[TailEvent]:
 
 
 def seqs(events: list[TailEvent]) -> list[int]:
-    return [e.line.seq for e in events if isinstance(e, LineEvent)]
+    return [line.seq for e in events if isinstance(e, LinesEvent) for line in e.lines]
 
 
 async def write(logger: RunLogger, *messages: str, level: str = "INFO") -> None:
@@ -170,7 +170,7 @@ async def test_a_lagging_viewer_is_resynced_from_the_store(sqlite_store: SQLiteS
     async def slow_viewer() -> None:
         async for event in tailer.follow(run.run_id):
             events.append(event)
-            if isinstance(event, LineEvent) and event.line.seq == 1:
+            if isinstance(event, LinesEvent) and event.lines[-1].seq == 1:
                 await reading.wait()  # stalls while 40 more lines arrive
 
     async with anyio.create_task_group() as tg:

@@ -23,8 +23,10 @@ from .store.base import LogLine, LogStore, Run, RunNotFoundError, level_number
 
 
 @dataclass(frozen=True, slots=True)
-class LineEvent:
-    line: LogLine
+class LinesEvent:
+    """Consecutive lines in seq order: batched so a replay is a few writes, not one per line."""
+
+    lines: tuple[LogLine, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ class WindowEndEvent:
     cursor: int
 
 
-TailEvent = LineEvent | StatusEvent | EndEvent | WindowEndEvent
+TailEvent = LinesEvent | StatusEvent | EndEvent | WindowEndEvent
 
 
 @dataclass(eq=False)
@@ -75,7 +77,7 @@ class Tailer:
         *,
         batch: int = 1000,
         buffer_lines: int = 10_000,
-        queue_size: int = 10_000,
+        queue_size: int = 1000,
     ) -> None:
         self.store = store
         self.batch = batch
@@ -168,8 +170,8 @@ class Tailer:
         yield StatusEvent(run)
         cursor = after
         if not run.active:
-            async for line in self._replay(run_id, cursor, run.last_seq, min_level):
-                yield LineEvent(line)
+            async for lines in self._replay(run_id, cursor, run.last_seq, min_level):
+                yield LinesEvent(lines)
             yield EndEvent(run)
             return
         threshold = level_number(min_level)
@@ -179,21 +181,24 @@ class Tailer:
             sub = _Subscriber(start=follower.cursor, queue=asyncio.Queue(self.queue_size))
             follower.subscribers.add(sub)
             try:
-                async for line in self._replay(run_id, cursor, sub.start, min_level, follower):
-                    cursor = line.seq
-                    yield LineEvent(line)
+                async for lines in self._replay(run_id, cursor, sub.start, min_level, follower):
+                    cursor = lines[-1].seq
+                    yield LinesEvent(lines)
                 cursor = max(cursor, sub.start)
                 while not (sub.lagged and sub.queue.empty()):
                     event = await self._next(sub, deadline)
                     if event is None:
                         yield WindowEndEvent(cursor)
                         return
-                    if isinstance(event, LineEvent):
-                        if event.line.seq <= cursor:
-                            continue
-                        cursor = event.line.seq
-                        if level_number(event.line.log_level) >= threshold:
-                            yield event
+                    if isinstance(event, LinesEvent):
+                        fresh = tuple(
+                            line
+                            for line in event.lines
+                            if line.seq > cursor and level_number(line.log_level) >= threshold
+                        )
+                        cursor = max(cursor, event.lines[-1].seq)
+                        if fresh:
+                            yield LinesEvent(fresh)
                     elif isinstance(event, StatusEvent):
                         if event.run.status != status:
                             status = event.run.status
@@ -222,24 +227,30 @@ class Tailer:
         upto: int,
         min_level: str | None,
         follower: _Follower | None = None,
-    ) -> AsyncIterator[LogLine]:
-        """Lines in (after, upto]: the buffered tail from memory, the rest from the store."""
+    ) -> AsyncIterator[tuple[LogLine, ...]]:
+        """Lines in (after, upto], in batches: the buffered tail from memory, the rest from
+        the store."""
         buffered_from = follower.buffer[0].seq if follower and follower.buffer else upto + 1
         cursor = after
-        while cursor < min(upto, buffered_from - 1):
-            stop = min(upto, buffered_from - 1) + 1
-            lines = await self._read(run_id, cursor, self.batch, min_level, before=stop)
-            if not lines:
+        stop = min(upto, buffered_from - 1)
+        while cursor < stop:
+            lines = await self._read(run_id, cursor, self.batch, min_level, before=stop + 1)
+            if lines:
+                yield tuple(lines)
+            if len(lines) < self.batch:
+                cursor = stop
                 break
-            for line in lines:
-                yield line
-            cursor = lines[-1].seq if len(lines) == self.batch else stop - 1
+            cursor = lines[-1].seq
         if follower is None or cursor >= upto:
             return
         threshold = level_number(min_level)
-        for line in list(follower.buffer):
-            if cursor < line.seq <= upto and level_number(line.log_level) >= threshold:
-                yield line
+        buffered = tuple(
+            line
+            for line in follower.buffer
+            if cursor < line.seq <= upto and level_number(line.log_level) >= threshold
+        )
+        for start in range(0, len(buffered), self.batch):
+            yield buffered[start : start + self.batch]
 
     # -- followers ------------------------------------------------------------------------
     def _follower(self, run: Run) -> _Follower:
@@ -280,8 +291,7 @@ class Tailer:
             if lines:
                 follower.cursor = lines[-1].seq
                 follower.buffer.extend(lines)
-                for line in lines:
-                    self._publish(follower, LineEvent(line))
+                self._publish(follower, LinesEvent(tuple(lines)))
             if run.status != follower.run.status:
                 self._publish(follower, StatusEvent(run))
             follower.run = run

@@ -7,20 +7,25 @@ Lines are default (``message``) events; status changes are ``event: status``; th
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+import msgspec
 from sse_starlette import ServerSentEvent
 
-from ..tail import EndEvent, LineEvent, StatusEvent, TailEvent, WindowEndEvent
+from ..store.base import LogLine
+from ..tail import EndEvent, LinesEvent, StatusEvent, TailEvent, WindowEndEvent
 
 SEP = "\n"
 _CURSOR = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<seq>\d{1,18})$")
 
 
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
 def _json(data: dict[str, Any]) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    """Compact JSON; control characters are escaped, so a data field is always one line."""
+    return _encoder.encode(data).decode()
 
 
 def event_id(run_id: str, seq: int) -> str:
@@ -35,10 +40,19 @@ def parse_event_id(value: str) -> tuple[str, int]:
     return match["run"], int(match["seq"])
 
 
+def line_event(run_id: str, line: LogLine) -> ServerSentEvent:
+    return ServerSentEvent(_json(line.to_json()), id=event_id(run_id, line.seq), sep=SEP)
+
+
+def encode(event: TailEvent, run_id: str, retry_ms: int = 1000) -> bytes:
+    """Wire bytes of a tail event; a batch of lines becomes one chunk of consecutive events."""
+    if isinstance(event, LinesEvent):
+        return b"".join(line_event(run_id, line).encode() for line in event.lines)
+    return to_sse(event, run_id, retry_ms).encode()
+
+
 def to_sse(event: TailEvent, run_id: str, retry_ms: int = 1000) -> ServerSentEvent:
-    if isinstance(event, LineEvent):
-        line = event.line
-        return ServerSentEvent(_json(line.to_json()), id=event_id(run_id, line.seq), sep=SEP)
+    """One SSE event; lines go through ``encode`` (one event per line of the batch)."""
     if isinstance(event, StatusEvent):
         run = event.run
         data = {"run_id": run_id, "status": run.status.value, "last_seq": run.last_seq}

@@ -15,12 +15,12 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from ...store import LogLine, LogStore, Run
 from ..auth import AuthError, check_bearer, check_stream_token
 from ..deps import GateDep, ServiceName, ServicesDep, TailerDep, UploadId
-from ..sse import SEP, parse_event_id, to_sse
+from ..sse import SEP, encode, parse_event_id
 from .runs import RunIdQuery, find_run
 
 router = APIRouter(prefix="/runs/{upload_id}/{service}")
@@ -101,10 +101,10 @@ async def stream_logs(
     settings = services.settings
     min_level = level.value if level else None
 
-    async def events() -> AsyncIterator[ServerSentEvent]:
+    async def events() -> AsyncIterator[bytes]:
         try:
             async for event in tailer.follow(run.run_id, cursor, min_level, settings.stream_window):
-                yield to_sse(event, run.run_id, settings.retry_ms)
+                yield encode(event, run.run_id, settings.retry_ms)
         finally:
             gate.release()
 
