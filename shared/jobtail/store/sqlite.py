@@ -97,6 +97,8 @@ def _line(row: sqlite3.Row) -> LogLine:
 class SQLiteStore(LogStore):
     """SQLite file store. ``path`` may be ``:memory:`` only for single-threaded use."""
 
+    poll_interval = 0.1  # reads are cheap; only writers in other processes need polling
+
     def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
         super().__init__()
         self.path = str(path)
