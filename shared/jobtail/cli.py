@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import httpx
@@ -19,7 +19,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 LEVEL_CHOICE = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"jobtail: {message}", err=True)
     sys.exit(code)
 
@@ -102,6 +102,7 @@ def _follow(
 @click.option("--level", type=LEVEL_CHOICE, help="minimum severity to show")
 @click.option("--run-id", help="an older run of the key (default: the latest)")
 @click.option("--api-key", envvar="JOBTAIL_API_KEY", help="bearer key when the server has auth")
+@click.option("--retries", type=int, default=10, show_default=True, help="reconnects in a row")
 def tail(
     upload_id: str,
     service: str,
@@ -109,8 +110,11 @@ def tail(
     level: str | None,
     run_id: str | None,
     api_key: str | None,
+    retries: int,
 ) -> None:
     """Follow a run in the terminal; exit 0 if it succeeded, 1 if it failed.
+
+    Resumes with Last-Event-ID after a network loss, so no line is printed twice.
 
     Example: jobtail tail petstore pydantic --level INFO
     """
@@ -118,16 +122,18 @@ def tail(
     params = {k: v for k, v in {"level": level and level.upper(), "run_id": run_id}.items() if v}
     last_id: str | None = None
     end: dict[str, Any] | None = None
-    delay = 0.5
-    with httpx.Client(
-        base_url=url, headers=_headers(api_key), timeout=httpx.Timeout(10, read=60)
-    ) as client:
+    failures, delay = 0, 0.5
+    timeout = httpx.Timeout(10, read=60)
+    with httpx.Client(base_url=url, headers=_headers(api_key), timeout=timeout) as client:
         while end is None:
             try:
                 last_id, end = _follow(client, path, params, last_id)
-                delay = 0.5
+                failures, delay = 0, 0.5
             except httpx.TransportError as exc:
-                click.echo(f"-- connection lost ({exc}); resuming from {last_id}", err=True)
+                failures += 1
+                if failures >= retries:
+                    _fail(f"cannot reach {url}: {exc}")
+                click.echo(f"-- connection lost ({exc}); resuming after {last_id}", err=True)
                 time.sleep(delay)  # back-off before reconnecting, not synchronisation
                 delay = min(delay * 2, 10)
         if not end:  # 204: the run had already ended; ask how
@@ -136,6 +142,13 @@ def tail(
     outcome = end.get("status")
     click.echo(f"-- run {outcome}", err=True)
     sys.exit(0 if outcome == "succeeded" else 1)
+
+
+def _post(url: str, api_key: str | None, **kwargs: Any) -> httpx.Response:
+    try:
+        return httpx.post(url, headers=_headers(api_key), timeout=30, **kwargs)
+    except httpx.TransportError as exc:
+        _fail(f"cannot reach {url}: {exc}")
 
 
 @main.command()
@@ -166,7 +179,7 @@ def generate(upload_id: str, service: str, url: str, api_key: str | None) -> Non
 
     Example: jobtail generate petstore pydantic
     """
-    response = httpx.post(f"{url}/runs/{upload_id}/{service}/generate", headers=_headers(api_key))
+    response = _post(f"{url}/runs/{upload_id}/{service}/generate", api_key)
     if response.status_code != 202:
         _fail(f"{response.status_code}: {_detail(response)}")
     click.echo(response.json()["run_id"])

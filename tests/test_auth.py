@@ -1,0 +1,108 @@
+"""Bearer keys for writes and JSON reads; run-scoped, expiring stream tokens for EventSource."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from jobtail.config import Settings
+from jobtail.web.app import create_app
+from jobtail.web.auth import AuthError, check_stream_token, make_stream_token
+
+from .conftest import ServerThread
+from .scripted import make_services, until
+
+KEY = "/runs/petstore/scripted"
+
+
+def test_keys_tokens_and_their_refusals(
+    tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> None:
+    services, _ = make_services(tmp_path, auth="apikey", api_keys=[SecretStr("s3cret")])
+    server = serve(create_app(services=services))
+    anonymous = httpx.Client(base_url=server.url)
+    client = httpx.Client(base_url=server.url, headers={"Authorization": "Bearer s3cret"})
+
+    refused = anonymous.post(f"{KEY}/generate")
+    assert refused.status_code == 401 and "bearer" in refused.json()["detail"]
+    assert (
+        anonymous.post(f"{KEY}/generate", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    started = client.post(f"{KEY}/generate").json()
+    token = started["token"]
+    until(lambda: not client.get(f"{KEY}/status").json()["active"])
+    assert anonymous.get(f"{KEY}/status").status_code == 401
+    assert client.get(f"{KEY}/status").json()["token"]
+
+    with anonymous.stream("GET", f"{KEY}/logs", params={"token": token}) as stream:
+        assert stream.status_code == 200 and b"event: end" in stream.read()
+    assert client.get(f"{KEY}/logs").status_code == 200
+    assert anonymous.get(f"{KEY}/logs").status_code == 401
+    wrong = anonymous.get(f"{KEY}/logs", params={"token": token[:-2] + "xx"})
+    assert wrong.status_code == 401 and "not valid" in wrong.json()["detail"]
+    other = make_stream_token(services.settings, "another-run")
+    assert anonymous.get(f"{KEY}/logs", params={"token": other}).status_code == 401
+    final = anonymous.get(f"{KEY}/logs/final", params={"token": token})
+    assert final.status_code == 200 and final.json()["logs"]
+    anonymous.close()
+    client.close()
+    services.close()
+
+
+def test_stream_tokens_expire_and_are_scoped() -> None:
+    settings = Settings(auth="apikey", api_keys=[SecretStr("k")], stream_token_ttl=60)
+    token = make_stream_token(settings, "run1", now=1000.0)
+    check_stream_token(settings, "run1", token, now=1059.0)
+    with pytest.raises(AuthError, match="expired"):
+        check_stream_token(settings, "run1", token, now=1061.0)
+    with pytest.raises(AuthError, match="not valid"):
+        check_stream_token(settings, "run2", token, now=1000.0)
+    with pytest.raises(AuthError, match="malformed"):
+        check_stream_token(settings, "run1", "garbage", now=1000.0)
+
+
+@pytest.mark.parametrize(
+    ("host", "auth", "keys", "error"),
+    [
+        ("127.0.0.1", "none", [], None),
+        ("localhost", "none", [], None),
+        ("::1", "none", [], None),
+        ("0.0.0.0", "none", [], "without auth"),
+        ("10.1.2.3", "none", [], "without auth"),
+        ("0.0.0.0", "apikey", ["k"], None),
+        ("0.0.0.0", "apikey", [], "needs JOBTAIL_API_KEYS"),
+    ],
+)
+def test_bind_guard(host: str, auth: str, keys: list[str], error: str | None) -> None:
+    settings = Settings(host=host, auth=auth, api_keys=[SecretStr(k) for k in keys])  # type: ignore[arg-type]
+    if error is None:
+        settings.check_bind()
+    else:
+        with pytest.raises(ValueError, match=error):
+            settings.check_bind()
+
+
+def test_api_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOBTAIL_API_KEYS", "a, b,,c")
+    assert [k.get_secret_value() for k in Settings().api_keys] == ["a", "b", "c"]
+
+
+def test_too_many_streams_is_a_503(tmp_path: Path, serve: Callable[[object], ServerThread]) -> None:
+    services, generator = make_services(tmp_path, max_streams=1)
+    generator.stepped = True
+    server = serve(create_app(services=services))
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        client.post(f"{KEY}/generate")
+        with client.stream("GET", f"{KEY}/logs") as first:
+            assert first.status_code == 200
+            chunks = first.iter_raw()  # kept: dropping the iterator would close the connection
+            next(chunks)
+            second = client.get(f"{KEY}/logs")
+            assert second.status_code == 503 and second.headers["retry-after"] == "5"
+        generator.step(20)
+    services.close()
