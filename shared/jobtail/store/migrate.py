@@ -30,14 +30,24 @@ create table if not exists jobtail_migrations (
 );
 alter table jobtail_migrations enable row level security;
 revoke all on table jobtail_migrations from public;
+do $$ begin
+    if exists (select 1 from pg_roles where rolname = 'anon') then
+        revoke all on table jobtail_migrations from anon, authenticated;
+    end if;
+end $$;
 """
 
 
 def migration_files(path: Path | str | None = None) -> list[Path]:
     """The ``*.sql`` files of a migrations folder, in the order they apply (by name)."""
-    folder = Path(path) if path is not None else MIGRATIONS_DIR
+    if path is not None:
+        folder = Path(path)
+    else:  # a source checkout, else the current folder (an installed package, run from the repo)
+        folder = next(
+            (f for f in (MIGRATIONS_DIR, Path("supabase/migrations")) if f.is_dir()), MIGRATIONS_DIR
+        )
     if not folder.is_dir():
-        raise StoreError(f"no migrations folder at {folder}")
+        raise StoreError(f"no migrations folder at {folder}: pass the path to supabase/migrations")
     files = sorted(folder.glob("*.sql"), key=lambda file: file.name)
     if not files:
         raise StoreError(f"no *.sql migrations in {folder}")

@@ -1,0 +1,353 @@
+"""PostgreSQL store on psycopg 3: a connection pool for calls, a session connection for LISTEN.
+
+Every operation is one call of a ``jobtail_*`` SQL function (``supabase/migrations``), so each is
+atomic and one round trip; an append batch travels as one jsonb array. The functions NOTIFY
+``jobtail`` with the run id on appends and status changes, and a background thread LISTENs on a
+dedicated session connection, so this process's tails wake at once whichever process wrote. It
+reconnects with backoff after a server restart (tails poll meanwhile); pool connections are checked
+before use, so they recover too. Errors surface as StoreError; callers retry, which is safe
+because every call is idempotent. PostgreSQL text cannot hold NUL, so NUL becomes U+FFFD.
+Through a transaction pooler (Supabase's port 6543) pass ``listen=False, prepare_threshold=None``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import select
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .base import (
+    LogLine,
+    LogStore,
+    Run,
+    RunActiveError,
+    RunStatus,
+    StoreError,
+    level_number,
+    new_run_id,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "jobtail"
+RUN_COLUMNS = (
+    "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
+    " heartbeat_at, last_seq, error"
+)
+TABLES = ("runs", "runs_logs")
+FUNCTIONS = (
+    "jobtail_create_run", "jobtail_get_run", "jobtail_list_runs", "jobtail_start_run",
+    "jobtail_heartbeat", "jobtail_finish_run", "jobtail_append", "jobtail_read",
+    "jobtail_fail_stale", "jobtail_purge",
+)  # fmt: skip
+MISSING_SQL = """
+select array(select t from unnest(%(tables)s::text[]) t where to_regclass(t) is null)
+    || array(select f from unnest(%(functions)s::text[]) f where not exists (
+        select 1 from pg_proc p where p.proname = f and pg_function_is_visible(p.oid)))
+"""
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def lines_json(lines: Sequence[LogLine]) -> str:
+    """An append batch as the jsonb array jobtail_append takes; NUL (unstorable) -> U+FFFD."""
+    rows = [
+        {
+            "seq": line.seq,
+            "timestamp": line.timestamp.isoformat(),
+            "log_level": line.log_level,
+            "level_no": level_number(line.log_level),
+            "message": line.message,
+            "fields": line.fields or None,
+        }
+        for line in lines
+    ]
+    text = json.dumps(rows, default=str)
+    return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+
+
+def describe(conninfo: str) -> str:
+    """Where a URL points, without its password, for error messages."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise StoreError(f"bad PostgreSQL URL: {exc}".strip()) from exc
+    host = params.get("host") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user', '')}"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.astimezone(UTC) if value is not None else None
+
+
+def _run(r: Sequence[Any]) -> Run:
+    """A row of RUN_COLUMNS, in that order."""
+    started, finished, beat = (_utc(value) for value in r[5:8])
+    return Run(
+        r[0], r[1], r[2], RunStatus(r[3]), r[4].astimezone(UTC), started, finished, beat, r[8], r[9]
+    )
+
+
+class PostgresStore(LogStore):
+    """Runs and lines in PostgreSQL. ``conninfo`` is a ``postgresql://`` URL or a DSN."""
+
+    poll_interval = 1.0  # NOTIFY wakes tails; polling only covers a lost LISTEN connection
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        pool_timeout: float = 5.0,
+        listen: bool = True,
+        prepare_threshold: int | None = 5,
+    ) -> None:
+        super().__init__()
+        self.conninfo = conninfo
+        self.where = describe(conninfo)
+        self.pool_timeout = pool_timeout
+        self._connect_kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": max(2, round(connect_timeout)),
+            "prepare_threshold": prepare_threshold,
+        }
+        first = self._connect()  # fails fast, and clearly, on a bad URL or unreachable server
+        self._listener: _Listener | None = None
+        if listen:
+            self._listener = _Listener(self._connect, self.listeners.notify, first)
+        else:
+            first.close()
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            conninfo,
+            kwargs=self._connect_kwargs,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            check=ConnectionPool.check_connection,
+            timeout=pool_timeout,
+            name="jobtail",
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout + pool_timeout)
+        except PoolTimeout as exc:
+            self.close()
+            raise StoreError(f"PostgreSQL at {self.where} gave no pool connection: {exc}") from exc
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """Open ``url``; on Supabase's transaction pooler (port 6543) without session features."""
+        try:
+            port = urlsplit(url).port
+        except ValueError:  # a bad port: let the connection attempt explain it
+            port = None
+        if port == 6543:
+            return cls(url, listen=False, prepare_threshold=None)
+        return cls(url)
+
+    @property
+    def listen_connects(self) -> int:
+        """How many times the LISTEN connection (re)connected; 0 without LISTEN."""
+        return self._listener.connects if self._listener else 0
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.conninfo, **self._connect_kwargs)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.where}: {exc}".strip()
+            ) from exc
+
+    def _rows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """Run one statement on a pooled connection; psycopg errors become StoreError."""
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(query, params).fetchall()
+        except PoolTimeout as exc:
+            raise StoreError(
+                f"PostgreSQL at {self.where} gave no connection within {self.pool_timeout}s"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            self._pool.check()  # drop the other dead connections now, not one by one
+            raise StoreError(f"PostgreSQL at {self.where} failed: {exc}".strip()) from exc
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
+            raise StoreError(f"{self._missing_hint()}: {exc.diag.message_primary}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(exc.diag.message_primary or str(exc)) from exc
+
+    def _value(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        rows = self._rows(query, params)
+        return rows[0][0] if rows else None
+
+    def _missing_hint(self) -> str:
+        return (
+            f"PostgreSQL database {self.where} lacks jobtail's schema: run `jobtail migrate <url>`"
+        )
+
+    def check(self) -> None:
+        missing = self._value(MISSING_SQL, {"tables": list(TABLES), "functions": list(FUNCTIONS)})
+        if missing:
+            raise StoreError(f"{self._missing_hint()} (missing: {', '.join(missing)})")
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        self._pool.close()
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:
+        wanted = run_id or new_run_id()
+        row = self._rows(
+            f"select {RUN_COLUMNS} from jobtail_create_run(%s, %s, %s)",
+            (wanted, upload_id, service_name),
+        )[0]
+        run = _run(row)
+        if run.run_id != wanted:
+            raise RunActiveError(run)
+        self.listeners.notify(run.run_id)
+        return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        rows = self._rows(f"select {RUN_COLUMNS} from jobtail_get_run(%s)", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
+        runs = self.list_runs(upload_id, service_name, limit=1)
+        return runs[0] if runs else None
+
+    def list_runs(
+        self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        rows = self._rows(
+            f"select {RUN_COLUMNS} from jobtail_list_runs(%s, %s, %s)",
+            (upload_id, service_name, limit),
+        )
+        return [_run(row) for row in rows]
+
+    def start_run(self, run_id: str) -> bool:
+        claimed = bool(self._value("select jobtail_start_run(%s, %s)", (run_id, utcnow())))
+        if claimed:
+            self.listeners.notify(run_id)
+        return claimed
+
+    def heartbeat(self, run_id: str) -> None:
+        self._value("select jobtail_heartbeat(%s)", (run_id,))
+
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        if status.active:
+            raise ValueError(f"finish_run needs a final status, not {status}")
+        if self._value("select jobtail_finish_run(%s, %s, %s)", (run_id, status.value, error)):
+            self.listeners.notify(run_id)
+
+    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
+        rows = self._rows("select jobtail_fail_stale(%s, %s)", (heartbeat_before, error))
+        stale = [row[0] for row in rows]
+        for run_id in stale:
+            self.listeners.notify(run_id)
+        return stale
+
+    def purge(self, finished_before: datetime) -> int:
+        return int(self._value("select jobtail_purge(%s)", (finished_before,)))
+
+    # -- lines ------------------------------------------------------------------------------
+    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+        last = int(self._value("select jobtail_append(%s, %s::jsonb)", (run_id, lines_json(lines))))
+        self.listeners.notify(run_id)
+        return last
+
+    def read(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+    ) -> list[LogLine]:
+        rows = self._rows(
+            'select seq, "timestamp", log_level, message, fields'
+            " from jobtail_read(%s, %s, %s, %s, %s)",
+            (run_id, after, limit, level_number(min_level), before),
+        )
+        return [LogLine(r[0], r[1].astimezone(UTC), r[2], r[3], r[4]) for r in rows]
+
+
+class _Listener:
+    """LISTEN on a session connection in a daemon thread; reconnect with backoff when it drops."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        notify: Callable[[str], None],
+        first: psycopg.Connection[Any],
+    ) -> None:
+        self.connects = 0
+        self._connect = connect
+        self._notify = notify
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(
+            target=self._run, args=(first,), name="jobtail-listen", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self, conn: psycopg.Connection[Any] | None) -> None:
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                conn = conn or self._connect()
+                conn.add_notify_handler(self._on_notify)
+                conn.execute(f"listen {CHANNEL}")
+                self.connects += 1
+                delay = 0.05
+                self._wait(conn)
+            except (StoreError, psycopg.Error, OSError) as exc:
+                log.warning("jobtail LISTEN connection lost, retrying in %.2fs: %s", delay, exc)
+            finally:
+                if conn is not None:
+                    conn.close()
+                conn = None
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _wait(self, conn: psycopg.Connection[Any]) -> None:
+        """Dispatch notifications until stopped; raise when the connection dies."""
+        pgconn = conn.pgconn
+        while not self._stopping.is_set():
+            ready, _, _ = select.select([pgconn.socket, self._wake_r], [], [], 30.0)
+            if self._wake_r in ready:
+                return
+            if not ready:
+                conn.execute("")  # idle: make sure the server is still there
+                continue
+            pgconn.consume_input()
+            while (notice := pgconn.notifies()) is not None:
+                if pgconn.notify_handler is not None:
+                    pgconn.notify_handler(notice)
+
+    def _on_notify(self, notice: psycopg.Notify) -> None:
+        if notice.channel == CHANNEL:
+            try:
+                self._notify(notice.payload)
+            except Exception:
+                log.exception("jobtail listener failed on %s", notice.payload)

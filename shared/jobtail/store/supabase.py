@@ -1,0 +1,271 @@
+"""Supabase store: supabase-py over PostgREST, every operation one rpc() of a jobtail_* function.
+
+The SQL is the PostgresStore's (``supabase/migrations``), called over HTTPS with the service key:
+reads as GET (PostgREST runs them read-only), writes as POST with a JSON body. Timeouts, network
+errors and 5xx replies are retried with bounded exponential backoff, which is safe because every
+call is idempotent: appends on (run_id, seq), create_run on its run_id, start_run through its
+claim timestamp, finish_run and heartbeat by status. PostgREST cannot push changes to other
+processes, so listeners fire only for this process's writes and tails poll: every 0.1 s while
+lines flow, backing off to 2 s when idle (``next_poll_interval``). PostgREST's "max rows"
+setting (1000 on Supabase by default) may cap a read below ``limit``; readers page by cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase import Client, ClientOptions, SupabaseException, create_client
+
+from .base import (
+    LogLine,
+    LogStore,
+    Run,
+    RunActiveError,
+    RunStatus,
+    StoreError,
+    level_number,
+    new_run_id,
+    utcnow,
+)
+
+RETRY_CODES = frozenset(
+    {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01", "57P01", "57P03"}
+)
+"""PostgREST and PostgreSQL error codes of transient failures (besides HTTP 5xx statuses)."""
+MISSING_CODES = frozenset({"PGRST202", "PGRST205", "42883", "42P01"})
+AUTH_CODES = frozenset({"401", "403", "42501", "PGRST301", "PGRST302"})
+TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # a JSON \u0000 escape, not an escaped backslash
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value).astimezone(UTC) if value else None
+
+
+def _run(data: Mapping[str, Any]) -> Run:
+    return Run(
+        run_id=data["run_id"],
+        upload_id=data["upload_id"],
+        service_name=data["service_name"],
+        status=RunStatus(data["status"]),
+        created_at=datetime.fromisoformat(data["created_at"]).astimezone(UTC),
+        started_at=_dt(data.get("started_at")),
+        finished_at=_dt(data.get("finished_at")),
+        heartbeat_at=_dt(data.get("heartbeat_at")),
+        last_seq=int(data.get("last_seq") or 0),
+        error=data.get("error"),
+    )
+
+
+def _line(data: Mapping[str, Any]) -> LogLine:
+    return LogLine(
+        seq=int(data["seq"]),
+        timestamp=datetime.fromisoformat(data["timestamp"]).astimezone(UTC),
+        log_level=data["log_level"],
+        message=data["message"],
+        fields=data.get("fields") or None,
+    )
+
+
+def _payload(line: LogLine) -> dict[str, Any]:
+    """One line as JSON values; NUL, which PostgreSQL text cannot hold, becomes U+FFFD."""
+    fields = None
+    if line.fields:
+        fields = json.loads(_NUL.sub(r"\1\\ufffd", json.dumps(line.fields, default=str)))
+    return {
+        "seq": line.seq,
+        "timestamp": line.timestamp.isoformat(),
+        "log_level": line.log_level,
+        "level_no": level_number(line.log_level),
+        "message": line.message.replace("\x00", "\ufffd"),
+        "fields": fields,
+    }
+
+
+def _transient(exc: APIError) -> bool:
+    """An HTTP 5xx without a PostgREST body (3 digits), or a retryable PostgREST/SQL code."""
+    code = exc.code or ""
+    http_5xx = len(code) == 3 and code.isdigit() and code >= "500"
+    return http_5xx or code in RETRY_CODES or code[:2] in ("08", "53")
+
+
+class SupabaseStore(LogStore):
+    """Runs and lines in a Supabase project, through the client it is given."""
+
+    poll_interval = 0.1
+    max_poll_interval = 2.0
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        attempts: int = 5,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._owned_http: httpx.Client | None = None
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, timeout: float = 10.0
+    ) -> SupabaseStore:
+        """SUPABASE_URL and SUPABASE_SERVICE_KEY (or SUPABASE_SERVICE_ROLE_KEY)."""
+        env = os.environ if environ is None else environ
+        url = env.get("SUPABASE_URL")
+        key = env.get("SUPABASE_SERVICE_KEY") or env.get("SUPABASE_SERVICE_ROLE_KEY")
+        if not url:
+            raise StoreError("SUPABASE_URL is not set: the project URL, https://<ref>.supabase.co")
+        if not key:
+            raise StoreError(
+                "SUPABASE_SERVICE_KEY (or SUPABASE_SERVICE_ROLE_KEY) is not set:"
+                " the project's service role key"
+            )
+        http = httpx.Client(timeout=timeout, http2=True, follow_redirects=True)
+        try:
+            client = create_client(url, key, options=ClientOptions(httpx_client=http))
+        except SupabaseException as exc:
+            http.close()
+            raise StoreError(f"cannot use SUPABASE_URL {url!r}: {exc.message}") from exc
+        store = cls(client)
+        store._owned_http = http
+        return store
+
+    def next_poll_interval(self, idle_polls: int) -> float:
+        """0.1 s while lines flow, doubling per idle poll up to 2 s."""
+        return min(self.poll_interval * 2.0 ** min(max(idle_polls, 0), 16), self.max_poll_interval)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _rpc(self, fn: str, params: dict[str, Any], *, read: bool = False) -> Any:
+        """Call one SQL function; retry transient failures with bounded exponential backoff."""
+        error: Exception | None = None
+        for attempt in range(self.attempts):
+            if attempt:
+                self._sleep(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
+            builder = self.client.rpc(fn, params, get=read)
+            if hasattr(builder, "retry"):
+                builder = builder.retry(False)  # one retry policy: ours (postgrest's sleeps 1 s+)
+            try:
+                return builder.execute().data
+            except TRANSPORT_ERRORS as exc:
+                error = exc
+            except APIError as exc:
+                if not _transient(exc):
+                    raise self._error(fn, exc) from exc
+                error = exc
+        raise StoreError(
+            f"Supabase call {fn} failed after {self.attempts} attempts: {error!r}"
+        ) from error
+
+    def _error(self, fn: str, exc: APIError) -> StoreError:
+        code = exc.code or ""
+        if code in MISSING_CODES:
+            return StoreError(
+                f"the Supabase project lacks jobtail's schema ({exc.message}): apply"
+                " supabase/migrations (`supabase db push` or `jobtail migrate <postgres url>`)"
+            )
+        if code in AUTH_CODES:
+            return StoreError(
+                f"Supabase refused {fn} ({code}: {exc.message}): use the service role key"
+                " in SUPABASE_SERVICE_KEY"
+            )
+        return StoreError(f"Supabase {fn} failed ({code}): {exc.message}")
+
+    def check(self) -> None:
+        self._rpc("jobtail_list_runs", {"p_limit": 1}, read=True)
+
+    def close(self) -> None:
+        """Close the HTTP session if from_env opened it; a client passed in is the caller's."""
+        if self._owned_http is not None:
+            self._owned_http.close()
+
+    # -- runs -------------------------------------------------------------------------------
+    def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:
+        wanted = run_id or new_run_id()
+        params = {"p_run_id": wanted, "p_upload_id": upload_id, "p_service_name": service_name}
+        run = _run(self._rpc("jobtail_create_run", params))
+        if run.run_id != wanted:
+            raise RunActiveError(run)
+        self.listeners.notify(run.run_id)
+        return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        rows = self._rpc("jobtail_get_run", {"p_run_id": run_id}, read=True)
+        return _run(rows[0]) if rows else None
+
+    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
+        runs = self.list_runs(upload_id, service_name, limit=1)
+        return runs[0] if runs else None
+
+    def list_runs(
+        self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        params: dict[str, Any] = {"p_limit": limit}
+        if upload_id is not None:
+            params["p_upload_id"] = upload_id
+        if service_name is not None:
+            params["p_service_name"] = service_name
+        return [_run(row) for row in self._rpc("jobtail_list_runs", params, read=True)]
+
+    def start_run(self, run_id: str) -> bool:
+        params = {"p_run_id": run_id, "p_claim": utcnow().isoformat()}
+        claimed = bool(self._rpc("jobtail_start_run", params))
+        if claimed:
+            self.listeners.notify(run_id)
+        return claimed
+
+    def heartbeat(self, run_id: str) -> None:
+        self._rpc("jobtail_heartbeat", {"p_run_id": run_id})
+
+    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+        if status.active:
+            raise ValueError(f"finish_run needs a final status, not {status}")
+        params = {"p_run_id": run_id, "p_status": status.value, "p_error": error}
+        if self._rpc("jobtail_finish_run", params):
+            self.listeners.notify(run_id)
+
+    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
+        params = {"p_heartbeat_before": heartbeat_before.isoformat(), "p_error": error}
+        stale = [str(run_id) for run_id in self._rpc("jobtail_fail_stale", params)]
+        for run_id in stale:
+            self.listeners.notify(run_id)
+        return stale
+
+    def purge(self, finished_before: datetime) -> int:
+        return int(self._rpc("jobtail_purge", {"p_finished_before": finished_before.isoformat()}))
+
+    # -- lines ------------------------------------------------------------------------------
+    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+        params = {"p_run_id": run_id, "p_lines": [_payload(line) for line in lines]}
+        last = int(self._rpc("jobtail_append", params))
+        self.listeners.notify(run_id)
+        return last
+
+    def read(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+    ) -> list[LogLine]:
+        params: dict[str, Any] = {"p_run_id": run_id, "p_after": after, "p_limit": limit}
+        if min_level is not None:
+            params["p_min_level_no"] = level_number(min_level)
+        if before is not None:
+            params["p_before"] = before
+        return [_line(row) for row in self._rpc("jobtail_read", params, read=True)]

@@ -1,0 +1,63 @@
+"""Store fixtures: every backend over real parts (SQLite file, embedded PostgreSQL, PostgREST's
+RPC contract over that PostgreSQL), so one behaviour suite runs against each of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from jobtail.store.base import LogStore
+from jobtail.store.migrate import apply_migrations
+from jobtail.store.postgres import PostgresStore
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.store.supabase import SupabaseStore
+from tests.pg import PgCluster
+from tests.store.fake_postgrest import FakePostgrest
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("supabase", marks=pytest.mark.postgres),
+]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    with PgCluster.temporary() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh database with the migrations applied."""
+    name = pg_cluster.create_database()
+    url = pg_cluster.url(name)
+    apply_migrations(url)
+    yield url
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def fake_postgrest(pg_url: str) -> Iterator[FakePostgrest]:
+    """PostgREST's RPC contract over that database, for SupabaseStore's real client."""
+    fake = FakePostgrest(pg_url)
+    yield fake
+    fake.close()
+
+
+def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> LogStore:
+    if backend == "sqlite":
+        return SQLiteStore(tmp_path / "s.db")
+    if backend == "postgres":
+        return PostgresStore(request.getfixturevalue("pg_url"))
+    return SupabaseStore(request.getfixturevalue("fake_postgrest").client())
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
+    """The same store protocol over each backend."""
+    opened = _open(request.param, request, tmp_path)
+    yield opened
+    opened.close()

@@ -1,0 +1,285 @@
+"""One behaviour suite for every store backend (the ``store`` fixture is parametrized)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from jobtail.store.base import LogLine, LogStore, RunActiveError, RunStatus, StoreError, utcnow
+from tests.store.util import wait_for
+
+LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def line(
+    seq: int, message: str | None = None, level: str = "INFO", fields: dict[str, Any] | None = None
+) -> LogLine:
+    return LogLine(
+        seq=seq,
+        timestamp=datetime(2025, 1, 2, 3, 4, 5, seq % 1_000_000, tzinfo=UTC),
+        log_level=level,
+        message=f"line {seq}" if message is None else message,
+        fields=fields,
+    )
+
+
+def seqs(lines: list[LogLine]) -> list[int]:
+    return [item.seq for item in lines]
+
+
+def started(store: LogStore, upload_id: str = "u1", service: str = "pydantic") -> str:
+    run = store.create_run(upload_id, service)
+    assert store.start_run(run.run_id)
+    return run.run_id
+
+
+# -- lines ----------------------------------------------------------------------------------
+def test_append_is_idempotent_on_run_and_seq(store: LogStore) -> None:
+    run_id = started(store)
+    assert store.append(run_id, [line(1), line(2), line(3)]) == 3
+    assert store.append(run_id, [line(2, "retried"), line(3, "retried")]) == 3
+    assert store.append(run_id, [line(3), line(4)]) == 4
+    assert store.append(run_id, []) == 4
+    lines = store.read(run_id)
+    assert seqs(lines) == [1, 2, 3, 4]
+    assert [item.message for item in lines] == ["line 1", "line 2", "line 3", "line 4"]
+    run = store.get_run(run_id)
+    assert run is not None and run.last_seq == 4
+
+
+def test_last_seq_never_goes_back(store: LogStore) -> None:
+    run_id = started(store)
+    assert store.append(run_id, [line(6), line(5)]) == 6
+    assert store.append(run_id, [line(1)]) == 6
+    assert seqs(store.read(run_id)) == [1, 5, 6]
+
+
+def test_append_to_unknown_run_fails(store: LogStore) -> None:
+    with pytest.raises(StoreError):
+        store.append("no-such-run", [line(1)])
+
+
+def test_reads_are_ordered_ranges(store: LogStore) -> None:
+    run_id = started(store)
+    store.append(run_id, [line(seq, level=LEVELS[seq % 5]) for seq in range(1, 21)])
+    assert seqs(store.read(run_id, after=3, limit=4)) == [4, 5, 6, 7]
+    assert seqs(store.read(run_id, before=4)) == [1, 2, 3]
+    assert seqs(store.read(run_id, after=2, before=6)) == [3, 4, 5]
+    assert seqs(store.read(run_id, after=20)) == []
+    assert seqs(store.read(run_id, limit=1)) == [1]
+    assert seqs(store.read_last(run_id, 3)) == [18, 19, 20]
+    assert seqs(store.read("no-such-run")) == []
+
+
+def test_min_level_filter_keeps_global_seq(store: LogStore) -> None:
+    run_id = started(store)
+    store.append(run_id, [line(seq, level=LEVELS[seq % 5]) for seq in range(1, 11)])
+    store.append(run_id, [line(11, level="NOTICE"), line(12, level="WARNING")])
+    warnings = store.read(run_id, min_level="WARNING")
+    assert seqs(warnings) == [2, 3, 4, 7, 8, 9, 12]
+    assert {item.log_level for item in warnings} == {"WARNING", "ERROR", "CRITICAL"}
+    assert seqs(store.read(run_id, min_level="ERROR", after=3, limit=2)) == [4, 8]
+    assert seqs(store.read(run_id, min_level="info", before=7)) == [1, 2, 3, 4, 6]
+    assert 11 in seqs(store.read(run_id, min_level="INFO"))  # unknown levels count as INFO
+    assert seqs(store.read(run_id, min_level="DEBUG")) == list(range(1, 13))
+
+
+def test_messages_and_fields_round_trip_intact(store: LogStore) -> None:
+    run_id = started(store)
+    big = ("0123456789abcdé🌍\n" * 62_000)[:1_000_000]
+    messages = [
+        "héllo wörld — 中文 🌍",
+        "first\nsecond\r\nthird\rfourth\ttabbed",
+        "quotes \" ' and backslashes \\ \\n \\u0000 literal",
+        '{"looks": "like json"}',
+        "",
+        big,
+    ]
+    fields = {"n": 1, "x": 2.5, "list": [1, "two", None], "nested": {"ok": True, "é": "ü"}}
+    lines = [line(seq, text) for seq, text in enumerate(messages, start=1)]
+    lines.append(line(7, "with fields", fields=fields))
+    lines.append(line(8, "odd field", fields={"when": datetime(2025, 1, 1, tzinfo=UTC)}))
+    store.append(run_id, lines)
+    got = store.read(run_id)
+    assert [item.message for item in got[:6]] == messages
+    assert len(got[5].message) == 1_000_000
+    assert got[0].fields is None
+    assert got[6].fields == fields
+    assert got[7].fields == {"when": str(datetime(2025, 1, 1, tzinfo=UTC))}
+    assert [item.timestamp for item in got] == [item.timestamp for item in lines]
+    assert [item.log_level for item in got] == ["INFO"] * 8
+
+
+# -- runs -----------------------------------------------------------------------------------
+def test_run_status_transitions(store: LogStore) -> None:
+    run = store.create_run("u1", "pydantic")
+    assert (run.status, run.last_seq, run.started_at, run.finished_at) == (
+        RunStatus.QUEUED, 0, None, None,
+    )  # fmt: skip
+    assert store.start_run(run.run_id) is True
+    assert store.start_run(run.run_id) is False  # claimed once only
+    running = store.get_run(run.run_id)
+    assert running is not None and running.status is RunStatus.RUNNING
+    assert running.started_at is not None and running.heartbeat_at is not None
+    store.heartbeat(run.run_id)
+    beat = store.get_run(run.run_id)
+    assert beat is not None and beat.heartbeat_at is not None
+    assert beat.heartbeat_at >= running.heartbeat_at
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    store.finish_run(run.run_id, RunStatus.FAILED, "too late")  # a finished run stays as it is
+    done = store.get_run(run.run_id)
+    assert done is not None and done.status is RunStatus.SUCCEEDED
+    assert done.error is None and done.finished_at is not None and not done.active
+    assert store.start_run(run.run_id) is False
+    with pytest.raises(ValueError):
+        store.finish_run(run.run_id, RunStatus.RUNNING)
+    assert store.get_run("no-such-run") is None
+
+
+def test_failed_run_keeps_its_error(store: LogStore) -> None:
+    run = store.create_run("u1", "pydantic")
+    store.finish_run(run.run_id, RunStatus.FAILED, "boom: ünïcode")
+    failed = store.get_run(run.run_id)
+    assert failed is not None and failed.status is RunStatus.FAILED
+    assert failed.error == "boom: ünïcode"
+
+
+def test_one_active_run_per_key(store: LogStore) -> None:
+    first = store.create_run("u1", "pydantic", run_id="run-a")
+    with pytest.raises(RunActiveError) as raised:
+        store.create_run("u1", "pydantic", run_id="run-b")
+    assert raised.value.run.run_id == "run-a"
+    store.start_run(first.run_id)
+    with pytest.raises(RunActiveError):
+        store.create_run("u1", "pydantic")
+    assert store.create_run("u1", "dataclasses").active  # another key
+    assert store.create_run("u2", "pydantic").active
+    store.finish_run(first.run_id, RunStatus.FAILED, "x")
+    assert store.create_run("u1", "pydantic", run_id="run-b").run_id == "run-b"
+
+
+def test_latest_run_and_list_runs_newest_first(store: LogStore) -> None:
+    ids = []
+    for _ in range(3):
+        run = store.create_run("u1", "pydantic")
+        ids.append(run.run_id)
+        if len(ids) < 3:
+            store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    other = store.create_run("u2", "pydantic").run_id
+    latest = store.latest_run("u1", "pydantic")
+    assert latest is not None and latest.run_id == ids[2]
+    assert store.latest_run("u1", "msgspec") is None
+    assert [run.run_id for run in store.list_runs("u1", "pydantic")] == ids[::-1]
+    assert [run.run_id for run in store.list_runs()] == [other, *ids[::-1]]
+    assert [run.run_id for run in store.list_runs(limit=2)] == [other, ids[2]]
+    assert [run.run_id for run in store.list_runs(upload_id="u2")] == [other]
+    assert [run.run_id for run in store.list_runs(service_name="pydantic", limit=1)] == [other]
+
+
+def test_fail_stale_fails_only_quiet_active_runs(store: LogStore) -> None:
+    running = started(store, "u1")
+    queued = store.create_run("u2", "pydantic").run_id
+    done = store.create_run("u3", "pydantic").run_id
+    store.finish_run(done, RunStatus.SUCCEEDED)
+    assert store.fail_stale(utcnow() - timedelta(hours=1), "stale") == []
+    assert sorted(store.fail_stale(utcnow() + timedelta(seconds=5), "stale")) == sorted(
+        [running, queued]
+    )
+    for run_id in (running, queued):
+        run = store.get_run(run_id)
+        assert run is not None and run.status is RunStatus.FAILED and run.error == "stale"
+        assert run.finished_at is not None
+    kept = store.get_run(done)
+    assert kept is not None and kept.status is RunStatus.SUCCEEDED and kept.error is None
+
+
+def test_purge_deletes_finished_runs_and_their_lines(store: LogStore) -> None:
+    old = started(store, "u1")
+    store.append(old, [line(1), line(2)])
+    store.finish_run(old, RunStatus.SUCCEEDED)
+    active = started(store, "u2")
+    store.append(active, [line(1)])
+    assert store.purge(utcnow() - timedelta(hours=1)) == 0
+    assert store.purge(utcnow() + timedelta(seconds=5)) == 1
+    assert store.get_run(old) is None
+    assert store.read(old) == []
+    assert seqs(store.read(active)) == [1]
+    # the key is free again and its new run starts from nothing
+    fresh = store.create_run("u1", "pydantic")
+    assert fresh.last_seq == 0 and store.read(fresh.run_id) == []
+
+
+# -- notification and concurrency -----------------------------------------------------------
+def test_listeners_hear_appends_and_status_changes(store: LogStore) -> None:
+    heard: list[str] = []
+    remove = store.listeners.add(heard.append)
+    run_id = store.create_run("u1", "pydantic").run_id
+    store.start_run(run_id)
+    heard.clear()
+    store.append(run_id, [line(1)])
+    wait_for(lambda: run_id in heard, what="a notice of the append")
+    heard.clear()
+    store.finish_run(run_id, RunStatus.SUCCEEDED)
+    wait_for(lambda: run_id in heard, what="a notice of the status change")
+    remove()
+
+
+def test_concurrent_writers_and_tailing_readers_see_every_line_once(store: LogStore) -> None:
+    runs, total, readers_per_run = 4, 300, 2
+    run_ids = [started(store, f"u{index}") for index in range(runs)]
+    changed = threading.Condition()
+    store.listeners.add(lambda _run_id: _notify_all(changed))
+    seen: dict[tuple[str, int], list[int]] = {}
+    errors: list[BaseException] = []
+
+    def write(run_id: str, seed: int) -> None:
+        rng, seq = random.Random(seed), 0
+        while seq < total:
+            batch = [line(s) for s in range(seq + 1, min(total, seq + rng.randint(1, 12)) + 1)]
+            store.append(run_id, batch)
+            seq = batch[-1].seq
+        store.finish_run(run_id, RunStatus.SUCCEEDED)
+
+    def tail(run_id: str, reader: int) -> None:
+        got = seen.setdefault((run_id, reader), [])
+        while True:
+            lines = store.read(run_id, after=got[-1] if got else 0, limit=25)
+            got.extend(seqs(lines))
+            if lines:
+                continue
+            run = store.get_run(run_id)
+            assert run is not None
+            if not run.active and (got[-1] if got else 0) >= run.last_seq:
+                return
+            with changed:
+                changed.wait(0.05)  # woken by the store, or poll again
+
+    def guarded(target: object, *args: object) -> threading.Thread:
+        def body() -> None:
+            try:
+                target(*args)  # type: ignore[operator]
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=body, daemon=True)
+        thread.start()
+        return thread
+
+    threads = [guarded(tail, run_id, r) for run_id in run_ids for r in range(readers_per_run)]
+    threads += [guarded(write, run_id, seed) for seed, run_id in enumerate(run_ids)]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(seen) == runs * readers_per_run
+    for got in seen.values():
+        assert got == list(range(1, total + 1))
+
+
+def _notify_all(condition: threading.Condition) -> None:
+    with condition:
+        condition.notify_all()
