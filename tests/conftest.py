@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from jobtail.store.migrate import apply_migrations
 from jobtail.store.sqlite import SQLiteStore
+
+from .pg import PgCluster
 
 
 @pytest.fixture
@@ -81,3 +84,19 @@ def serve() -> Iterator[Callable[[object], ServerThread]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    with PgCluster.temporary() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A fresh database with the migrations applied."""
+    name = pg_cluster.create_database()
+    url = pg_cluster.url(name)
+    apply_migrations(url)
+    yield url
+    pg_cluster.drop_database(name)

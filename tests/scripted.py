@@ -10,6 +10,7 @@ from jobtail.config import Settings
 from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorError, default_registry
 from jobtail.logger import RunLogger
 from jobtail.services import Services
+from jobtail.store.base import LogStore
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.uploads import ParsedUpload
 
@@ -52,11 +53,14 @@ class CountingStore(SQLiteStore):
         return super().read(*args, **kwargs)
 
 
-def make_services(tmp_path: Path, **settings: object) -> tuple[Services, ScriptedGenerator]:
+def make_services(
+    tmp_path: Path, store: LogStore | None = None, **settings: object
+) -> tuple[Services, ScriptedGenerator]:
+    """Services over a real store (SQLite by default) with the scripted generator registered."""
     generator = ScriptedGenerator()
     registry = default_registry()
     registry.register(generator)
-    store = CountingStore(tmp_path / "store.db")
+    store = store or CountingStore(tmp_path / "store.db")
     config = Settings(data_dir=tmp_path, **settings)  # type: ignore[arg-type]
     return Services.from_settings(config, store=store, registry=registry), generator
 

@@ -43,9 +43,17 @@ class Env:
         return self.client.get(f"{key}/logs/final", params=params).json()["logs"]
 
 
-@pytest.fixture
-def env(tmp_path: Path, serve: Callable[[object], ServerThread]) -> Iterator[Env]:
-    services, generator = make_services(tmp_path, ping_seconds=0.2)
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def env(
+    request: pytest.FixtureRequest, tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> Iterator[Env]:
+    """The app over each store the embedded slice and production use, behind real uvicorn."""
+    store = None
+    if request.param == "postgres":
+        from jobtail.store.postgres import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("pg_url"))
+    services, generator = make_services(tmp_path, store, ping_seconds=0.2)
     server = serve(create_app(services=services))
     environment = Env(services, generator, server)
     yield environment

@@ -9,11 +9,9 @@ from pathlib import Path
 import pytest
 
 from jobtail.store.base import LogStore
-from jobtail.store.migrate import apply_migrations
 from jobtail.store.postgres import PostgresStore
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.store.supabase import SupabaseStore
-from tests.pg import PgCluster
 from tests.store.fake_postgrest import FakePostgrest
 
 BACKENDS = [
@@ -21,22 +19,6 @@ BACKENDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("supabase", marks=pytest.mark.postgres),
 ]
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    with PgCluster.temporary() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
-    """A fresh database with the migrations applied."""
-    name = pg_cluster.create_database()
-    url = pg_cluster.url(name)
-    apply_migrations(url)
-    yield url
-    pg_cluster.drop_database(name)
 
 
 @pytest.fixture
