@@ -49,6 +49,8 @@ def test_keys_tokens_and_their_refusals(
     assert anonymous.get(f"{KEY}/logs", params={"token": other}).status_code == 401
     final = anonymous.get(f"{KEY}/logs/final", params={"token": token})
     assert final.status_code == 200 and final.json()["logs"]
+    assert anonymous.get(f"{KEY}/result", params={"token": token}).text == "VALUE = 1\n"
+    assert anonymous.get(f"{KEY}/result").status_code == 401
     anonymous.close()
     client.close()
     services.close()

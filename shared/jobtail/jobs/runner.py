@@ -238,7 +238,8 @@ class _Job:
         filename = self.uploads.filename(upload_id)
         named = f", {filename}" if filename else ""
         self.log.info(f"Loaded upload {upload_id!r} ({len(data):,} bytes{named})", bytes=len(data))
-        upload = parse_document(data, filename, max_bytes=self.uploads.max_bytes)
+        # the size limit guards POST /uploads; a stored or bundled document was accepted already
+        upload = parse_document(data, filename, max_bytes=max(len(data), self.uploads.max_bytes))
         self.log.info(
             f"Parsed {upload.syntax.upper()}: {upload.summary()}",
             kind=upload.kind,

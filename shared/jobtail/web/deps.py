@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Path, Request
 
+from ..config import Settings
 from ..services import Services
 from ..tail import Tailer
-from .auth import AuthError, check_bearer
+from .auth import AuthError, check_bearer, check_stream_token
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ID_HELP = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128"
@@ -54,6 +55,22 @@ def require_key(
         check_bearer(services.settings, authorization)
     except AuthError as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+
+
+def authorize_run_read(
+    settings: Settings, run_id: str, authorization: str | None, token: str | None
+) -> None:
+    """Reads of one run's logs or result: a bearer key, or that run's stream token (links and
+    EventSource cannot send headers)."""
+    if settings.auth == "none":
+        return
+    try:
+        if token is not None:
+            check_stream_token(settings, run_id, token)
+        else:
+            check_bearer(settings, authorization)
+    except AuthError as exc:
+        raise HTTPException(401, str(exc)) from exc
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]

@@ -18,8 +18,7 @@ from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
 
 from ...store import LogLine, LogStore, Run
-from ..auth import AuthError, check_bearer, check_stream_token
-from ..deps import GateDep, ServiceName, ServicesDep, TailerDep, UploadId
+from ..deps import GateDep, ServiceName, ServicesDep, TailerDep, UploadId, authorize_run_read
 from ..sse import SEP, encode, parse_event_id
 from .runs import RunIdQuery, find_run
 
@@ -38,21 +37,6 @@ class Level(StrEnum):
 
 LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
 AfterQuery = Annotated[int | None, Query(ge=0, description="only lines with seq > after")]
-
-
-def _authorize_stream(
-    services: ServicesDep, run: Run, authorization: str | None, token: str | None
-) -> None:
-    settings = services.settings
-    if settings.auth == "none":
-        return
-    try:
-        if token is not None:
-            check_stream_token(settings, run.run_id, token)
-        else:
-            check_bearer(settings, authorization)
-    except AuthError as exc:
-        raise HTTPException(401, str(exc)) from exc
 
 
 def _resolve(
@@ -91,7 +75,7 @@ async def stream_logs(
     run, cursor = await anyio.to_thread.run_sync(
         _resolve, services, upload_id, service, run_id, after, last_event_id
     )
-    _authorize_stream(services, run, authorization, token)
+    authorize_run_read(services.settings, run.run_id, authorization, token)
     if cursor is not None and not run.active and cursor >= run.last_seq:
         return Response(status_code=204)
     if cursor is None:
@@ -150,7 +134,7 @@ def final_logs(
 ) -> Any:
     """The stored lines in order, a page at a time, or the whole run as a text/jsonl download."""
     run = find_run(services, upload_id, service, run_id)
-    _authorize_stream(services, run, authorization, token)
+    authorize_run_read(services.settings, run.run_id, authorization, token)
     min_level = level.value if level else None
     if format != "json":
         media = "application/x-ndjson" if format == "jsonl" else "text/plain; charset=utf-8"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ...blobs import BlobNotFoundError
@@ -12,9 +12,9 @@ from ...jobs.runner import result_key
 from ...store import Run, RunActiveError, RunStatus
 from ...uploads import UploadNotFoundError
 from ..auth import make_stream_token
-from ..deps import ID_PATTERN, Authorized, ServiceName, ServicesDep, UploadId
+from ..deps import ID_PATTERN, Authorized, ServiceName, ServicesDep, UploadId, authorize_run_read
 
-router = APIRouter(prefix="/runs/{upload_id}/{service}", dependencies=[Authorized])
+router = APIRouter(prefix="/runs/{upload_id}/{service}")
 
 RunIdQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="an older run of the key")]
 
@@ -45,7 +45,7 @@ def _stream_url(request: Request, run: Run) -> str:
     return f"{path.path}?run_id={run.run_id}"
 
 
-@router.post("/generate", status_code=202)
+@router.post("/generate", status_code=202, dependencies=[Authorized])
 def generate(
     upload_id: UploadId, service: ServiceName, services: ServicesDep, request: Request
 ) -> Any:
@@ -78,7 +78,7 @@ def generate(
     }
 
 
-@router.get("/status")
+@router.get("/status", dependencies=[Authorized])
 def status(
     upload_id: UploadId, service: ServiceName, services: ServicesDep, run_id: RunIdQuery = None
 ) -> Any:
@@ -89,7 +89,7 @@ def status(
     return {**body, **_token(services, run)}
 
 
-@router.get("/runs")
+@router.get("/runs", dependencies=[Authorized])
 def runs(
     upload_id: UploadId,
     service: ServiceName,
@@ -103,10 +103,16 @@ def runs(
 
 @router.get("/result", response_class=PlainTextResponse)
 def result(
-    upload_id: UploadId, service: ServiceName, services: ServicesDep, run_id: RunIdQuery = None
+    upload_id: UploadId,
+    service: ServiceName,
+    services: ServicesDep,
+    run_id: RunIdQuery = None,
+    token: Annotated[str | None, Query(description="the run's stream token")] = None,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> PlainTextResponse:
     """The generated code of the run (the latest by default)."""
     run = find_run(services, upload_id, service, run_id)
+    authorize_run_read(services.settings, run.run_id, authorization, token)
     if run.status is not RunStatus.SUCCEEDED:
         raise HTTPException(
             409 if run.active else 404, f"run {run.run_id} is {run.status}: no result"
