@@ -14,6 +14,7 @@ from jobtail.services import Services
 from jobtail.web.app import create_app
 
 from .conftest import ServerThread
+from .pg import PgCluster
 from .scripted import ScriptedGenerator, make_services, until
 
 
@@ -109,3 +110,14 @@ def test_serve_refuses_a_public_bind_without_auth() -> None:
 def test_every_command_has_help() -> None:
     for name, command in main.commands.items():  # type: ignore[attr-defined]
         assert command.help and "Example:" in command.help, name
+
+
+@pytest.mark.postgres
+def test_migrate_is_safe_twice_and_names_bad_urls(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.url(pg_cluster.create_database())
+    code, out, err = run_cli("migrate", url)
+    assert code == 0 and "applied 3 migration(s)" in out, err
+    code, out, _ = run_cli("migrate", url)
+    assert code == 0 and "applied 0 migration(s)" in out
+    code, _, err = run_cli("migrate", "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
+    assert code == 2 and "cannot connect" in err.lower() and "Traceback" not in err
