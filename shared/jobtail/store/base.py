@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import msgspec
+
 LEVELS: dict[str, int] = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 Listener = Callable[[str], None]
@@ -55,6 +57,15 @@ class RunNotFoundError(StoreError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"no run {run_id!r}")
         self.run_id = run_id
+
+
+_json = msgspec.json.Encoder(enc_hook=str)
+
+
+def dump_json(value: object) -> str:
+    """JSON for stored fields, alike on every backend: datetimes as RFC 3339, other odd
+    values as their str()."""
+    return _json.encode(value).decode()
 
 
 def utcnow() -> datetime:

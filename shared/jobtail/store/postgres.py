@@ -12,7 +12,6 @@ Through a transaction pooler (Supabase's port 6543) pass ``listen=False, prepare
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from .base import (
     RunActiveError,
     RunStatus,
     StoreError,
+    dump_json,
     level_number,
     new_run_id,
     utcnow,
@@ -70,7 +70,7 @@ def lines_json(lines: Sequence[LogLine]) -> str:
         }
         for line in lines
     ]
-    text = json.dumps(rows, default=str)
+    text = dump_json(rows)
     return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 

@@ -23,6 +23,7 @@ from .base import (
     RunActiveError,
     RunStatus,
     StoreError,
+    dump_json,
     level_number,
     new_run_id,
     utcnow,
@@ -282,7 +283,7 @@ class SQLiteStore(LogStore):
                 line.log_level,
                 numbers.get(line.log_level) or level_number(line.log_level),
                 line.message,
-                json.dumps(line.fields, default=str) if line.fields else None,
+                dump_json(line.fields) if line.fields else None,
                 upload_id,
                 service_name,
             )

@@ -31,6 +31,7 @@ from .base import (
     RunActiveError,
     RunStatus,
     StoreError,
+    dump_json,
     level_number,
     new_run_id,
     utcnow,
@@ -79,7 +80,7 @@ def _payload(line: LogLine) -> dict[str, Any]:
     """One line as JSON values; NUL, which PostgreSQL text cannot hold, becomes U+FFFD."""
     fields = None
     if line.fields:
-        fields = json.loads(_NUL.sub(r"\1\\ufffd", json.dumps(line.fields, default=str)))
+        fields = json.loads(_NUL.sub(r"\1\\ufffd", dump_json(line.fields)))
     return {
         "seq": line.seq,
         "timestamp": line.timestamp.isoformat(),
