@@ -29,7 +29,7 @@ lint: $(STAMP) ## ruff
 
 check: $(STAMP) ## template lint and sam build
 	$(BIN)/cfn-lint template.yaml
-	$(BIN)/sam build --use-container=false
+	$(BIN)/sam build
 
 bench: $(STAMP) ## benchmarks: prints a table of the DESIGN.md figures
 	$(BIN)/python -m bench

@@ -1,0 +1,152 @@
+"""The janitor: dead runs get a last line saying why, then their end; old runs are purged."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from jobtail.janitor import SweepResult, stale_error, sweep
+from jobtail.logger import RunLogger
+from jobtail.store.base import LogLine, LogStore, RunStatus, utcnow
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.tail import EndEvent, LinesEvent, Tailer, TailEvent
+from tests.events import load_event
+from tests.scripted import until
+
+from .conftest import Aws
+from .lambdas import FakeContext, load_handler
+
+
+class RecordingStore(SQLiteStore):
+    """A real SQLite store that records the order of the writes the janitor makes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.calls: list[str] = []
+
+    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+        self.calls.append(f"append {run_id}")
+        return super().append(run_id, lines)
+
+    def fail_stale(self, heartbeat_before, error):  # type: ignore[no-untyped-def]
+        failed = super().fail_stale(heartbeat_before, error)
+        self.calls.extend(f"fail {run_id}" for run_id in failed)
+        return failed
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> RecordingStore:
+    return RecordingStore(tmp_path / "store.db")
+
+
+def running_run(store: LogStore, *messages: str, upload_id: str = "petstore") -> str:
+    """A run a worker claimed and logged to, then stopped heartbeating (it was killed)."""
+    run = store.create_run(upload_id, "pydantic")
+    store.start_run(run.run_id)
+    with RunLogger(store, run.run_id) as log:
+        for message in messages:
+            log.info(message)
+    return run.run_id
+
+
+def test_a_stale_run_gets_its_reason_as_last_line_before_it_fails(
+    recording: RecordingStore,
+) -> None:
+    run_id = running_run(recording, "working", "still working")
+    result = sweep(
+        recording, stale_after=60, retention_days=30, now=utcnow() + timedelta(minutes=2)
+    )
+    assert result == SweepResult(failed=[run_id], purged=0)
+    run = recording.get_run(run_id)
+    assert run is not None and run.status is RunStatus.FAILED and run.error == stale_error(60)
+    *_, last = recording.read(run_id)
+    assert (last.seq, last.log_level) == (run.last_seq, "ERROR") == (3, "ERROR")
+    assert last.message.startswith("Run failed: the worker stopped sending heartbeats")
+    assert last.fields == {"reason": "stale", "janitor": True}
+    assert recording.calls[-2:] == [f"append {run_id}", f"fail {run_id}"]  # line, then status
+
+
+def test_a_run_no_worker_started_is_explained_as_such(recording: RecordingStore) -> None:
+    run = recording.create_run("petstore", "pydantic")
+    sweep(recording, stale_after=60, retention_days=30, now=utcnow() + timedelta(minutes=2))
+    [line] = recording.read(run.run_id)
+    assert line.message.startswith("Run failed: no worker started it within 60 s")
+
+
+def test_live_runs_and_recent_history_are_left_alone(recording: RecordingStore) -> None:
+    alive = running_run(recording, "working")
+    done = running_run(recording, "done", upload_id="invoice")
+    recording.finish_run(done, RunStatus.SUCCEEDED)
+    assert sweep(recording, stale_after=60, retention_days=1) == SweepResult()
+    assert recording.get_run(alive).status is RunStatus.RUNNING  # type: ignore[union-attr]
+    assert len(recording.read(alive)) == 1 and recording.get_run(done) is not None
+
+
+def test_finished_runs_past_retention_are_purged_with_their_lines(
+    recording: RecordingStore,
+) -> None:
+    old = running_run(recording, "a", "b")
+    recording.finish_run(old, RunStatus.SUCCEEDED)
+    result = sweep(recording, stale_after=60, retention_days=30, now=utcnow() + timedelta(days=31))
+    assert result == SweepResult(failed=[], purged=1)
+    assert recording.get_run(old) is None and recording.read(old) == []
+
+
+def test_a_stale_run_beyond_the_scan_is_failed_and_explained_after(
+    recording: RecordingStore,
+) -> None:
+    run_id = running_run(recording, "working")
+    later = utcnow() + timedelta(minutes=2)
+    assert sweep(recording, stale_after=60, retention_days=30, now=later, scan_limit=0).failed == [
+        run_id
+    ]
+    assert recording.calls[-2:] == [f"fail {run_id}", f"append {run_id}"]
+    assert recording.read(run_id)[-1].message.startswith("Run failed: the worker stopped")
+
+
+@pytest.mark.anyio
+async def test_a_viewer_of_a_dead_run_gets_the_reason_then_its_end(
+    recording: RecordingStore,
+) -> None:
+    run_id = running_run(recording, "working")
+    tailer = Tailer(recording)
+    events: list[TailEvent] = []
+
+    async def view() -> None:
+        async for event in tailer.follow(run_id):
+            events.append(event)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(view)
+            while tailer.followers == 0:
+                await anyio.sleep(0.005)
+            later = utcnow() + timedelta(minutes=2)
+            await anyio.to_thread.run_sync(
+                lambda: sweep(recording, stale_after=60, retention_days=30, now=later)
+            )
+    await tailer.close()
+    lines = [line for event in events if isinstance(event, LinesEvent) for line in event.lines]
+    assert [line.seq for line in lines] == [1, 2]
+    assert lines[-1].message.startswith("Run failed: the worker stopped")
+    assert isinstance(events[-1], EndEvent) and events[-1].run.last_seq == 2
+
+
+def test_the_scheduled_event_runs_a_sweep(
+    lambda_env: Aws,
+    context: FakeContext,
+    store: SQLiteStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JOBTAIL_STALE_AFTER", "0.001")
+    run_id = running_run(store, "working")
+    heartbeat = store.get_run(run_id).heartbeat_at  # type: ignore[union-attr]
+    until(lambda: utcnow() - heartbeat > timedelta(milliseconds=2))  # type: ignore[operator]
+    answer = load_handler("janitor").handler(load_event("janitor-schedule"), context)
+    assert answer == {"failed": [run_id], "purged": 0}
+    assert store.get_run(run_id).status is RunStatus.FAILED  # type: ignore[union-attr]
