@@ -51,6 +51,9 @@ def test_keys_tokens_and_their_refusals(
     assert final.status_code == 200 and final.json()["logs"]
     assert anonymous.get(f"{KEY}/result", params={"token": token}).text == "VALUE = 1\n"
     assert anonymous.get(f"{KEY}/result").status_code == 401
+    # without credentials, a key that has no run looks the same as one that has
+    for path in ("/runs/nothing/here/logs", "/runs/nothing/here/logs/final", "/runs/x/y/result"):
+        assert anonymous.get(path).status_code == 401, path
     anonymous.close()
     client.close()
     services.close()

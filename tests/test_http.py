@@ -355,3 +355,61 @@ def test_uploaded_document_can_be_generated(env: Env) -> None:
     status = env.wait_finished(f"/runs/{upload_id}/dataclasses")
     assert status["status"] == "succeeded"
     assert "class Point" in env.client.get(f"/runs/{upload_id}/dataclasses/result").text
+
+
+def test_a_byte_budget_splits_the_stream_into_resumable_windows(
+    tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> None:
+    """Under a buffering gateway each response must stay small: chained by Last-Event-ID."""
+    budget = 65_536
+    services, generator = make_services(tmp_path, stream_window_bytes=budget)
+    generator.messages = [f"line {n} " + "x" * 100 for n in range(1, 3001)]
+    server = serve(create_app(services=services))
+    client = httpx.Client(base_url=server.url, timeout=30)
+    client.post(f"{KEY}/generate")
+    until(lambda: not client.get(f"{KEY}/status").json()["active"])
+    got: list[ServerSentEvent] = []
+    last_id, windows = None, 0
+    while True:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        response = client.get(f"{KEY}/logs", headers=headers)
+        if response.status_code == 204:
+            break
+        windows += 1
+        assert len(response.content) <= budget + 1024
+        _, events = stream(client, last_id=last_id)
+        got += [e for e in events if e.event == "message"]
+        last_id = (
+            events[-1].id
+            if events[-1].event == "end"
+            else response.text.split("id: ")[-1].split("\n")[0]
+        )
+    final = [x for page in _pages(client) for x in page]
+    assert [json.loads(e.data) for e in got] == final
+    assert windows >= len(final) * 130 // budget
+    client.close()
+    services.close()
+
+
+def _pages(client: httpx.Client) -> Iterator[list[dict[str, Any]]]:
+    after: int | None = 0
+    while after is not None:
+        body = client.get(f"{KEY}/logs/final", params={"after": after, "limit": 5000}).json()
+        yield body["logs"]
+        after = body["next_after"]
+
+
+def test_a_run_whose_worker_died_still_ends_for_its_viewers(
+    tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> None:
+    services, _ = make_services(tmp_path, stale_after=0.4, heartbeat_interval=0.1)
+    server = serve(create_app(services=services))
+    run = services.store.create_run("petstore", "scripted")
+    services.store.start_run(run.run_id)  # claimed by a worker that then vanished
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        code, events = stream(client)
+    assert code == 200 and events[-1].event == "end"
+    assert json.loads(events[-1].data)["status"] == "failed"
+    last = lines(events)[-1]
+    assert last["log_level"] == "ERROR" and "heartbeat" in last["message"]
+    services.close()

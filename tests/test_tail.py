@@ -195,3 +195,22 @@ def _tasks_named(name: str) -> list[object]:
     import asyncio
 
     return [t for t in asyncio.all_tasks() if name in repr(t.get_coro())]
+
+
+async def test_a_window_also_bounds_a_long_replay(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    for n in range(2500):
+        logger.info(f"n{n}")
+    sqlite_store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    tailer = Tailer(sqlite_store, batch=1000)
+    cursor, windows, got = 0, 0, []
+    while True:
+        events = await collect(tailer.follow(run.run_id, after=cursor, window=0.0))
+        windows += 1
+        got += seqs(events)
+        if isinstance(events[-1], EndEvent):
+            break
+        assert isinstance(events[-1], WindowEndEvent)
+        cursor = events[-1].cursor
+    assert got == list(range(1, 2501)) and windows == 3

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         None, gt=0, description="seconds an SSE response may last before it ends with retry:"
     )
     ping_seconds: float = Field(15.0, gt=0, le=15, description="keep-alive comment interval")
+    stream_window_bytes: int | None = Field(
+        None, ge=65_536, description="bytes an SSE response may carry before it ends with retry:"
+    )
     retry_ms: int = Field(1000, ge=0, description="retry: hint sent when a window closes")
     max_line_chars: int = Field(65_536, ge=256)
     max_lines: int = Field(1_000_000, ge=10)
@@ -51,6 +54,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _heartbeat_beats_staleness(self) -> Settings:
+        if self.heartbeat_interval * 2 > self.stale_after:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval:g} s) must be at most half of "
+                f"stale_after ({self.stale_after:g} s), or live runs would be failed as dead"
+            )
+        return self
 
     @property
     def loopback(self) -> bool:

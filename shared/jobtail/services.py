@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from .blobs import BlobStore, blobs_from_url
 from .config import Settings
+from .janitor import SweepResult, sweep
 from .jobs.dispatch import Dispatcher, InlineDispatcher, SqsDispatcher
 from .jobs.generators import GeneratorRegistry, default_registry
 from .jobs.runner import run_job
-from .store import LogStore, from_url
+from .store import LogStore, RunStatus, from_url
 from .uploads import Uploads
 
 
@@ -58,7 +59,7 @@ class Services:
             return SqsDispatcher(self.settings.queue_url)
         return InlineDispatcher(self.run, max_workers=self.settings.workers)
 
-    def run(self, run_id: str) -> object:
+    def run(self, run_id: str) -> RunStatus:
         """Run one job to its end (what the inline dispatcher and the SQS worker call)."""
         return run_job(
             run_id,
@@ -74,6 +75,14 @@ class Services:
     @functools.cached_property
     def service_names(self) -> list[str]:
         return self.registry.names()
+
+    def sweep(self) -> SweepResult:
+        """Fail runs whose worker died, purge old ones (the janitor's job, in-process)."""
+        return sweep(
+            self.store,
+            stale_after=self.settings.stale_after,
+            retention_days=self.settings.retention_days,
+        )
 
     def close(self) -> None:
         if self.dispatcher is not None:

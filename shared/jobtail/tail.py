@@ -171,7 +171,11 @@ class Tailer:
         cursor = after
         if not run.active:
             async for lines in self._replay(run_id, cursor, run.last_seq, min_level):
+                cursor = lines[-1].seq
                 yield LinesEvent(lines)
+                if self._expired(deadline) and cursor < run.last_seq:  # long replays too
+                    yield WindowEndEvent(cursor)
+                    return
             yield EndEvent(run)
             return
         threshold = level_number(min_level)
@@ -184,6 +188,9 @@ class Tailer:
                 async for lines in self._replay(run_id, cursor, sub.start, min_level, follower):
                     cursor = lines[-1].seq
                     yield LinesEvent(lines)
+                    if self._expired(deadline):
+                        yield WindowEndEvent(cursor)
+                        return
                 cursor = max(cursor, sub.start)
                 while not (sub.lagged and sub.queue.empty()):
                     event = await self._next(sub, deadline)
@@ -209,6 +216,9 @@ class Tailer:
             finally:
                 self._unsubscribe(follower, sub)
             run = await self._get_run(run_id) or run  # resync: start any new follower fresh
+
+    def _expired(self, deadline: float | None) -> bool:
+        return deadline is not None and self._loop is not None and self._loop.time() >= deadline
 
     async def _next(self, sub: _Subscriber, deadline: float | None) -> TailEvent | None:
         if deadline is None:

@@ -144,6 +144,7 @@ def test_the_scheduled_event_runs_a_sweep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("JOBTAIL_STALE_AFTER", "0.001")
+    monkeypatch.setenv("JOBTAIL_HEARTBEAT_INTERVAL", "0.0005")
     run_id = running_run(store, "working")
     heartbeat = store.get_run(run_id).heartbeat_at  # type: ignore[union-attr]
     until(lambda: utcnow() - heartbeat > timedelta(milliseconds=2))  # type: ignore[operator]

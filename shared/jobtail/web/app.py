@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from .. import __version__
@@ -15,6 +18,18 @@ from . import errors
 from .deps import StreamGate
 from .routes import logs, pages, runs, uploads
 
+log = logging.getLogger(__name__)
+
+
+async def _janitor(services: Services) -> None:
+    """Sweep now and then, so a run whose worker died (a killed server) still ends."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(services.sweep)
+        except Exception:
+            log.exception("janitor sweep failed; retrying later")
+        await asyncio.sleep(services.settings.stale_after / 2)
+
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app; pass ``services`` to share a store/dispatcher (tests, Lambda)."""
@@ -24,7 +39,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        janitor = None
+        if services.settings.dispatcher == "inline":  # on AWS a scheduled function does it
+            janitor = asyncio.create_task(_janitor(services))
         yield
+        if janitor is not None:
+            janitor.cancel()
         await tailer.close()
         if owned:
             services.close()

@@ -58,17 +58,18 @@ def require_key(
 
 
 def authorize_run_read(
-    settings: Settings, run_id: str, authorization: str | None, token: str | None
+    settings: Settings, run_id: str | None, authorization: str | None, token: str | None
 ) -> None:
     """Reads of one run's logs or result: a bearer key, or that run's stream token (links and
-    EventSource cannot send headers)."""
+    EventSource cannot send headers). Called before the run is looked up (``run_id=None``:
+    checks a key, so strangers learn nothing of which runs exist) and after (checks a token)."""
     if settings.auth == "none":
         return
     try:
-        if token is not None:
-            check_stream_token(settings, run_id, token)
-        else:
+        if token is None:
             check_bearer(settings, authorization)
+        elif run_id is not None:
+            check_stream_token(settings, run_id, token)
     except AuthError as exc:
         raise HTTPException(401, str(exc)) from exc
 

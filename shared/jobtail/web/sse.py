@@ -51,6 +51,24 @@ def encode(event: TailEvent, run_id: str, retry_ms: int = 1000) -> bytes:
     return to_sse(event, run_id, retry_ms).encode()
 
 
+def encode_within(
+    event: LinesEvent, run_id: str, budget: int, first: bool = False
+) -> tuple[bytes, int | None]:
+    """The leading lines of a batch whose events fit in ``budget`` bytes, and the last seq
+    among them (None if none fit). ``first`` lets one line through whatever its size, so a
+    window always makes progress."""
+    chunks: list[bytes] = []
+    size, last = 0, None
+    for line in event.lines:
+        data = line_event(run_id, line).encode()
+        if size + len(data) > budget and not (first and not chunks):
+            break
+        chunks.append(data)
+        size += len(data)
+        last = line.seq
+    return b"".join(chunks), last
+
+
 def to_sse(event: TailEvent, run_id: str, retry_ms: int = 1000) -> ServerSentEvent:
     """One SSE event; lines go through ``encode`` (one event per line of the batch)."""
     if isinstance(event, StatusEvent):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -17,9 +18,11 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
 
+from ...config import Settings
 from ...store import LogLine, LogStore, Run
+from ...tail import LinesEvent, TailEvent, WindowEndEvent
 from ..deps import GateDep, ServiceName, ServicesDep, TailerDep, UploadId, authorize_run_read
-from ..sse import SEP, encode, parse_event_id
+from ..sse import SEP, encode, encode_within, parse_event_id
 from .runs import RunIdQuery, find_run
 
 router = APIRouter(prefix="/runs/{upload_id}/{service}")
@@ -72,6 +75,7 @@ async def stream_logs(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Response:
     """``text/event-stream`` of the run; 204 once a finished run was read to its end."""
+    authorize_run_read(services.settings, None, authorization, token)
     run, cursor = await anyio.to_thread.run_sync(
         _resolve, services, upload_id, service, run_id, after, last_event_id
     )
@@ -87,14 +91,36 @@ async def stream_logs(
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for event in tailer.follow(run.run_id, cursor, min_level, settings.stream_window):
-                yield encode(event, run.run_id, settings.retry_ms)
+            follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window)
+            async with aclosing(follow) as stream:
+                async for chunk in _windowed(stream, run.run_id, cursor, settings):
+                    yield chunk
         finally:
             gate.release()
 
     return EventSourceResponse(
         events(), ping=settings.ping_seconds, sep=SEP, headers={"Cache-Control": "no-store"}
     )
+
+
+async def _windowed(
+    events: AsyncIterator[TailEvent], run_id: str, cursor: int, settings: Settings
+) -> AsyncIterator[bytes]:
+    """Wire bytes of the events; with a byte budget (a buffering gateway caps a response),
+    ends the response with the cursor to resume from once the budget is spent."""
+    budget, sent = settings.stream_window_bytes, 0
+    async for event in events:
+        if budget is None or not isinstance(event, LinesEvent):
+            yield encode(event, run_id, settings.retry_ms)
+            continue
+        chunk, last = encode_within(event, run_id, budget - sent, first=sent == 0)
+        if chunk:
+            yield chunk
+            sent += len(chunk)
+        cursor = last if last is not None else cursor
+        if last != event.lines[-1].seq:
+            yield encode(WindowEndEvent(cursor), run_id, settings.retry_ms)
+            return
 
 
 def _page(
@@ -133,6 +159,7 @@ def final_logs(
     authorization: Annotated[str | None, Header()] = None,
 ) -> Any:
     """The stored lines in order, a page at a time, or the whole run as a text/jsonl download."""
+    authorize_run_read(services.settings, None, authorization, token)
     run = find_run(services, upload_id, service, run_id)
     authorize_run_read(services.settings, run.run_id, authorization, token)
     min_level = level.value if level else None

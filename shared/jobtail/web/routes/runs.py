@@ -111,6 +111,7 @@ def result(
     authorization: Annotated[str | None, Header()] = None,
 ) -> PlainTextResponse:
     """The generated code of the run (the latest by default)."""
+    authorize_run_read(services.settings, None, authorization, token)
     run = find_run(services, upload_id, service, run_id)
     authorize_run_read(services.settings, run.run_id, authorization, token)
     if run.status is not RunStatus.SUCCEEDED:
