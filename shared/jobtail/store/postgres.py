@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from .base import (
+    LEVELS,
     LogLine,
     LogStore,
     Run,
@@ -59,12 +60,13 @@ _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 def lines_json(lines: Sequence[LogLine]) -> str:
     """An append batch as the jsonb array jobtail_append takes; NUL (unstorable) -> U+FFFD."""
+    numbers = LEVELS
     rows = [
         {
             "seq": line.seq,
-            "timestamp": line.timestamp.isoformat(),
+            "timestamp": line.timestamp,  # msgspec writes RFC 3339, which timestamptz reads
             "log_level": line.log_level,
-            "level_no": level_number(line.log_level),
+            "level_no": numbers.get(line.log_level) or level_number(line.log_level),
             "message": line.message,
             "fields": line.fields or None,
         }
