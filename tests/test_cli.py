@@ -107,6 +107,22 @@ def test_serve_refuses_a_public_bind_without_auth() -> None:
     assert code == 2 and "without auth" in err
 
 
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [
+        ("mysql://x", "unknown store URL"),
+        ("postgresql://nobody@127.0.0.1:1/db?connect_timeout=2", "cannot connect"),
+        ("supabase", "SUPABASE_URL"),
+    ],
+)
+def test_serve_names_a_bad_store(
+    store: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    code, _, err = run_cli("serve", "--store", store, "--data-dir", str(tmp_path))
+    assert code == 2 and says in err and "Traceback" not in err
+
+
 def test_every_command_has_help() -> None:
     for name, command in main.commands.items():  # type: ignore[attr-defined]
         assert command.help and "Example:" in command.help, name

@@ -14,6 +14,7 @@ from httpx_sse import connect_sse
 from pydantic import ValidationError
 
 from .config import Settings
+from .store import StoreError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 LEVEL_CHOICE = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
@@ -59,7 +60,7 @@ def serve(host: str, port: int, store: str, data_dir: str) -> None:
         settings = Settings(host=host, port=port, store=store, data_dir=Path(data_dir))
         settings.check_bind()
         app = create_app(settings)
-    except (ValueError, ValidationError) as exc:
+    except (ValueError, ValidationError, StoreError) as exc:
         _fail(str(exc))
     click.echo(f"jobtail: serving http://{host}:{port} (store {settings.store})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
@@ -192,7 +193,6 @@ def migrate(url: str) -> None:
 
     Example: jobtail migrate postgresql://postgres@localhost/jobtail
     """
-    from .store import StoreError
     from .store.migrate import apply_migrations
 
     try:
