@@ -23,9 +23,10 @@ run: $(STAMP) ## start the local server on http://127.0.0.1:8000 (SQLite, in-pro
 test: $(STAMP) ## run the whole test suite
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff and mypy (strict, on the package)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 check: $(STAMP) ## template lint and sam build
 	$(BIN)/cfn-lint template.yaml

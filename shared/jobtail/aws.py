@@ -34,7 +34,7 @@ def _client(service: str, given: Any) -> Any:
         return given
     import boto3
 
-    return boto3.client(service)
+    return boto3.client(service)  # type: ignore[call-overload]
 
 
 def read_secret(ref: str, *, secrets_client: Any = None, ssm_client: Any = None) -> str:

@@ -62,8 +62,8 @@ def sweep(
             explained.add(run.run_id)
     failed = store.fail_stale(bound, stale_error(stale_after))
     for run_id in failed:
-        if run_id not in explained and (run := store.get_run(run_id)) is not None:
-            _explain(store, run, stale_after)
+        if run_id not in explained and (found := store.get_run(run_id)) is not None:
+            _explain(store, found, stale_after)
     for run_id in explained.difference(failed):
         log.warning("run %s came back to life while the janitor explained its failure", run_id)
     purged = store.purge(now - timedelta(days=retention_days))

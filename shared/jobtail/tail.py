@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -150,7 +150,7 @@ class Tailer:
         after: int = 0,
         min_level: str | None = None,
         window: float | None = None,
-    ) -> AsyncIterator[TailEvent]:
+    ) -> AsyncGenerator[TailEvent, None]:
         """Status, then every line with seq > after (at or above min_level), then the end.
 
         Pass the Run when the caller already looked it up; a run already followed in this

@@ -332,7 +332,7 @@ class Uploads:
         upload_id = new_upload_id(filename or parsed.title)
         content_type = "application/json" if parsed.syntax == "json" else "application/yaml"
         self.blobs.put(upload_key(upload_id), data, content_type)
-        meta = {"upload_id": upload_id, "filename": filename, "kind": parsed.kind}
+        meta: dict[str, Any] = {"upload_id": upload_id, "filename": filename, "kind": parsed.kind}
         meta |= {"title": parsed.title, "size": len(data), "summary": parsed.summary()}
         self.blobs.put(meta_key(upload_id), json.dumps(meta).encode(), "application/json")
         return upload_id

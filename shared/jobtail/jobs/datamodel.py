@@ -101,13 +101,14 @@ class DatamodelGenerator(Generator):
 
     def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
         import datamodel_code_generator as dcg
+        from datamodel_code_generator.enums import DataModelType
         from datamodel_code_generator.format import Formatter
 
         if upload.kind == "openapi" and not upload.schemas:
             where = "definitions" if upload.version == "2.0" else "components.schemas"
             raise GeneratorError(f"the document defines no schemas under {where}: no models")
         source, input_name = datamodel_input(upload)
-        model_type = dcg.DataModelType[self.model_type]
+        model_type = DataModelType[self.model_type]
         log.info(
             f"datamodel-code-generator {dcg.get_version()}: {model_type.value} from "
             f"{input_name} input, Python 3.11 target",

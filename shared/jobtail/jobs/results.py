@@ -68,7 +68,8 @@ class ResultInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ResultInfo:
-        return cls(**{name: data.get(name) for name in cls.__dataclass_fields__})
+        values: dict[str, Any] = {name: data.get(name) for name in cls.__dataclass_fields__}
+        return cls(**values)
 
 
 def save_result(
