@@ -346,6 +346,8 @@ def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
             cycle()
         gc.collect()
         before = _rss_mb()
+        loop = tailer._loop
+        tasks_before = len(asyncio.all_tasks(loop)) if loop else -1
         for _ in range(cycles):
             cycle()
     deadline = time.monotonic() + 10
@@ -353,11 +355,10 @@ def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
         time.sleep(0.01)
     gc.collect()
     growth = _rss_mb() - before
-    loop = tailer._loop
-    leftover = len(asyncio.all_tasks(loop)) if loop else -1
+    leftover = len(asyncio.all_tasks(loop)) - tasks_before if loop else -1
     elapsed = time.perf_counter() - started
     server.stop()
-    ok = growth <= 10 and tailer.followers == 0
+    ok = growth <= 10 and tailer.followers == 0 and leftover <= 0
     return [
         (
             f"{cycles:,} connect/disconnect cycles",
@@ -365,5 +366,5 @@ def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
             "<= 10 MB, none leaked",
             ok,
         ),
-        (f"  ({elapsed:.1f} s; server tasks left: {leftover})", "", "", True),
+        (f"  ({elapsed:.1f} s; server tasks: {leftover:+d} vs. before)", "", "", True),
     ]
