@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..documents import ParsedUpload
 from ..logger import RunLogger, RunLogHandler
-from ..uploads import ParsedUpload
 from .generators import GeneratedCode, Generator, GeneratorError
 
 __all__ = ["BUILTINS", "DatamodelGenerator", "builtin_generators", "library_output_into"]

@@ -43,8 +43,8 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..documents import ParsedUpload
     from ..logger import RunLogger
-    from ..uploads import ParsedUpload
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -19,9 +19,10 @@ import types
 from typing import Any
 
 from ..blobs import BlobNotFoundError, BlobStore
+from ..documents import ParsedUpload, UploadError, parse_document
 from ..logger import MAX_LINE_CHARS, RunLogger
 from ..store.base import LogStore, Run, RunStatus
-from ..uploads import ParsedUpload, UploadError, UploadNotFoundError, Uploads, parse_document
+from ..uploads import UploadNotFoundError, Uploads
 from .generators import (
     GeneratedCode,
     Generator,

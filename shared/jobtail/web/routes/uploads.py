@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, UploadFile
 
-from ...uploads import UploadError
+from ...documents import UploadError
 from ..deps import Authorized, ServicesDep
 
 router = APIRouter(dependencies=[Authorized])
