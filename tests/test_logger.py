@@ -12,6 +12,8 @@ from jobtail.logger import MAX_LINE_CHARS, RunLogger, RunLogHandler
 from jobtail.store.base import LogLine, RunStatus, StoreError
 from jobtail.store.sqlite import SQLiteStore
 
+from .conftest import wait_for
+
 
 def test_each_line_is_committed_before_log_returns(
     sqlite_store: SQLiteStore, tmp_path: Path
@@ -149,3 +151,41 @@ def test_standard_logging_flows_into_the_run(sqlite_store: SQLiteStore) -> None:
     }
     assert error.log_level == "ERROR" and "ZeroDivisionError" in error.message
     assert sqlite_store.get_run(run.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]
+
+
+def test_write_behind_commits_in_the_background_in_order(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, write_behind=0.01)
+    for n in range(1, 5001):
+        logger.info(f"n{n}")
+    wait_for(lambda: sqlite_store.get_run(run.run_id).last_seq == 5000, 10, "the flusher")  # type: ignore[union-attr]
+    assert [line.seq for line in sqlite_store.read(run.run_id, limit=10_000)] == list(
+        range(1, 5001)
+    )
+    assert logger.close() is True
+
+
+def test_write_behind_is_bounded_and_close_flushes(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, write_behind=3600, max_pending=10)
+    for n in range(25):
+        logger.info(f"n{n}")
+    assert sqlite_store.get_run(run.run_id).last_seq == 20 and logger.pending == 5  # type: ignore[union-attr]
+    assert logger.close() is True and logger.pending == 0
+    assert sqlite_store.get_run(run.run_id).last_seq == 25  # type: ignore[union-attr]
+    logger.info("after close: written through")
+    assert sqlite_store.get_run(run.run_id).last_seq == 26  # type: ignore[union-attr]
+
+
+def test_write_behind_survives_a_failing_store(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    logger = RunLogger(
+        store, run.run_id, write_behind=0.01, retry_delays=(0.0,), sleep=lambda _: None
+    )
+    store.failures = 50
+    for n in range(100):
+        logger.info(f"n{n}")
+    wait_for(logger.close, 10, "the store to come back")  # each close retries what is pending
+    assert [line.seq for line in store.read(run.run_id)] == list(range(1, 101))
+    store.close()

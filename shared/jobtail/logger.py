@@ -36,7 +36,13 @@ def truncate(message: str, limit: int = MAX_LINE_CHARS) -> tuple[str, int]:
 
 
 class RunLogger:
-    """Writes one run's lines. One writer per run: seq numbering lives here."""
+    """Writes one run's lines. One writer per run: seq numbering lives here.
+
+    ``write_behind=seconds`` trades "committed when log() returns" for throughput: lines are
+    batched and committed by a background thread at most that many seconds later (and at
+    once when ``max_pending`` are waiting, which also holds log() back: the buffer is bounded).
+    ``flush()`` and ``close()`` commit everything pending.
+    """
 
     def __init__(
         self,
@@ -48,6 +54,8 @@ class RunLogger:
         max_lines: int | None = None,
         retry_delays: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
         sleep: Callable[[float], None] = time.sleep,
+        write_behind: float | None = None,
+        max_pending: int = 10_000,
     ) -> None:
         self.store = store
         self.run_id = run_id
@@ -62,6 +70,17 @@ class RunLogger:
         self._pending: list[LogLine] = []
         self._lock = threading.Lock()
         self._capped = False
+        self.write_behind = write_behind
+        self.max_pending = max_pending
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if write_behind is not None:
+            if write_behind <= 0:
+                raise ValueError("write_behind must be a positive number of seconds")
+            self._flusher = threading.Thread(
+                target=self._flush_now_and_then, name=f"jobtail-flush-{run_id}", daemon=True
+            )
+            self._flusher.start()
 
     # -- the API jobs use -----------------------------------------------------------------
     def debug(self, message: str, **fields: Any) -> None:
@@ -95,13 +114,28 @@ class RunLogger:
             if line is None:
                 return None
             self._pending.append(line)
-            self._flush(self.retry_delays[:1])
+            behind = self._flusher is not None and not self._closed.is_set()
+            if not behind or len(self._pending) >= self.max_pending:
+                self._flush(self.retry_delays[:1])
             return line.seq
 
-    def close(self) -> bool:
-        """Flush what is still pending, retrying with the full backoff; True if all landed."""
+    def flush(self) -> bool:
+        """Commit what is pending now, retrying with the full backoff; True if all landed."""
         with self._lock:
             return self._flush(self.retry_delays)
+
+    def close(self) -> bool:
+        """Stop the write-behind thread, if any, and flush; True if every line landed."""
+        self._closed.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join()
+        return self.flush()
+
+    def _flush_now_and_then(self) -> None:
+        assert self.write_behind is not None
+        while not self._closed.wait(self.write_behind):
+            with self._lock:
+                self._flush(self.retry_delays[:1])
 
     def __enter__(self) -> RunLogger:
         return self
