@@ -491,3 +491,22 @@ def test_with_auth_the_page_asks_for_a_key_then_streams_with_a_token(
     log = page.request.get(page.locator("#log-link").evaluate("a => a.href"))
     assert log.status == 200 and "Run succeeded" in log.text()
     assert site.errors == []
+
+
+def test_the_page_works_under_a_path_prefix(
+    tmp_path: Path, serve: Callable[[object], ServerThread], context: Any
+) -> None:
+    """As behind API Gateway's stage (/Prod/) or a reverse proxy's sub-path."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    server = serve(Starlette(routes=[Mount("/Prod", app=create_app(_settings(tmp_path)))]))
+    errors: list[str] = []
+    page = open_page(context, f"{server.url}/Prod/", errors)
+    pick(page, "invoice", "dataclasses")
+    page.click("#generate")
+    wait_ended(page)
+    with httpx.Client(base_url=f"{server.url}/Prod") as client:
+        status = client.get("/runs/invoice/dataclasses/status").json()
+    assert seqs(page) == list(range(1, status["lines"] + 1))
+    assert errors == []
