@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 
-import anyio.to_thread
-
 from .store.base import LogLine, LogStore, Run, RunNotFoundError, level_number
 
 
@@ -95,15 +93,16 @@ class Tailer:
             if follower.task:
                 follower.task.cancel()
         self._followers.clear()
+        await self.store.aclose()
 
     @property
     def followers(self) -> int:
         return len(self._followers)
 
-    # -- store access off the event loop --------------------------------------------------
+    # -- store access, never blocking the event loop -----------------------------------
     async def _get_run(self, run_id: str) -> Run | None:
         self.reads += 1
-        return await anyio.to_thread.run_sync(self.store.get_run, run_id)
+        return await self.store.aget_run(run_id)
 
     async def _read(
         self,
@@ -114,22 +113,11 @@ class Tailer:
         before: int | None = None,
     ) -> list[LogLine]:
         self.reads += 1
-        return await anyio.to_thread.run_sync(
-            lambda: self.store.read(
-                run_id, after=after, limit=limit, min_level=min_level, before=before
-            )
-        )
+        return await self.store.aread(run_id, after, limit, min_level, before)
 
     async def _poll(self, run_id: str, after: int) -> tuple[Run | None, list[LogLine]]:
-        """The run, then lines after the cursor, in one hop off the loop (status first, so a
-        finished status with last_seq N guarantees the lines read include everything to N)."""
         self.reads += 2
-
-        def poll() -> tuple[Run | None, list[LogLine]]:
-            run = self.store.get_run(run_id)
-            return run, self.store.read(run_id, after=after, limit=self.batch)
-
-        return await anyio.to_thread.run_sync(poll)
+        return await self.store.apoll(run_id, after, self.batch)
 
     # -- wake-ups -------------------------------------------------------------------------
     def _on_change(self, run_id: str) -> None:

@@ -283,3 +283,21 @@ def test_concurrent_writers_and_tailing_readers_see_every_line_once(store: LogSt
 def _notify_all(condition: threading.Condition) -> None:
     with condition:
         condition.notify_all()
+
+
+@pytest.mark.anyio
+async def test_async_reads_match_the_sync_ones(store: LogStore) -> None:
+    """The tail's path (aget_run, aread, apoll): native async on PostgreSQL, threads elsewhere."""
+    run_id = store.create_run("u", "async").run_id
+    store.append(
+        run_id, [line(seq, f"m{seq}", "ERROR" if seq % 3 == 0 else "INFO") for seq in range(1, 11)]
+    )
+    assert await store.aget_run(run_id) == store.get_run(run_id)
+    assert await store.aget_run("no-such-run") is None
+    assert await store.aread(run_id, 2, 5) == store.read(run_id, after=2, limit=5)
+    assert await store.aread(run_id, 0, 100, "ERROR", 9) == store.read(
+        run_id, min_level="ERROR", before=9
+    )
+    run, lines = await store.apoll(run_id, 7, 100)
+    assert run == store.get_run(run_id) and [x.seq for x in lines] == [8, 9, 10]
+    await store.aclose()

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import anyio.to_thread
 import msgspec
 
 LEVELS: dict[str, int] = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -244,6 +245,36 @@ class LogStore(ABC):
         if run is None:
             return []
         return self.read(run_id, after=max(0, run.last_seq - count), limit=count)
+
+    # -- async reads: the tail's hot path ------------------------------------------------
+    async def aget_run(self, run_id: str) -> Run | None:
+        """``get_run`` from async code; backends with an async driver override the a* trio,
+        the default runs the sync call in a worker thread."""
+        return await anyio.to_thread.run_sync(self.get_run, run_id)
+
+    async def aread(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+    ) -> list[LogLine]:
+        return await anyio.to_thread.run_sync(
+            lambda: self.read(run_id, after=after, limit=limit, min_level=min_level, before=before)
+        )
+
+    async def apoll(self, run_id: str, after: int, limit: int) -> tuple[Run | None, list[LogLine]]:
+        """The run, then its lines after the cursor, in one hop: a follower's every wake-up.
+        Status first, so a finished run with last_seq N guarantees the lines include all to N."""
+
+        def poll() -> tuple[Run | None, list[LogLine]]:
+            return self.get_run(run_id), self.read(run_id, after=after, limit=limit)
+
+        return await anyio.to_thread.run_sync(poll)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the async reads of the running event loop hold."""
 
     def next_poll_interval(self, idle_polls: int) -> float:
         """Seconds a tail waits for a wake-up before polling again; backends may adapt it."""

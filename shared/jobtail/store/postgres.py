@@ -1,17 +1,21 @@
-"""PostgreSQL store on psycopg 3: a connection pool for calls, a session connection for LISTEN.
+"""PostgreSQL store on psycopg 3: connection pools for calls, a session connection for LISTEN.
 
-Every operation is one call of a ``jobtail_*`` SQL function (``supabase/migrations``), so each is
-atomic and one round trip; an append batch travels as one jsonb array. The functions NOTIFY
-``jobtail`` with the run id on appends and status changes, and a background thread LISTENs on a
-dedicated session connection, so this process's tails wake at once whichever process wrote. It
-reconnects with backoff after a server restart (tails poll meanwhile); pool connections are checked
-before use, so they recover too. Errors surface as StoreError; callers retry, which is safe
-because every call is idempotent. PostgreSQL text cannot hold NUL, so NUL becomes U+FFFD.
-Through a transaction pooler (Supabase's port 6543) pass ``listen=False, prepare_threshold=None``.
+Writers (job threads) use a thread-safe ``ConnectionPool``; tails read from the event loop
+through an ``AsyncConnectionPool`` (``aget_run``/``aread``/``apoll``), one per loop, closed by
+``aclose``. Every operation is one call of a ``jobtail_*`` SQL function (``supabase/
+migrations``), so each is atomic and one round trip; an append batch travels as one jsonb array.
+The functions NOTIFY ``jobtail`` with the run id on appends and status changes, and a background
+thread LISTENs on a dedicated session connection, so this process's tails wake at once whichever
+process wrote. It reconnects with backoff after a server restart (tails poll meanwhile); pool
+connections are checked before use, so they recover too. Errors surface as StoreError; callers
+retry, which is safe because every call is idempotent. PostgreSQL text cannot hold NUL, so NUL
+becomes U+FFFD. Through a transaction pooler (Supabase's port 6543) pass ``listen=False,
+prepare_threshold=None``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -21,7 +25,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from .base import (
     LEVELS,
@@ -98,6 +102,15 @@ def _run(r: Sequence[Any]) -> Run:
     )
 
 
+READ_SQL = (
+    'select seq, "timestamp", log_level, message, fields from jobtail_read(%s, %s, %s, %s, %s)'
+)
+
+
+def _line(r: Sequence[Any]) -> LogLine:
+    return LogLine(r[0], r[1].astimezone(UTC), r[2], r[3], r[4])
+
+
 class PostgresStore(LogStore):
     """Runs and lines in PostgreSQL. ``conninfo`` is a ``postgresql://`` URL or a DSN."""
 
@@ -118,6 +131,9 @@ class PostgresStore(LogStore):
         self.conninfo = conninfo
         self.where = describe(conninfo)
         self.pool_timeout = pool_timeout
+        self.max_size = max_size
+        # the tail reads through an async pool of the event loop it runs on (one per loop)
+        self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(2, round(connect_timeout)),
@@ -187,6 +203,46 @@ class PostgresStore(LogStore):
         except psycopg.Error as exc:
             raise StoreError(exc.diag.message_primary or str(exc)) from exc
 
+    async def _apool(self) -> AsyncConnectionPool[Any]:
+        loop = asyncio.get_running_loop()
+        pool = self._apools.get(loop)
+        if pool is None:
+            pool = self._apools[loop] = AsyncConnectionPool(
+                self.conninfo,
+                kwargs=self._connect_kwargs,
+                min_size=1,
+                max_size=self.max_size,
+                open=False,
+                check=AsyncConnectionPool.check_connection,
+                timeout=self.pool_timeout,
+                name="jobtail-async",
+            )
+        await pool.open()  # a no-op once open; safe when several tasks race here
+        return pool
+
+    async def _arows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """``_rows`` on the async pool: the same errors, as StoreError."""
+        pool = await self._apool()
+        try:
+            async with pool.connection() as conn:
+                cursor = await conn.execute(query, params)
+                rows: list[Any] = await cursor.fetchall()
+                return rows
+        except PoolTimeout as exc:
+            raise StoreError(
+                f"PostgreSQL at {self.where} gave no connection within {self.pool_timeout}s"
+            ) from exc
+        except psycopg.OperationalError as exc:
+            await pool.check()
+            raise StoreError(f"PostgreSQL at {self.where} failed: {exc}".strip()) from exc
+        except psycopg.Error as exc:
+            raise StoreError(exc.diag.message_primary or str(exc)) from exc
+
+    async def aclose(self) -> None:
+        pool = self._apools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.close()
+
     def _value(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
         rows = self._rows(query, params)
         return rows[0][0] if rows else None
@@ -202,6 +258,7 @@ class PostgresStore(LogStore):
             raise StoreError(f"{self._missing_hint()} (missing: {', '.join(missing)})")
 
     def close(self) -> None:
+        self._apools.clear()  # each is closed by aclose() on its loop (Tailer.close)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
@@ -276,9 +333,24 @@ class PostgresStore(LogStore):
         min_level: str | None = None,
         before: int | None = None,
     ) -> list[LogLine]:
-        rows = self._rows(
-            'select seq, "timestamp", log_level, message, fields'
-            " from jobtail_read(%s, %s, %s, %s, %s)",
-            (run_id, after, limit, level_number(min_level), before),
-        )
-        return [LogLine(r[0], r[1].astimezone(UTC), r[2], r[3], r[4]) for r in rows]
+        rows = self._rows(READ_SQL, (run_id, after, limit, level_number(min_level), before))
+        return [_line(r) for r in rows]
+
+    # -- async reads (the tail's) -------------------------------------------------------------
+    async def aget_run(self, run_id: str) -> Run | None:
+        rows = await self._arows(f"select {RUN_COLUMNS} from jobtail_get_run(%s)", (run_id,))
+        return _run(rows[0]) if rows else None
+
+    async def aread(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+    ) -> list[LogLine]:
+        rows = await self._arows(READ_SQL, (run_id, after, limit, level_number(min_level), before))
+        return [_line(r) for r in rows]
+
+    async def apoll(self, run_id: str, after: int, limit: int) -> tuple[Run | None, list[LogLine]]:
+        return await self.aget_run(run_id), await self.aread(run_id, after, limit)
