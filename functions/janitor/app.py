@@ -35,7 +35,12 @@ def setup(
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """One sweep: the stale runs failed (each with a last line saying why), old runs purged."""
     settings, store = _setup or setup()
-    result = sweep(store, stale_after=settings.stale_after, retention_days=settings.retention_days)
+    result = sweep(
+        store,
+        stale_after=settings.stale_after,
+        retention_days=settings.retention_days,
+        queued_after=settings.queued_timeout,
+    )
     metrics.add_metric(name="RunsFailedStale", unit=MetricUnit.Count, value=len(result.failed))
     metrics.add_metric(name="RunsPurged", unit=MetricUnit.Count, value=result.purged)
     logger.info("sweep done", failed=result.failed, purged=result.purged)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_streams: int = Field(1000, ge=1, description="concurrent SSE streams per process")
     heartbeat_interval: float = Field(5.0, gt=0)
     stale_after: float = Field(60.0, gt=0, description="seconds without heartbeat = dead worker")
+    queued_timeout: float = Field(
+        3600.0, gt=0, description="seconds a run may wait for a worker before it is failed"
+    )
     retention_days: int = Field(30, ge=1)
     log_level: str = "INFO"
 

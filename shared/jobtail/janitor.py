@@ -9,7 +9,8 @@ or a viewer could get its ``end`` without the explanation.
 ``LogStore.fail_stale`` flips every stale run in one statement; the runs to explain first are
 found among the newest ``scan_limit`` runs. A stale run outside that window is still failed,
 and explained just after (its viewers already hold the error in the ``end`` event's data).
-A queued run counts from its creation: one no worker picked up in time fails the same way.
+A queued run counts from its creation and may wait ``queued_after`` (a queue backlog is not a
+dead worker) before it fails the same way.
 """
 
 from __future__ import annotations
@@ -47,23 +48,36 @@ def sweep(
     *,
     stale_after: float,
     retention_days: int,
+    queued_after: float | None = None,
     now: datetime | None = None,
     scan_limit: int = 1000,
 ) -> SweepResult:
-    """Explain and fail the stale runs, then purge finished runs older than the retention."""
-    if stale_after <= 0 or retention_days < 1:
+    """Explain and fail the stale runs, then purge finished runs older than the retention.
+
+    A running run is stale after ``stale_after`` seconds without a heartbeat; a queued one
+    after ``queued_after`` seconds without a worker (default: ``stale_after``), since a queue
+    backlog is not a death.
+    """
+    if stale_after <= 0 or retention_days < 1 or (queued_after is not None and queued_after <= 0):
         raise ValueError("stale_after must be positive and retention_days at least 1")
     now = now or utcnow()
-    bound = now - timedelta(seconds=stale_after)
+    waits = {
+        RunStatus.RUNNING: stale_after,
+        RunStatus.QUEUED: stale_after if queued_after is None else queued_after,
+    }
     explained = set()
     for run in store.list_runs(limit=scan_limit):
-        if run.active and _last_sign_of_life(run) < bound:
-            _explain(store, run, stale_after)
+        if run.active and _last_sign_of_life(run) < now - timedelta(seconds=waits[run.status]):
+            _explain(store, run, waits[run.status])
             explained.add(run.run_id)
-    failed = store.fail_stale(bound, stale_error(stale_after))
+    failed = store.fail_stale(
+        now - timedelta(seconds=stale_after),
+        stale_error(stale_after),
+        queued_before=now - timedelta(seconds=waits[RunStatus.QUEUED]),
+    )
     for run_id in failed:
         if run_id not in explained and (found := store.get_run(run_id)) is not None:
-            _explain(store, found, stale_after)
+            _explain(store, found, waits.get(found.status, stale_after))
     for run_id in explained.difference(failed):
         log.warning("run %s came back to life while the janitor explained its failure", run_id)
     purged = store.purge(now - timedelta(days=retention_days))
@@ -77,11 +91,11 @@ def _last_sign_of_life(run: Run) -> datetime:
     return run.heartbeat_at or run.created_at
 
 
-def _explain(store: LogStore, run: Run, stale_after: float) -> None:
+def _explain(store: LogStore, run: Run, waited: float) -> None:
     """Append the run's last line: why it failed (committed before the status changes)."""
     seen = _last_sign_of_life(run).isoformat(timespec="seconds")
     if run.status is RunStatus.QUEUED:
-        why = f"no worker started it within {stale_after:g} s (queued since {seen})"
+        why = f"no worker started it within {waited:g} s (queued since {seen})"
     else:
         why = f"the worker stopped sending heartbeats (last at {seen}): killed or timed out"
     logger = RunLogger(store, run.run_id)

@@ -82,6 +82,7 @@ class Services:
             self.store,
             stale_after=self.settings.stale_after,
             retention_days=self.settings.retention_days,
+            queued_after=self.settings.queued_timeout,
         )
 
     def close(self) -> None:

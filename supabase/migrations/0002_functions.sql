@@ -168,16 +168,21 @@ create or replace function jobtail_read(
      limit p_limit
 $$;
 
--- Fail active runs whose heartbeat (or creation) is older than the bound; returns their ids.
-create or replace function jobtail_fail_stale(p_heartbeat_before timestamptz, p_error text)
+-- Fail running runs whose heartbeat is older than p_heartbeat_before, and queued runs created
+-- before p_queued_before (default: the same bound; a queue backlog may deserve longer);
+-- returns their ids.
+drop function if exists jobtail_fail_stale(timestamptz, text);
+create or replace function jobtail_fail_stale(
+    p_heartbeat_before timestamptz, p_error text, p_queued_before timestamptz default null)
 returns setof text language plpgsql as $$
 declare
     v_run_id text;
 begin
     for v_run_id in
         update runs set status = 'failed', finished_at = clock_timestamp(), error = p_error
-         where status in ('queued', 'running')
-           and coalesce(heartbeat_at, created_at) < p_heartbeat_before
+         where (status = 'running' and coalesce(heartbeat_at, created_at) < p_heartbeat_before)
+            or (status = 'queued'
+                and created_at < coalesce(p_queued_before, p_heartbeat_before))
         returning run_id
     loop
         perform pg_notify('jobtail', v_run_id);

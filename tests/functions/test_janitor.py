@@ -33,8 +33,8 @@ class RecordingStore(SQLiteStore):
         self.calls.append(f"append {run_id}")
         return super().append(run_id, lines)
 
-    def fail_stale(self, heartbeat_before, error):  # type: ignore[no-untyped-def]
-        failed = super().fail_stale(heartbeat_before, error)
+    def fail_stale(self, heartbeat_before, error, queued_before=None):  # type: ignore[no-untyped-def]
+        failed = super().fail_stale(heartbeat_before, error, queued_before)
         self.calls.extend(f"fail {run_id}" for run_id in failed)
         return failed
 
@@ -76,6 +76,20 @@ def test_a_run_no_worker_started_is_explained_as_such(recording: RecordingStore)
     sweep(recording, stale_after=60, retention_days=30, now=utcnow() + timedelta(minutes=2))
     [line] = recording.read(run.run_id)
     assert line.message.startswith("Run failed: no worker started it within 60 s")
+
+
+def test_a_queued_run_may_wait_longer_than_a_silent_worker(recording: RecordingStore) -> None:
+    queued = recording.create_run("petstore", "pydantic")
+    dead = running_run(recording, "dead", upload_id="invoice")
+    later = utcnow() + timedelta(minutes=2)
+    result = sweep(recording, stale_after=60, retention_days=30, queued_after=600, now=later)
+    assert result.failed == [dead]
+    assert recording.get_run(queued.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]
+    much_later = utcnow() + timedelta(minutes=11)
+    result = sweep(recording, stale_after=60, retention_days=30, queued_after=600, now=much_later)
+    assert result.failed == [queued.run_id]
+    [line] = recording.read(queued.run_id)
+    assert line.message.startswith("Run failed: no worker started it within 600 s")
 
 
 def test_live_runs_and_recent_history_are_left_alone(recording: RecordingStore) -> None:

@@ -197,6 +197,15 @@ def test_fail_stale_fails_only_quiet_active_runs(store: LogStore) -> None:
     assert kept is not None and kept.status is RunStatus.SUCCEEDED and kept.error is None
 
 
+def test_queued_runs_may_wait_longer_than_running_ones_may_be_silent(store: LogStore) -> None:
+    running = started(store, "u1")
+    queued = store.create_run("u2", "pydantic").run_id
+    soon, later = utcnow() + timedelta(seconds=5), utcnow() - timedelta(hours=1)
+    assert store.fail_stale(soon, "stale", queued_before=later) == [running]
+    assert store.get_run(queued).status is RunStatus.QUEUED  # type: ignore[union-attr]
+    assert store.fail_stale(later, "stale", queued_before=soon) == [queued]
+
+
 def test_purge_deletes_finished_runs_and_their_lines(store: LogStore) -> None:
     old = started(store, "u1")
     store.append(old, [line(1), line(2)])

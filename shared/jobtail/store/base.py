@@ -216,8 +216,11 @@ class LogStore(ABC):
         """Mark an active run succeeded or failed; a finished run is left as it is."""
 
     @abstractmethod
-    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
-        """Fail active runs whose heartbeat (or creation) is older than the bound."""
+    def fail_stale(
+        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
+    ) -> list[str]:
+        """Fail running runs whose heartbeat is older than ``heartbeat_before`` and queued runs
+        created before ``queued_before`` (default: the same bound); return their ids."""
 
     @abstractmethod
     def purge(self, finished_before: datetime) -> int:

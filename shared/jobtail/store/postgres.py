@@ -309,8 +309,12 @@ class PostgresStore(LogStore):
         if self._value("select jobtail_finish_run(%s, %s, %s)", (run_id, status.value, error)):
             self.listeners.notify(run_id)
 
-    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
-        rows = self._rows("select jobtail_fail_stale(%s, %s)", (heartbeat_before, error))
+    def fail_stale(
+        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
+    ) -> list[str]:
+        rows = self._rows(
+            "select jobtail_fail_stale(%s, %s, %s)", (heartbeat_before, error, queued_before)
+        )
         stale = [row[0] for row in rows]
         for run_id in stale:
             self.listeners.notify(run_id)

@@ -246,14 +246,17 @@ class SQLiteStore(LogStore):
         if cursor.rowcount:
             self.listeners.notify(run_id)
 
-    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
+    def fail_stale(
+        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
+    ) -> list[str]:
         bound = heartbeat_before.isoformat()
+        queued = (queued_before or heartbeat_before).isoformat()
         with self._tx() as db:
             rows = db.execute(
                 "UPDATE runs SET status = 'failed', finished_at = ?, error = ?"
-                " WHERE status IN ('queued', 'running')"
-                " AND COALESCE(heartbeat_at, created_at) < ? RETURNING run_id",
-                (utcnow().isoformat(), error, bound),
+                " WHERE (status = 'running' AND COALESCE(heartbeat_at, created_at) < ?)"
+                " OR (status = 'queued' AND created_at < ?) RETURNING run_id",
+                (utcnow().isoformat(), error, bound, queued),
             ).fetchall()
         stale = [row[0] for row in rows]
         for run_id in stale:

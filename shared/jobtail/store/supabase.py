@@ -239,8 +239,12 @@ class SupabaseStore(LogStore):
         if self._rpc("jobtail_finish_run", params):
             self.listeners.notify(run_id)
 
-    def fail_stale(self, heartbeat_before: datetime, error: str) -> list[str]:
+    def fail_stale(
+        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
+    ) -> list[str]:
         params = {"p_heartbeat_before": heartbeat_before.isoformat(), "p_error": error}
+        if queued_before is not None:
+            params["p_queued_before"] = queued_before.isoformat()
         stale = [str(run_id) for run_id in self._rpc("jobtail_fail_stale", params)]
         for run_id in stale:
             self.listeners.notify(run_id)
