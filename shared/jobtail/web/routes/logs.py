@@ -17,11 +17,20 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from ...config import Settings
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
-from ..deps import GateDep, ServiceName, ServicesDep, TailerDep, UploadId, authorize_run_read
+from ..deps import (
+    GateDep,
+    ServiceName,
+    ServicesDep,
+    StreamGate,
+    TailerDep,
+    UploadId,
+    authorize_run_read,
+)
 from ..sse import SEP, encode, encode_within, parse_event_id
 from .runs import RunIdQuery, find_run
 
@@ -90,17 +99,29 @@ async def stream_logs(
     min_level = level.value if level else None
 
     async def events() -> AsyncIterator[bytes]:
-        try:
-            follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window)
-            async with aclosing(follow) as stream:
-                async for chunk in _windowed(stream, run.run_id, cursor, settings):
-                    yield chunk
-        finally:
-            gate.release()
+        follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window)
+        async with aclosing(follow) as stream:
+            async for chunk in _windowed(stream, run.run_id, cursor, settings):
+                yield chunk
 
-    return EventSourceResponse(
-        events(), ping=settings.ping_seconds, sep=SEP, headers={"Cache-Control": "no-store"}
+    return GatedEventSourceResponse(
+        gate, events(), ping=settings.ping_seconds, sep=SEP, headers={"Cache-Control": "no-store"}
     )
+
+
+class GatedEventSourceResponse(EventSourceResponse):
+    """Gives its stream slot back when the response is over, however it ended (even when the
+    client left before the body was first read)."""
+
+    def __init__(self, gate: StreamGate, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.gate.release()
 
 
 async def _windowed(
