@@ -7,7 +7,6 @@ style of the rest of the package.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 from .blobs import BlobStore, blobs_from_url
@@ -71,10 +70,6 @@ class Services:
             max_line_chars=self.settings.max_line_chars,
             max_lines=self.settings.max_lines,
         )
-
-    @functools.cached_property
-    def service_names(self) -> list[str]:
-        return self.registry.names()
 
     def sweep(self) -> SweepResult:
         """Fail runs whose worker died, purge old ones (the janitor's job, in-process)."""

@@ -81,8 +81,6 @@ class Tailer:
         self.batch = batch
         self.buffer_lines = buffer_lines
         self.queue_size = queue_size
-        self.reads = 0
-        """Store calls made (replays and follows): lets tests and benchmarks count them."""
         self._followers: dict[str, _Follower] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener = store.listeners.add(self._on_change)
@@ -98,26 +96,6 @@ class Tailer:
     @property
     def followers(self) -> int:
         return len(self._followers)
-
-    # -- store access, never blocking the event loop -----------------------------------
-    async def _get_run(self, run_id: str) -> Run | None:
-        self.reads += 1
-        return await self.store.aget_run(run_id)
-
-    async def _read(
-        self,
-        run_id: str,
-        after: int,
-        limit: int,
-        min_level: str | None = None,
-        before: int | None = None,
-    ) -> list[LogLine]:
-        self.reads += 1
-        return await self.store.aread(run_id, after, limit, min_level, before)
-
-    async def _poll(self, run_id: str, after: int) -> tuple[Run | None, list[LogLine]]:
-        self.reads += 2
-        return await self.store.apoll(run_id, after, self.batch)
 
     # -- wake-ups -------------------------------------------------------------------------
     def _on_change(self, run_id: str) -> None:
@@ -151,7 +129,7 @@ class Tailer:
         if run_id in self._followers:
             run = self._followers[run_id].run
         elif isinstance(run, str):
-            found = await self._get_run(run_id)
+            found = await self.store.aget_run(run_id)
             if found is None:
                 raise RunNotFoundError(run_id)
             run = found
@@ -203,7 +181,7 @@ class Tailer:
                         return
             finally:
                 self._unsubscribe(follower, sub)
-            run = await self._get_run(run_id) or run  # resync: start any new follower fresh
+            run = await self.store.aget_run(run_id) or run  # resync: start any new follower fresh
 
     def _expired(self, deadline: float | None) -> bool:
         return deadline is not None and self._loop is not None and self._loop.time() >= deadline
@@ -232,7 +210,7 @@ class Tailer:
         cursor = after
         stop = min(upto, buffered_from - 1)
         while cursor < stop:
-            lines = await self._read(run_id, cursor, self.batch, min_level, before=stop + 1)
+            lines = await self.store.aread(run_id, cursor, self.batch, min_level, before=stop + 1)
             if lines:
                 yield tuple(lines)
             if len(lines) < self.batch:
@@ -284,7 +262,7 @@ class Tailer:
         idle = 0
         while True:
             follower.wake.clear()
-            found, lines = await self._poll(run_id, follower.cursor)
+            found, lines = await self.store.apoll(run_id, follower.cursor, self.batch)
             run = found or follower.run  # purged under us: end the viewers with what they have
             if lines:
                 follower.cursor = lines[-1].seq

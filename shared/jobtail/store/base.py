@@ -12,6 +12,7 @@ wake at once; readers in other processes poll.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -67,6 +68,15 @@ def dump_json(value: object) -> str:
     """JSON for stored fields, alike on every backend: datetimes as RFC 3339, other odd
     values as their str()."""
     return _json.encode(value).decode()
+
+
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # a \u0000 escape, not an escaped backslash
+
+
+def dump_pg_json(value: object) -> str:
+    """``dump_json`` for PostgreSQL, whose text cannot hold NUL: NUL becomes U+FFFD."""
+    text = dump_json(value)
+    return _JSON_NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
 
 
 def utcnow() -> datetime:

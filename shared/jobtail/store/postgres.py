@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -35,7 +34,7 @@ from .base import (
     RunActiveError,
     RunStatus,
     StoreError,
-    dump_json,
+    dump_pg_json,
     level_number,
     new_run_id,
     utcnow,
@@ -59,7 +58,6 @@ select array(select t from unnest(%(tables)s::text[]) t where to_regclass(t) is 
     || array(select f from unnest(%(functions)s::text[]) f where not exists (
         select 1 from pg_proc p where p.proname = f and pg_function_is_visible(p.oid)))
 """
-_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def lines_json(lines: Sequence[LogLine]) -> str:
@@ -76,8 +74,7 @@ def lines_json(lines: Sequence[LogLine]) -> str:
         }
         for line in lines
     ]
-    text = dump_json(rows)
-    return _NUL.sub(r"\1\\ufffd", text) if "\\u0000" in text else text
+    return dump_pg_json(rows)
 
 
 def describe(conninfo: str) -> str:

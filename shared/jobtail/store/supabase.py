@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from .base import (
     RunActiveError,
     RunStatus,
     StoreError,
-    dump_json,
+    dump_pg_json,
     level_number,
     new_run_id,
     utcnow,
@@ -44,7 +43,6 @@ RETRY_CODES = frozenset(
 MISSING_CODES = frozenset({"PGRST202", "PGRST205", "42883", "42P01"})
 AUTH_CODES = frozenset({"401", "403", "42501", "PGRST301", "PGRST302"})
 TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # a JSON \u0000 escape, not an escaped backslash
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -80,7 +78,7 @@ def _payload(line: LogLine) -> dict[str, Any]:
     """One line as JSON values; NUL, which PostgreSQL text cannot hold, becomes U+FFFD."""
     fields = None
     if line.fields:
-        fields = json.loads(_NUL.sub(r"\1\\ufffd", dump_json(line.fields)))
+        fields = json.loads(dump_pg_json(line.fields))
     return {
         "seq": line.seq,
         "timestamp": line.timestamp.isoformat(),
