@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from jobtail.config import Settings
 from jobtail.web.app import create_app
-from jobtail.web.auth import AuthError, check_stream_token, make_stream_token
+from jobtail.web.auth import AuthError, check_bearer, check_stream_token, make_stream_token
 
 from .conftest import ServerThread, wait_for
 from .scripted import make_services, until
@@ -62,13 +62,24 @@ def test_keys_tokens_and_their_refusals(
 def test_stream_tokens_expire_and_are_scoped() -> None:
     settings = Settings(auth="apikey", api_keys=[SecretStr("k")], stream_token_ttl=60)
     token = make_stream_token(settings, "run1", now=1000.0)
-    check_stream_token(settings, "run1", token, now=1059.0)
-    with pytest.raises(AuthError, match="expired"):
-        check_stream_token(settings, "run1", token, now=1061.0)
+    check_stream_token(settings, "run1", token, now=1059.999)
+    with pytest.raises(AuthError, match="expired"):  # at its exact second, not one past
+        check_stream_token(settings, "run1", token, now=1060.0)
     with pytest.raises(AuthError, match="not valid"):
         check_stream_token(settings, "run2", token, now=1000.0)
     with pytest.raises(AuthError, match="malformed"):
         check_stream_token(settings, "run1", "garbage", now=1000.0)
+
+
+@pytest.mark.parametrize(
+    "authorization", ["Basic s3cret", "Token s3cret", "s3cret", "Bearer", "Bearers3cret"]
+)
+def test_a_valid_key_under_another_scheme_is_refused(authorization: str) -> None:
+    settings = Settings(auth="apikey", api_keys=[SecretStr("s3cret")])
+    check_bearer(settings, "Bearer s3cret")
+    check_bearer(settings, "bearer s3cret")  # auth schemes are case-insensitive (RFC 9110)
+    with pytest.raises(AuthError, match="missing bearer token"):
+        check_bearer(settings, authorization)
 
 
 @pytest.mark.parametrize(

@@ -139,6 +139,19 @@ def test_cut_off_viewer_resumes_with_last_event_id_exactly(env: Env) -> None:
     assert lines(first) + lines(rest) == env.final()
 
 
+def test_last_event_id_wins_over_the_after_query(env: Env) -> None:
+    """The page opens EventSource with ``?after=``; the browser's reconnect keeps that URL and
+    adds ``Last-Event-ID``: the header is the newer cursor, or a reconnect re-sends lines."""
+    env.generate()
+    status = env.wait_finished()
+    run_id = status["run_id"]
+    code, events = stream(env.client, last_id=f"{run_id}:5", after=2, run_id=run_id)
+    assert code == 200 and [x["seq"] for x in lines(events)][:2] == [6, 7]
+    assert lines(events) == env.final(after=5)
+    # at the end, the header (not ?after=) decides that nothing is left: a 204
+    assert stream(env.client, last_id=status["last_event_id"], after=2)[0] == 204
+
+
 def test_ten_viewers_get_everything_with_the_reads_of_one(
     tmp_path: Path, serve: Callable[[object], ServerThread]
 ) -> None:

@@ -93,6 +93,18 @@ def test_bad_documents_get_a_clear_upload_error(data: bytes, reason: str) -> Non
     assert isinstance(caught.value, ValueError)
 
 
+@pytest.mark.parametrize(
+    "ref", ["/etc/passwd", "other.json#/x", "schemas/pet.yaml", "./pet.yaml#/Pet"]
+)
+def test_only_local_refs_are_allowed(ref: str) -> None:
+    """An allow-list (``#...`` only), not a deny-list of the forms someone thought of."""
+    doc = {"type": "object", "properties": {"a": {"$ref": ref}}}
+    with pytest.raises(UploadError, match=r"only local '#/\.\.\.' references"):
+        parse_document(json.dumps(doc).encode(), "x.json")
+    local = {"type": "object", "properties": {"a": {"$ref": "#/$defs/b"}}, "$defs": {"b": {}}}
+    assert parse_document(json.dumps(local).encode(), "x.json").document["properties"]
+
+
 def test_invalid_json_with_json_name_reports_the_position() -> None:
     with pytest.raises(UploadError, match=r"not valid JSON: .* at line 2 column"):
         parse_document(b'{"type": "object",\n  oops}', "schema.json")

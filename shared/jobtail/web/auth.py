@@ -48,7 +48,7 @@ def check_stream_token(
     expected = _sign(_secret(settings), f"{run_id}.{expires_text}")
     if not hmac.compare_digest(expected, signature):
         raise AuthError("stream token is not valid for this run")
-    if int(expires_text) < (now or time.time()):
+    if int(expires_text) <= (now or time.time()):
         raise AuthError("stream token expired: ask for a new one with the status route")
 
 
