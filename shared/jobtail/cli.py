@@ -83,14 +83,16 @@ def _follow(
             source.response.read()
             _fail(f"{source.response.status_code}: {_detail(source.response)}")
         for event in source.iter_sse():
-            if not event.data:  # a keep-alive after an id; browsers do not dispatch these
-                continue
-            if event.id:
+            if event.id:  # also an id-only event: the cursor a window closes with
                 last_id = event.id
+            if not event.data:  # browsers do not dispatch an event with no data
+                continue
             if event.event == "message":
                 _print_line(json.loads(event.data))
             elif event.event == "status":
-                click.echo(f"-- status: {json.loads(event.data)['status']}", err=True)
+                data = json.loads(event.data)
+                params["run_id"] = data["run_id"]  # reconnects follow this run, not the latest
+                click.echo(f"-- status: {data['status']}", err=True)
             elif event.event == "end":
                 return last_id, json.loads(event.data)
     return last_id, None
@@ -138,8 +140,16 @@ def tail(
                 time.sleep(delay)  # back-off before reconnecting, not synchronisation
                 delay = min(delay * 2, 10)
         if not end:  # 204: the run had already ended; ask how
-            status = client.get(f"/runs/{upload_id}/{service}/status", params=params)
-            end = status.json() if status.status_code == 200 else {"status": "unknown"}
+            try:
+                status = client.get(f"/runs/{upload_id}/{service}/status", params=params)
+            except httpx.TransportError as exc:
+                _fail(f"the run ended but its outcome cannot be read: {exc}")
+            if status.status_code != 200:
+                _fail(
+                    "the run ended but its outcome cannot be read: "
+                    f"{status.status_code}: {_detail(status)}"
+                )
+            end = status.json()
     outcome = end.get("status")
     click.echo(f"-- run {outcome}", err=True)
     sys.exit(0 if outcome == "succeeded" else 1)
@@ -162,9 +172,7 @@ def upload(file: Path, url: str, api_key: str | None) -> None:
     Example: jobtail upload openapi.yaml
     """
     with file.open("rb") as handle:
-        response = httpx.post(
-            f"{url}/uploads", files={"file": (file.name, handle)}, headers=_headers(api_key)
-        )
+        response = _post(f"{url}/uploads", api_key, files={"file": (file.name, handle)})
     if response.status_code != 201:
         _fail(f"{response.status_code}: {_detail(response)}")
     click.echo(response.json()["upload_id"])
