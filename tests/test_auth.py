@@ -17,6 +17,8 @@ from .conftest import ServerThread, wait_for
 from .scripted import make_services, until
 
 KEY = "/runs/petstore/scripted"
+LONG = "k" * 16
+SECRET = "s" * 32
 
 
 def test_keys_tokens_and_their_refusals(
@@ -90,12 +92,24 @@ def test_a_valid_key_under_another_scheme_is_refused(authorization: str) -> None
         ("::1", "none", [], None),
         ("0.0.0.0", "none", [], "without auth"),
         ("10.1.2.3", "none", [], "without auth"),
-        ("0.0.0.0", "apikey", ["k"], None),
+        ("0.0.0.0", "apikey", [LONG], None),
         ("0.0.0.0", "apikey", [], "needs JOBTAIL_API_KEYS"),
+        ("0.0.0.0", "apikey", [LONG, "k"], "1 API key"),
+        ("10.1.2.3", "apikey", ["x" * 15], "shorter than 16"),
+        ("127.0.0.1", "apikey", ["k"], None),  # this machine only: a short key is the user's call
+        ("0.0.0.0", "apikey", [LONG, "nosecret"], "needs JOBTAIL_SECRET"),
+        ("0.0.0.0", "apikey", [LONG, "shortsecret"], "at least 32"),
     ],
 )
 def test_bind_guard(host: str, auth: str, keys: list[str], error: str | None) -> None:
-    settings = Settings(host=host, auth=auth, api_keys=[SecretStr(k) for k in keys])  # type: ignore[arg-type]
+    secret = {"nosecret": None, "shortsecret": "s" * 31}.get(keys[-1] if keys else "", "s" * 32)
+    keys = [k for k in keys if not k.endswith("secret")]
+    settings = Settings(
+        host=host,
+        auth=auth,  # type: ignore[arg-type]
+        api_keys=[SecretStr(k) for k in keys],
+        secret=SecretStr(secret) if secret else None,
+    )
     if error is None:
         settings.check_bind()
     else:
@@ -105,7 +119,57 @@ def test_bind_guard(host: str, auth: str, keys: list[str], error: str | None) ->
 
 def test_api_keys_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOBTAIL_API_KEYS", "a, b,,c")
+    monkeypatch.setenv("JOBTAIL_OLD_SECRETS", "old1,old2")
     assert [k.get_secret_value() for k in Settings().api_keys] == ["a", "b", "c"]
+    assert [k.get_secret_value() for k in Settings().old_secrets] == ["old1", "old2"]
+
+
+def _settings(keys: list[str], secret: str | None, old: tuple[str, ...] = ()) -> Settings:
+    return Settings(
+        auth="apikey",
+        api_keys=[SecretStr(k) for k in keys],
+        secret=SecretStr(secret) if secret else None,
+        old_secrets=[SecretStr(s) for s in old],
+    )
+
+
+def test_rotating_an_api_key_leaves_stream_tokens_valid() -> None:
+    """Tokens are signed with the secret, never with (something derived from) an API key."""
+    token = make_stream_token(_settings(["key-one"], SECRET), "run1")
+    check_stream_token(_settings(["key-two"], SECRET), "run1", token)
+    check_stream_token(_settings([], SECRET), "run1", token)
+
+
+def test_rotating_the_secret_keeps_old_tokens_until_the_old_secret_is_dropped() -> None:
+    old = make_stream_token(_settings(["k"], "a" * 32), "run1")
+    rotated = _settings(["k"], "b" * 32, old=("a" * 32,))
+    check_stream_token(rotated, "run1", old)  # signed with the retired secret: still accepted
+    fresh = make_stream_token(rotated, "run1")
+    check_stream_token(_settings(["k"], "b" * 32), "run1", fresh)  # new tokens: the new secret
+    with pytest.raises(AuthError, match="not valid"):
+        check_stream_token(_settings(["k"], "a" * 32), "run1", fresh)
+    with pytest.raises(AuthError, match="not valid"):  # rotation over: the old secret is gone
+        check_stream_token(_settings(["k"], "b" * 32), "run1", old)
+
+
+def test_without_a_secret_tokens_are_per_process_on_loopback_only() -> None:
+    local = _settings(["k"], None)
+    check_stream_token(local, "run1", make_stream_token(local, "run1"))
+    public = Settings(host="0.0.0.0", auth="apikey", api_keys=[SecretStr(LONG)])
+    with pytest.raises(AuthError, match="JOBTAIL_SECRET"):
+        make_stream_token(public, "run1")
+    with pytest.raises(AuthError, match="JOBTAIL_SECRET"):
+        check_stream_token(public, "run1", make_stream_token(local, "run1"))
+
+
+def test_every_listed_key_is_accepted_and_only_those() -> None:
+    settings = _settings(["first-key", "second-key"], SECRET)
+    check_bearer(settings, "Bearer first-key")
+    check_bearer(settings, "Bearer second-key")
+    for wrong in ("first-keyx", "first-ke", "second-key first-key", "FIRST-KEY"):
+        with pytest.raises(AuthError, match="unknown API key"):
+            check_bearer(settings, f"Bearer {wrong}")
+    check_bearer(Settings(auth="none"), None)  # auth off: nothing is asked
 
 
 def test_too_many_streams_is_a_503(tmp_path: Path, serve: Callable[[object], ServerThread]) -> None:

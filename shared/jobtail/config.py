@@ -9,6 +9,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+MIN_KEY_CHARS = 16  # API keys, on a non-loopback bind
+MIN_SECRET_CHARS = 32  # the stream-token signing secret, on a non-loopback bind
+
 
 class Settings(BaseSettings):
     """Everything configurable. Defaults run the embedded stack with no cloud account."""
@@ -26,7 +29,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list, description="bearer keys (auth=apikey)"
     )
-    secret: SecretStr | None = Field(None, description="HMAC key for short-lived stream tokens")
+    secret: SecretStr | None = Field(
+        None, description="signing key of stream tokens (required with auth=apikey off loopback)"
+    )
+    old_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="retired signing keys, still accepted while rotating"
+    )
     stream_token_ttl: int = Field(3600, ge=60, description="stream token lifetime, seconds")
     dispatcher: Literal["inline", "sqs"] = "inline"
     queue_url: str | None = None
@@ -51,7 +59,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(30, ge=1)
     log_level: str = "INFO"
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "old_secrets", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -85,3 +93,17 @@ class Settings(BaseSettings):
             )
         if self.auth == "apikey" and not self.api_keys:
             raise ValueError("JOBTAIL_AUTH=apikey needs JOBTAIL_API_KEYS (comma-separated)")
+        if self.auth == "apikey" and not self.loopback:
+            short = sum(len(key.get_secret_value()) < MIN_KEY_CHARS for key in self.api_keys)
+            if short:
+                raise ValueError(
+                    f"{short} API key(s) shorter than {MIN_KEY_CHARS} characters: too easy to "
+                    "guess beyond this machine (python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(32))' makes a good one)"
+                )
+            if self.secret is None or len(self.secret.get_secret_value()) < MIN_SECRET_CHARS:
+                raise ValueError(
+                    f"JOBTAIL_AUTH=apikey beyond loopback needs JOBTAIL_SECRET (at least "
+                    f"{MIN_SECRET_CHARS} characters): the key that signs stream tokens, kept "
+                    "apart from the API keys so rotating a key does not void them"
+                )
