@@ -14,6 +14,7 @@ from jobtail.store.migrate import apply_migrations
 from jobtail.store.sqlite import SQLiteStore
 
 from .pg import PgCluster
+from .waiting import wait_for
 
 
 @pytest.fixture
@@ -57,19 +58,6 @@ class ServerThread:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
-    """Poll a condition until true; fail the test with ``message`` on timeout."""
-    event = threading.Event()
-    deadline = timeout
-    step = 0.005
-    while not condition():
-        if deadline <= 0:
-            pytest.fail(message or "condition not met in time")
-        event.wait(step)
-        deadline -= step
-        step = min(step * 2, 0.1)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from jobtail.config import Settings
@@ -63,14 +62,3 @@ def make_services(
     store = store or CountingStore(tmp_path / "store.db")
     config = Settings(data_dir=tmp_path, **settings)  # type: ignore[arg-type]
     return Services.from_settings(config, store=store, registry=registry), generator
-
-
-def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    """Wait for a condition on a clock, never a bare sleep."""
-    tick = threading.Event()
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise TimeoutError("condition not met in time")
-        tick.wait(0.005)
-        waited += 0.005

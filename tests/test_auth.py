@@ -13,8 +13,9 @@ from jobtail.config import Settings
 from jobtail.web.app import create_app
 from jobtail.web.auth import AuthError, check_bearer, check_stream_token, make_stream_token
 
-from .conftest import ServerThread, wait_for
-from .scripted import make_services, until
+from .conftest import ServerThread
+from .scripted import make_services
+from .waiting import wait_for
 
 KEY = "/runs/petstore/scripted"
 LONG = "k" * 16
@@ -37,7 +38,7 @@ def test_keys_tokens_and_their_refusals(
     )
     started = client.post(f"{KEY}/generate").json()
     token = started["token"]
-    until(lambda: not client.get(f"{KEY}/status").json()["active"])
+    wait_for(lambda: not client.get(f"{KEY}/status").json()["active"])
     assert anonymous.get(f"{KEY}/status").status_code == 401
     assert client.get(f"{KEY}/status").json()["token"]
 

@@ -25,7 +25,8 @@ from jobtail.services import Services
 from jobtail.uploads import ParsedUpload
 from jobtail.web.app import create_app
 
-from .conftest import ServerThread, wait_for
+from .conftest import ServerThread
+from .waiting import wait_for
 
 try:
     from playwright import sync_api

@@ -15,9 +15,10 @@ from jobtail.cli import main
 from jobtail.services import Services
 from jobtail.web.app import create_app
 
-from .conftest import ServerThread, wait_for
+from .conftest import ServerThread
 from .pg import PgCluster
-from .scripted import ScriptedGenerator, make_services, until
+from .scripted import ScriptedGenerator, make_services
+from .waiting import wait_for
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_tail_follows_a_live_run_and_exits_0_on_success(
     code, out, _ = run_cli("generate", "petstore", "scripted", "--url", url)
     assert code == 0
     run_id = out.strip()
-    until(lambda: services.store.get_run(run_id).status == "running")  # type: ignore[union-attr]
+    wait_for(lambda: services.store.get_run(run_id).status == "running")  # type: ignore[union-attr]
     generator.step(20)  # the job finishes while (or before) tail reads it: both must end the same
     code, out, err = run_cli("tail", "petstore", "scripted", "--url", url)
     assert code == 0, err
@@ -122,7 +123,7 @@ def test_tail_exits_1_when_the_run_failed_and_filters_by_level(
     services, generator, url = served
     generator.fail_with = "the model refused"
     code, out, _ = run_cli("generate", "petstore", "scripted", "--url", url)
-    until(lambda: not services.store.get_run(out.strip()).active)  # type: ignore[union-attr]
+    wait_for(lambda: not services.store.get_run(out.strip()).active)  # type: ignore[union-attr]
     code, out, err = run_cli("tail", "petstore", "scripted", "--url", url, "--level", "error")
     assert code == 1 and "run failed" in err
     assert out.strip() and all(" ERROR " in line for line in out.splitlines())
@@ -158,7 +159,7 @@ def test_tail_of_a_run_whose_outcome_cannot_be_read_exits_non_zero(
     app = Interposer(create_app(services=services))
     server = serve(app)
     code, out, _ = run_cli("generate", "petstore", "scripted", "--url", server.url)
-    until(lambda: not services.store.get_run(out.strip()).active)  # type: ignore[union-attr]
+    wait_for(lambda: not services.store.get_run(out.strip()).active)  # type: ignore[union-attr]
     app.drop_end, app.status_error = True, 503
     code, out, err = run_cli("tail", "petstore", "scripted", "--url", server.url)
     assert len(app.streams) == 2 and "last-event-id" in app.streams[1], app.streams
@@ -194,11 +195,11 @@ def test_tail_with_level_resumes_the_run_it_followed_from_the_window_cursor(
     tail.start()
     wait_for(lambda: len(app.streams) == 2, 10, "the reconnect after the window")
     generator.step(15)
-    until(lambda: not services.store.get_run(first).active)  # type: ignore[union-attr]
+    wait_for(lambda: not services.store.get_run(first).active)  # type: ignore[union-attr]
     generator.stepped, generator.fail_with = False, None
     _, out, _ = run_cli("generate", "petstore", "scripted", "--url", server.url)
     second = out.strip()
-    until(lambda: not services.store.get_run(second).active)  # type: ignore[union-attr]
+    wait_for(lambda: not services.store.get_run(second).active)  # type: ignore[union-attr]
     app.release.set()
     tail.join(20)
     resumed = app.streams[1]

@@ -16,7 +16,8 @@ from jobtail.services import Services
 from jobtail.web.app import create_app
 
 from .conftest import ServerThread
-from .scripted import ScriptedGenerator, make_services, until
+from .scripted import ScriptedGenerator, make_services
+from .waiting import wait_for as until
 
 KEY = "/runs/petstore/scripted"
 

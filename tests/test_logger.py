@@ -12,7 +12,7 @@ from jobtail.logger import MAX_LINE_CHARS, RunLogger, RunLogHandler
 from jobtail.store.base import LogLine, RunStatus, StoreError
 from jobtail.store.sqlite import SQLiteStore
 
-from .conftest import wait_for
+from .waiting import wait_for
 
 
 def test_each_line_is_committed_before_log_returns(

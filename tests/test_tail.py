@@ -13,6 +13,8 @@ from jobtail.store.base import RunStatus
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.tail import EndEvent, LinesEvent, StatusEvent, Tailer, TailEvent, WindowEndEvent
 
+from .waiting import wait_for_async as wait_until
+
 pytestmark = pytest.mark.anyio
 
 
@@ -183,12 +185,6 @@ async def test_a_lagging_viewer_is_resynced_from_the_store(sqlite_store: SQLiteS
         await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
         reading.set()
     assert seqs(events) == list(range(1, 42)) and isinstance(events[-1], EndEvent)
-
-
-async def wait_until(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.001)
 
 
 def _tasks_named(name: str) -> list[object]:

@@ -13,7 +13,8 @@ from jobtail.logger import RunLogger
 from jobtail.store.base import LogStore, RunStatus
 from jobtail.store.sqlite import SQLiteStore
 from tests.events import load_event
-from tests.scripted import make_services, until
+from tests.scripted import make_services
+from tests.waiting import wait_for as until
 
 from .conftest import API_KEY, Aws
 from .lambdas import FakeContext, for_key, load_handler, parse_sse, with_header, with_query

@@ -16,7 +16,7 @@ from jobtail.store.base import LogLine, LogStore, RunStatus, utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.tail import EndEvent, LinesEvent, Tailer, TailEvent
 from tests.events import load_event
-from tests.scripted import until
+from tests.waiting import wait_for as until
 
 from .conftest import Aws
 from .lambdas import FakeContext, load_handler

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from jobtail.store.base import RunStatus
 from jobtail.store.sqlite import SQLiteStore
 from tests.conftest import free_port
 from tests.events import load_event
+from tests.waiting import wait_for
 
 from .conftest import API_KEY
 from .lambdas import FUNCTIONS, ROOT, function_env
@@ -92,18 +92,16 @@ def wait_ready(
     server: subprocess.Popen[bytes], url: str, output: Path, timeout: float = 30.0
 ) -> None:
     """Poll the readiness path as the adapter does, until it answers 200."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if server.poll() is not None:
             pytest.fail(f"run.sh exited with {server.returncode}:\n{output.read_text()}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        pause.wait(0.05)
-    pytest.fail(f"{url} was not ready within {timeout} s")
+            return False
+
+    wait_for(ready, timeout, f"{url} to answer 200")
 
 
 def test_the_logs_route_streams_live_under_the_web_adapter(

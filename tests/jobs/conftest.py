@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from jobtail.jobs.runner import run_job
 from jobtail.store.base import LogLine, RunStatus
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.uploads import Uploads
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -58,17 +57,7 @@ def log_of(store: SQLiteStore) -> Callable[[str], list[LogLine]]:
     return lambda run_id: store.read(run_id, limit=100_000)
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.005)
-    return True
-
-
 @pytest.fixture
 def wait_until() -> Callable[..., bool]:
     """Poll a condition until it holds or a deadline passes (for state with no wake-up)."""
-    return _wait_until
+    return wait_for

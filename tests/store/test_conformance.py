@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from jobtail.store.base import LogLine, LogStore, RunActiveError, RunStatus, StoreError, utcnow
-from tests.store.util import wait_for
+from tests.waiting import wait_for
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 

@@ -17,7 +17,7 @@ from jobtail.store.base import LogLine, StoreError
 from jobtail.store.migrate import MIGRATIONS_DIR, apply_migrations
 from jobtail.store.postgres import PostgresStore, lines_json
 from tests.pg import PgCluster
-from tests.store.util import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.postgres
 
