@@ -14,10 +14,11 @@ from httpx_sse import connect_sse
 from pydantic import ValidationError
 
 from .config import Settings
+from .levels import LEVEL_NAMES
 from .store import StoreError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-LEVEL_CHOICE = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
+LEVEL_CHOICE = click.Choice(LEVEL_NAMES, case_sensitive=False)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
-from enum import StrEnum
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -20,6 +19,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from ...config import Settings
+from ...levels import Level
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
 from ..deps import (
@@ -37,14 +37,6 @@ from .runs import RunIdQuery, find_run
 router = APIRouter(prefix="/runs/{upload_id}/{service}")
 
 EXPORT_PAGE = 5000
-
-
-class Level(StrEnum):
-    DEBUG = "DEBUG"
-    INFO = "INFO"
-    WARNING = "WARNING"
-    ERROR = "ERROR"
-    CRITICAL = "CRITICAL"
 
 
 LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
