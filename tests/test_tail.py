@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import anyio.to_thread
@@ -11,7 +11,17 @@ import pytest
 from jobtail.logger import RunLogger
 from jobtail.store.base import RunStatus
 from jobtail.store.sqlite import SQLiteStore
-from jobtail.tail import EndEvent, LinesEvent, StatusEvent, Tailer, TailEvent, WindowEndEvent
+from jobtail.tail import (
+    EndEvent,
+    LinesEvent,
+    StatusEvent,
+    StoreDownEvent,
+    Tailer,
+    TailEvent,
+    WindowEndEvent,
+)
+
+from .faults.flaky import FlakyStore
 
 from .waiting import wait_for_async as wait_until
 
@@ -31,6 +41,13 @@ class CountingStore(SQLiteStore):
 async def collect(events: AsyncIterator[TailEvent]) -> list[TailEvent]:
     with anyio.fail_after(10):
         return [event async for event in events]
+
+
+async def gather(into: list[TailEvent], events: AsyncIterator[TailEvent]) -> None:
+    """Like ``collect``, but the test sees each event as it arrives."""
+    with anyio.fail_after(10):
+        async for event in events:
+            into.append(event)
 
 
 def seqs(events: list[TailEvent]) -> list[int]:
@@ -210,3 +227,156 @@ async def test_a_window_also_bounds_a_long_replay(sqlite_store: SQLiteStore) -> 
         assert isinstance(events[-1], WindowEndEvent)
         cursor = events[-1].cursor
     assert got == list(range(1, 2501)) and windows == 3
+
+
+# -- a store that fails: followers survive it, or end their viewers so they resume ----------
+
+
+@pytest.fixture
+def flaky(tmp_path: object) -> Iterator[FlakyStore]:
+    store = FlakyStore(tmp_path / "flaky.db")  # type: ignore[operator]
+    yield store
+    store.close()
+
+
+def downs(events: list[TailEvent]) -> list[StoreDownEvent]:
+    return [e for e in events if isinstance(e, StoreDownEvent)]
+
+
+async def test_one_failed_poll_is_retried_for_live_and_late_viewers(flaky: FlakyStore) -> None:
+    run = flaky.create_run("up", "svc")
+    flaky.start_run(run.run_id)
+    tailer = Tailer(flaky, retry_first=0.01)
+    logger = RunLogger(flaky, run.run_id)
+    live: list[TailEvent] = []
+
+    async def view(into: list[TailEvent]) -> None:
+        await gather(into, tailer.follow(run.run_id))
+
+    late: list[TailEvent] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(view, live)
+        await wait_until(lambda: tailer.followers == 1)
+        await write(logger, *(f"a{n}" for n in range(1, 5)))
+        await wait_until(lambda: seqs(live)[-1:] == [4])
+        flaky.fail_polls = 1
+        await write(logger, *(f"b{n}" for n in range(5, 101)))
+        await wait_until(lambda: flaky.fail_polls == 0)
+        await anyio.to_thread.run_sync(flaky.finish_run, run.run_id, RunStatus.SUCCEEDED)
+        tg.start_soon(view, late)  # joins the follower, or replays the finished run
+    for events in (live, late):
+        assert seqs(events) == list(range(1, 101))
+        assert isinstance(events[-1], EndEvent) and events[-1].run.last_seq == 100
+    assert [(e.attempt, e.run and e.run.run_id) for e in downs(live)] == [(1, run.run_id)]
+    assert tailer.followers == 0
+
+
+async def test_a_store_down_for_a_while_is_waited_out(flaky: FlakyStore) -> None:
+    run = flaky.create_run("up", "svc")
+    flaky.start_run(run.run_id)
+    tailer = Tailer(flaky, retry_first=0.01, retry_max=0.05, give_up_after=10)
+    logger = RunLogger(flaky, run.run_id)
+    live: list[TailEvent] = []
+    late: list[TailEvent] = []
+
+    async def view(into: list[TailEvent], after: int = 0) -> None:
+        await gather(into, tailer.follow(run.run_id, after=after))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(view, live)
+        await wait_until(lambda: tailer.followers == 1)
+        await write(logger, "before")
+        await wait_until(lambda: seqs(live) == [1])
+        flaky.down = True
+        await write(logger, *(f"during {n}" for n in range(2, 51)))  # writes go on: reads fail
+        tg.start_soon(view, late)  # a viewer arriving while the store is down
+        await wait_until(lambda: len(downs(live)) >= 5 and flaky.failures >= 6)
+        flaky.down = False
+        await write(logger, "after")
+        await anyio.to_thread.run_sync(flaky.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    assert seqs(live) == list(range(1, 52)) and isinstance(live[-1], EndEvent)
+    assert seqs(late) == list(range(1, 52)) and isinstance(late[-1], EndEvent)
+    attempts = [e.attempt for e in downs(live)]
+    assert attempts == list(range(1, len(attempts) + 1))
+    assert all(e.retry_in <= 0.05 for e in downs(live))
+
+
+async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(flaky: FlakyStore) -> None:
+    run = flaky.create_run("up", "svc")
+    flaky.start_run(run.run_id)
+    tailer = Tailer(flaky, retry_first=0.01, retry_max=0.02, give_up_after=0.2)
+    logger = RunLogger(flaky, run.run_id)
+    first: list[TailEvent] = []
+
+    async def view() -> None:
+        await gather(first, tailer.follow(run.run_id))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(view)
+        await wait_until(lambda: tailer.followers == 1)
+        await write(logger, "one", "two", "three")
+        await wait_until(lambda: seqs(first) == [1, 2, 3])
+        flaky.down = True
+        await write(logger, "four")
+    assert first[-1] == WindowEndEvent(3) and downs(first)
+    assert tailer.followers == 0  # unregistered: nobody subscribes to a dead follower
+    assert not _tasks_named("_run_follower")
+    # the viewer resumes by cursor once the store is back, and a late viewer comes too
+    flaky.down = False
+    await write(logger, "five")
+    await anyio.to_thread.run_sync(flaky.finish_run, run.run_id, RunStatus.FAILED)
+    resumed = await collect(tailer.follow(run.run_id, after=3))
+    late = await collect(tailer.follow(run.run_id))
+    assert seqs(resumed) == [4, 5] and isinstance(resumed[-1], EndEvent)
+    assert seqs(late) == [1, 2, 3, 4, 5] and isinstance(late[-1], EndEvent)
+
+
+async def test_a_viewer_whose_own_reads_keep_failing_ends_with_its_cursor(
+    flaky: FlakyStore,
+) -> None:
+    run = flaky.create_run("up", "svc")
+    logger = RunLogger(flaky, run.run_id)
+    for n in range(10):
+        logger.info(f"n{n}")
+    flaky.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    tailer = Tailer(flaky, batch=4, retry_first=0.01, retry_max=0.02, give_up_after=0.2)
+    flaky.fail_reads = 1  # one failed replay read: retried
+    events = await collect(tailer.follow(run.run_id))
+    assert seqs(events) == list(range(1, 11)) and len(downs(events)) == 1
+    assert isinstance(events[-1], EndEvent)
+    flaky.down = True  # the store is gone for good before the run was even read
+    events = await collect(tailer.follow(run.run_id, after=6))
+    assert events[-1] == WindowEndEvent(6) and all(e.run is None for e in downs(events))
+
+
+async def test_a_second_viewer_replays_the_followers_buffer_then_follows(
+    tmp_path: object,
+) -> None:
+    store = CountingStore(tmp_path / "buffer.db")  # type: ignore[operator]
+    store.poll_interval = 60  # wake-ups only, so every range read is accounted for
+    run = store.create_run("up", "svc")
+    store.start_run(run.run_id)
+    tailer = Tailer(store)
+    logger = RunLogger(store, run.run_id)
+    first: list[TailEvent] = []
+    second: list[TailEvent] = []
+
+    async def view(into: list[TailEvent], after: int = 0) -> None:
+        await gather(into, tailer.follow(run.run_id, after=after))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(view, first)
+        await wait_until(lambda: tailer.followers == 1)
+        await write(logger, *(f"line {n}" for n in range(1, 6)))
+        follower = tailer._followers[run.run_id]
+        await wait_until(lambda: [line.seq for line in follower.buffer] == [1, 2, 3, 4, 5])
+        reads = store.range_reads
+        tg.start_soon(view, second, 2)
+        await wait_until(lambda: len(follower.subscribers) == 2)
+        await wait_until(lambda: seqs(second) == [3, 4, 5])
+        assert store.range_reads == reads  # 3, 4, 5 came from the follower's buffer
+        await write(logger, "line 6", "line 7")
+        await anyio.to_thread.run_sync(store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    assert seqs(first) == list(range(1, 8))
+    assert seqs(second) == [3, 4, 5, 6, 7] and isinstance(second[-1], EndEvent)
+    store.close()

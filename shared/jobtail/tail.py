@@ -7,17 +7,29 @@ follower at once (store listeners); writers elsewhere are seen by polling. A vie
 follower's recent-lines buffer or the store, then takes live lines ``> start`` from its queue:
 no gap, no duplicate. A viewer that falls too far behind is resubscribed from the store.
 Disconnected viewers unsubscribe in ``finally``; the last one out stops the follower.
+
+The store may fail (a database restart, a locked file, a 5xx): every read is retried with
+backoff, and each failure reaches the viewers as a StoreDownEvent, so they are told rather than
+left in silence. Past ``give_up_after`` seconds of failures, or if a follower dies of anything
+else, it is unregistered and its viewers end their response with a WindowEndEvent: they resume by
+cursor and lose nothing. No viewer waits on a follower that is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from .store.base import LogLine, LogStore, Run, RunNotFoundError, level_number
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +53,32 @@ class EndEvent:
 
 @dataclass(frozen=True, slots=True)
 class WindowEndEvent:
-    """The stream's time window closed before the run ended: resume with the last id."""
+    """The stream ends before the run did (its window closed, or its follower could not go on):
+    resume with the last id."""
 
     cursor: int
 
 
-TailEvent = LinesEvent | StatusEvent | EndEvent | WindowEndEvent
+@dataclass(frozen=True, slots=True)
+class StoreDownEvent:
+    """A store read failed; it is retried in ``retry_in`` seconds. ``run`` is the last known
+    state of the run (None before it was first read)."""
+
+    run: Run | None
+    attempt: int
+    retry_in: float
+
+
+TailEvent = LinesEvent | StatusEvent | StoreDownEvent | EndEvent | WindowEndEvent
+
+
+class StoreUnavailableError(Exception):
+    """The store kept failing for longer than the tail waits for it."""
+
+
+@dataclass(slots=True)
+class _Box(Generic[T]):
+    value: T | None = None
 
 
 @dataclass(eq=False)
@@ -76,11 +108,15 @@ class Tailer:
         batch: int = 1000,
         buffer_lines: int = 10_000,
         queue_size: int = 1000,
+        retry_first: float = 0.1,
+        retry_max: float = 2.0,
+        give_up_after: float = 60.0,
     ) -> None:
         self.store = store
         self.batch = batch
         self.buffer_lines = buffer_lines
         self.queue_size = queue_size
+        self.retry_first, self.retry_max, self.give_up_after = retry_first, retry_max, give_up_after
         self._followers: dict[str, _Follower] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener = store.listeners.add(self._on_change)
@@ -121,27 +157,42 @@ class Tailer:
 
         Pass the Run when the caller already looked it up; a run already followed in this
         process costs no store read at all. With ``window`` seconds, stops early with a
-        WindowEndEvent if the run is still going.
+        WindowEndEvent if the run is still going; a store that stays down ends it the same way.
         """
         self._loop = asyncio.get_running_loop()
         deadline = None if window is None else self._loop.time() + window
+        cursor = after
+        try:
+            async with contextlib.aclosing(self._follow(run, min_level, deadline, after)) as events:
+                async for event in events:
+                    if isinstance(event, LinesEvent):
+                        cursor = event.lines[-1].seq
+                    yield event
+        except StoreUnavailableError:
+            yield WindowEndEvent(cursor)
+
+    async def _follow(
+        self, run: Run | str, min_level: str | None, deadline: float | None, cursor: int
+    ) -> AsyncGenerator[TailEvent, None]:
         run_id = run if isinstance(run, str) else run.run_id
         if run_id in self._followers:
             run = self._followers[run_id].run
         elif isinstance(run, str):
-            found = await self.store.aget_run(run_id)
-            if found is None:
+            found = _Box[Run | None]()
+            async for notice in self._retry(lambda: self.store.aget_run(run_id), found, None):
+                yield notice
+            if found.value is None:
                 raise RunNotFoundError(run_id)
-            run = found
+            run = found.value
         yield StatusEvent(run)
-        cursor = after
         if not run.active:
-            async for lines in self._replay(run_id, cursor, run.last_seq, min_level):
-                cursor = lines[-1].seq
-                yield LinesEvent(lines)
-                if self._expired(deadline) and cursor < run.last_seq:  # long replays too
-                    yield WindowEndEvent(cursor)
-                    return
+            async for replayed in self._replay(run, cursor, run.last_seq, min_level):
+                yield replayed
+                if isinstance(replayed, LinesEvent):
+                    cursor = replayed.lines[-1].seq
+                    if self._expired(deadline) and cursor < run.last_seq:  # long replays too
+                        yield WindowEndEvent(cursor)
+                        return
             yield EndEvent(run)
             return
         threshold = level_number(min_level)
@@ -151,17 +202,18 @@ class Tailer:
             sub = _Subscriber(start=follower.cursor, queue=asyncio.Queue(self.queue_size))
             follower.subscribers.add(sub)
             try:
-                async for lines in self._replay(run_id, cursor, sub.start, min_level, follower):
-                    cursor = lines[-1].seq
-                    yield LinesEvent(lines)
-                    if self._expired(deadline):
-                        yield WindowEndEvent(cursor)
-                        return
+                async for replayed in self._replay(run, cursor, sub.start, min_level, follower):
+                    yield replayed
+                    if isinstance(replayed, LinesEvent):
+                        cursor = replayed.lines[-1].seq
+                        if self._expired(deadline):
+                            yield WindowEndEvent(cursor)
+                            return
                 cursor = max(cursor, sub.start)
                 while not (sub.lagged and sub.queue.empty()):
                     event = await self._next(sub, deadline)
-                    if event is None:
-                        yield WindowEndEvent(cursor)
+                    if event is None or isinstance(event, WindowEndEvent):
+                        yield WindowEndEvent(cursor)  # window closed, or the follower is gone
                         return
                     if isinstance(event, LinesEvent):
                         fresh = tuple(
@@ -178,10 +230,14 @@ class Tailer:
                             yield event
                     else:
                         yield event
-                        return
+                        if isinstance(event, EndEvent):
+                            return
             finally:
                 self._unsubscribe(follower, sub)
-            run = await self.store.aget_run(run_id) or run  # resync: start any new follower fresh
+            found = _Box[Run | None]()  # resync: start any new follower fresh
+            async for notice in self._retry(lambda: self.store.aget_run(run_id), found, run):
+                yield notice
+            run = found.value or run
 
     def _expired(self, deadline: float | None) -> bool:
         return deadline is not None and self._loop is not None and self._loop.time() >= deadline
@@ -196,23 +252,55 @@ class Tailer:
         except TimeoutError:
             return None
 
+    async def _retry(
+        self,
+        call: Callable[[], Awaitable[T]],
+        result: _Box[T],
+        run: Run | None,
+        wake: asyncio.Event | None = None,
+    ) -> AsyncIterator[StoreDownEvent]:
+        """Await ``call`` into ``result``, retrying failures with backoff; each failure is
+        yielded as a notice. Raises StoreUnavailableError once ``give_up_after`` is spent."""
+        loop = asyncio.get_running_loop()
+        started, attempt = loop.time(), 0
+        while True:
+            try:
+                result.value = await call()
+                return
+            except Exception as exc:
+                attempt += 1
+                delay = min(self.retry_max, self.retry_first * 2 ** (attempt - 1))
+                if loop.time() + delay - started > self.give_up_after:
+                    raise StoreUnavailableError(str(exc)) from exc
+                log.warning("store read failed (try %d, again in %.2f s): %s", attempt, delay, exc)
+                yield StoreDownEvent(run, attempt, delay)
+            wake = wake or asyncio.Event()
+            wake.clear()
+            with contextlib.suppress(TimeoutError):  # backoff; a local commit retries at once
+                async with asyncio.timeout(delay):
+                    await wake.wait()
+
     async def _replay(
         self,
-        run_id: str,
+        run: Run,
         after: int,
         upto: int,
         min_level: str | None,
         follower: _Follower | None = None,
-    ) -> AsyncIterator[tuple[LogLine, ...]]:
+    ) -> AsyncIterator[LinesEvent | StoreDownEvent]:
         """Lines in (after, upto], in batches: the buffered tail from memory, the rest from
         the store."""
         buffered_from = follower.buffer[0].seq if follower and follower.buffer else upto + 1
         cursor = after
         stop = min(upto, buffered_from - 1)
         while cursor < stop:
-            lines = await self.store.aread(run_id, cursor, self.batch, min_level, before=stop + 1)
+            page = _Box[list[LogLine]]()
+            read = self._reader(run.run_id, cursor, min_level, stop + 1)
+            async for notice in self._retry(read, page, run):
+                yield notice
+            lines = page.value or []
             if lines:
-                yield tuple(lines)
+                yield LinesEvent(tuple(lines))
             if len(lines) < self.batch:
                 cursor = stop
                 break
@@ -226,7 +314,12 @@ class Tailer:
             if cursor < line.seq <= upto and level_number(line.log_level) >= threshold
         )
         for start in range(0, len(buffered), self.batch):
-            yield buffered[start : start + self.batch]
+            yield LinesEvent(buffered[start : start + self.batch])
+
+    def _reader(
+        self, run_id: str, after: int, min_level: str | None, before: int
+    ) -> Callable[[], Awaitable[list[LogLine]]]:
+        return lambda: self.store.aread(run_id, after, self.batch, min_level, before=before)
 
     # -- followers ------------------------------------------------------------------------
     def _follower(self, run: Run) -> _Follower:
@@ -243,10 +336,13 @@ class Tailer:
     def _unsubscribe(self, follower: _Follower, sub: _Subscriber) -> None:
         follower.subscribers.discard(sub)
         if not follower.subscribers:
-            if self._followers.get(follower.run.run_id) is follower:
-                del self._followers[follower.run.run_id]
+            self._forget(follower)
             if follower.task and not follower.task.done():
                 follower.task.cancel()
+
+    def _forget(self, follower: _Follower) -> None:
+        if self._followers.get(follower.run.run_id) is follower:
+            del self._followers[follower.run.run_id]
 
     def _publish(self, follower: _Follower, event: TailEvent) -> None:
         for sub in follower.subscribers:
@@ -258,11 +354,31 @@ class Tailer:
                 sub.lagged = True
 
     async def _run_follower(self, follower: _Follower) -> None:
+        """Follow until the run ends; however the follower stops short of that (the store down
+        for too long, a bug, a shutdown), it is unregistered and its viewers told to resume."""
+        ended = False
+        try:
+            ended = await self._poll_until_end(follower)
+        except StoreUnavailableError as exc:
+            log.warning("follower of run %s gives up: store down: %s", follower.run.run_id, exc)
+        except Exception:
+            log.exception("follower of run %s died", follower.run.run_id)
+        finally:
+            self._forget(follower)
+            if not ended:
+                self._publish(follower, WindowEndEvent(follower.cursor))
+
+    async def _poll_until_end(self, follower: _Follower) -> bool:
         run_id = follower.run.run_id
         idle = 0
         while True:
             follower.wake.clear()
-            found, lines = await self.store.apoll(run_id, follower.cursor, self.batch)
+            polled = _Box[tuple[Run | None, list[LogLine]]]()
+            poll = lambda: self.store.apoll(run_id, follower.cursor, self.batch)  # noqa: E731
+            async for notice in self._retry(poll, polled, follower.run, follower.wake):
+                self._publish(follower, notice)
+            assert polled.value is not None
+            found, lines = polled.value
             run = found or follower.run  # purged under us: end the viewers with what they have
             if lines:
                 follower.cursor = lines[-1].seq
@@ -274,10 +390,9 @@ class Tailer:
             if len(lines) == self.batch:
                 continue
             if not run.active and follower.cursor >= run.last_seq:
-                if self._followers.get(run_id) is follower:
-                    del self._followers[run_id]
+                self._forget(follower)
                 self._publish(follower, EndEvent(run))
-                return
+                return True
             idle = 0 if lines else idle + 1
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.store.next_poll_interval(idle)):

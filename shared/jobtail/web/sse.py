@@ -14,7 +14,7 @@ import msgspec
 from sse_starlette import ServerSentEvent
 
 from ..store.base import LogLine
-from ..tail import EndEvent, LinesEvent, StatusEvent, TailEvent, WindowEndEvent
+from ..tail import EndEvent, LinesEvent, StatusEvent, StoreDownEvent, TailEvent, WindowEndEvent
 
 SEP = "\n"
 _CURSOR = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<seq>\d{1,18})$")
@@ -81,6 +81,8 @@ def to_sse(event: TailEvent, run_id: str, retry_ms: int = 1000) -> ServerSentEve
         if run.error:
             data["error"] = run.error
         return ServerSentEvent(_json(data), event="end", id=event_id(run_id, run.last_seq), sep=SEP)
+    if isinstance(event, StoreDownEvent):
+        return store_down(event, run_id)
     if isinstance(event, WindowEndEvent):
         # An id with no data moves the browser's Last-Event-ID without dispatching an event.
         return ServerSentEvent(
@@ -90,3 +92,24 @@ def to_sse(event: TailEvent, run_id: str, retry_ms: int = 1000) -> ServerSentEve
             sep=SEP,
         )
     raise TypeError(f"not a tail event: {event!r}")
+
+
+STORE_DOWN = "the log store is unreachable; retrying"
+
+
+def store_down(event: StoreDownEvent, run_id: str) -> ServerSentEvent:
+    """A ``status`` event (the last known status, unchanged) that says the store is failing,
+    so viewers are told instead of left in silence; a comment before the run was first read.
+    It names no error text: that could hold the database's address."""
+    text = f"{STORE_DOWN} (attempt {event.attempt}, next in {event.retry_in:g} s)"
+    if event.run is None:
+        return ServerSentEvent(comment=text, sep=SEP)
+    data = {
+        "run_id": run_id,
+        "status": event.run.status.value,
+        "last_seq": event.run.last_seq,
+        "store": "unreachable",
+        "detail": text,
+        "retry_in": event.retry_in,
+    }
+    return ServerSentEvent(_json(data), event="status", sep=SEP)
