@@ -22,7 +22,6 @@ from jobtail.tail import (
 )
 
 from .faults.flaky import FlakyStore
-
 from .waiting import wait_for_async as wait_until
 
 pytestmark = pytest.mark.anyio

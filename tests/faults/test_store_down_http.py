@@ -18,8 +18,9 @@ from jobtail.services import Services
 from jobtail.web.app import create_app
 
 from ..conftest import ServerThread
-from ..scripted import ScriptedGenerator, make_services, until
+from ..scripted import ScriptedGenerator, make_services
 from ..test_http import KEY, stream
+from ..waiting import wait_for as until
 
 # the tail's backoff, kept short so an outage costs tens of milliseconds
 from .flaky import FlakyStore
