@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime
 
-.PHONY: help install run test lint check bench clean
+.PHONY: help install run dist test lint check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -13,12 +14,23 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
 
-install: $(STAMP) ## create the virtual environment and install the project
+# The runtime alone (no test, lint or cloud tooling): what `make run` needs.
+$(RUNTIME): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUNTIME)
 
-run: $(STAMP) ## start the local server on http://127.0.0.1:8000 (SQLite, in-process worker)
+install: $(STAMP) ## create the virtual environment and install the project with the dev set
+
+run: $(RUNTIME) ## start the local server on http://127.0.0.1:8000 (installs the runtime only)
 	$(BIN)/jobtail serve
+
+dist: $(STAMP) ## build a wheel and an sdist into dist/
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
 
 test: $(STAMP) ## run the whole test suite
 	$(BIN)/pytest
@@ -36,4 +48,4 @@ bench: $(STAMP) ## benchmarks: prints a table of the DESIGN.md figures
 	$(BIN)/python -m bench
 
 clean: ## remove the environment and local data
-	rm -rf $(VENV) .jobtail .aws-sam .pytest_cache
+	rm -rf $(VENV) .jobtail .aws-sam .pytest_cache dist build

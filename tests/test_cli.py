@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import shlex
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +23,7 @@ from jobtail.cli import main
 from jobtail.services import Services
 from jobtail.web.app import create_app
 
-from .conftest import ServerThread
+from .conftest import ServerThread, free_port
 from .pg import PgCluster
 from .scripted import ScriptedGenerator, make_services
 from .waiting import wait_for
@@ -47,7 +55,7 @@ class Interposer:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if scope["path"].endswith("/status") and self.status_error:
+        if scope["path"].endswith("/status") and self.status_error and self.streams:
             body = json.dumps({"detail": "the store is down"}).encode()
             await send(
                 {
@@ -212,8 +220,6 @@ def test_tail_with_level_resumes_the_run_it_followed_from_the_window_cursor(
 
 
 def test_upload_to_no_server_is_a_message_and_exit_2(tmp_path: Path) -> None:
-    from .conftest import free_port
-
     document = tmp_path / "point.json"
     document.write_text(json.dumps({"type": "object"}))
     code, _, err = run_cli("upload", str(document), "--url", f"http://127.0.0.1:{free_port()}")
@@ -221,12 +227,10 @@ def test_upload_to_no_server_is_a_message_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_tail_against_no_server_says_so() -> None:
-    from .conftest import free_port
-
     result = runner().invoke(
         main, ["tail", "a", "b", "--url", f"http://127.0.0.1:{free_port()}", "--retries", "1"]
     )
-    assert result.exit_code == 2 and "cannot reach" in result.stderr
+    assert result.exit_code == 2 and "no jobtail server answers" in result.stderr
 
 
 def test_serve_refuses_a_public_bind_without_auth() -> None:
@@ -250,9 +254,198 @@ def test_serve_names_a_bad_store(
     assert code == 2 and says in err and "Traceback" not in err
 
 
-def test_every_command_has_help() -> None:
-    for name, command in main.commands.items():  # type: ignore[attr-defined]
-        assert command.help and "Example:" in command.help, name
+@pytest.mark.parametrize("name", sorted(main.commands))  # type: ignore[attr-defined]
+def test_every_command_has_help_with_an_example_that_parses(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sqlite-utils style: each command's --help shows an example, and the example is a
+    command line this CLI accepts (so it cannot rot when options change)."""
+    code, out, _ = run_cli(name, "--help")
+    assert code == 0 and "Example" in out, out
+    command = main.commands[name]  # type: ignore[attr-defined]
+    examples = [
+        shlex.split(line.split("(")[0])
+        for line in out.splitlines()
+        if line.strip().startswith(f"jobtail {name}")
+        or line.strip().startswith(f"Example: jobtail {name}")
+    ]
+    assert examples, out
+    monkeypatch.chdir(tmp_path)
+    for example in examples:
+        args = example[example.index(name) + 1 :]
+        for arg in args:
+            if arg.endswith((".json", ".yaml")):
+                Path(arg).touch()  # the example's document, so the FILE argument exists
+        with command.make_context(name, args):  # raises a UsageError if it does not parse
+            pass
+
+
+def test_client_commands_find_the_server_from_the_settings(
+    served: tuple[Services, ScriptedGenerator, str],
+) -> None:
+    """JOBTAIL_URL, else the host and port ``jobtail serve`` would use (a wildcard bind is
+    reached on loopback); --url wins over both."""
+    services, _, url = served
+    port = url.rsplit(":", 1)[1]
+    cases = [
+        {"JOBTAIL_URL": url},
+        {"JOBTAIL_URL": None, "JOBTAIL_HOST": "127.0.0.1", "JOBTAIL_PORT": port},
+        {"JOBTAIL_URL": None, "JOBTAIL_HOST": "0.0.0.0", "JOBTAIL_PORT": port},
+    ]
+    for env in cases:
+        result = runner().invoke(main, ["generate", "petstore", "scripted"], env=env)
+        assert result.exit_code == 0, (env, result.stderr)
+        run_id = result.stdout.strip()
+        wait_for(lambda run_id=run_id: not services.store.get_run(run_id).active)  # type: ignore[union-attr]
+        result = runner().invoke(main, ["tail", "petstore", "scripted"], env=env)
+        assert result.exit_code == 0 and "line 20" in result.stdout, (env, result.stderr)
+    elsewhere = {"JOBTAIL_URL": f"http://127.0.0.1:{free_port()}"}
+    result = runner().invoke(main, ["runs", "--url", url], env=elsewhere)
+    assert result.exit_code == 0 and "petstore/scripted" in result.stdout
+
+
+def test_no_server_at_start_fails_within_5_s_with_a_message(tmp_path: Path) -> None:
+    """Nothing listening, and a server that accepts connections but never answers: both are a
+    clear message and exit 2 within 5 s (back-off is for a stream that was open)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+        for port in (free_port(), silent.getsockname()[1]):
+            started = time.monotonic()
+            result = runner().invoke(
+                main, ["tail", "petstore", "x", "--url", f"http://127.0.0.1:{port}"]
+            )
+            elapsed = time.monotonic() - started
+            assert result.exit_code == 2 and "no jobtail server answers" in result.stderr
+            assert "Traceback" not in result.stderr and elapsed < 5, (elapsed, result.stderr)
+
+
+def finished_run(served: tuple[Services, ScriptedGenerator, str], fail: str | None = None) -> str:
+    services, generator, url = served
+    generator.fail_with = fail
+    code, out, err = run_cli("generate", "petstore", "scripted", "--url", url)
+    assert code == 0, err
+    wait_for(lambda: not services.store.get_run(out.strip()).active)  # type: ignore[union-attr]
+    return out.strip()
+
+
+def test_json_lines_last_n_and_since(served: tuple[Services, ScriptedGenerator, str]) -> None:
+    services, _, url = served
+    run_id = finished_run(served)
+    stored = [line.to_json() for line in services.store.read(run_id, limit=1000)]
+    code, out, _ = run_cli("tail", "petstore", "scripted", "--url", url, "--json")
+    assert code == 0 and [json.loads(line) for line in out.splitlines()] == stored
+    code, out, _ = run_cli("tail", "petstore", "scripted", "--url", url, "--json", "-n", "3")
+    assert code == 0 and [json.loads(line) for line in out.splitlines()] == stored[-3:]
+    code, out, _ = run_cli("tail", "petstore", "scripted", "--url", url, "-n", "0")
+    assert code == 0 and out == ""  # a finished run has no next line
+    code, out, _ = run_cli("tail", "petstore", "scripted", "--url", url, "--since", "1h")
+    assert code == 0 and len(out.splitlines()) == len(stored)
+    future = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    code, out, _ = run_cli("tail", "petstore", "scripted", "--url", url, "--since", future)
+    assert code == 0 and out == ""
+    middle = stored[len(stored) // 2]["timestamp"]
+    code, out, _ = run_cli("tail", "petstore", "scripted", "--url", url, "--since", middle)
+    shown = [line for line in stored if line["timestamp"] >= middle]
+    assert code == 0 and len(out.splitlines()) == len(shown) < len(stored)
+    code, _, err = run_cli("tail", "petstore", "scripted", "--url", url, "--since", "soon")
+    assert code == 2 and "neither a duration" in err
+
+
+def test_n_0_shows_only_the_lines_logged_after_it_started(
+    tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> None:
+    services, generator = make_services(tmp_path)
+    app = Interposer(create_app(services=services))
+    url = serve(app).url
+    generator.stepped = True
+    _, out, _ = run_cli("generate", "petstore", "scripted", "--url", url)
+    generator.step(5)
+    wait_for(lambda: any(x.message == "line 5" for x in services.store.read(out.strip())))
+    got: dict[str, Any] = {}
+    args = ("tail", "petstore", "scripted", "--url", url, "-n", "0", "--json")
+    follower = threading.Thread(
+        target=lambda: got.update(zip(("code", "out", "err"), run_cli(*args), strict=True))
+    )
+    follower.start()
+    wait_for(lambda: app.streams, 10, "the stream request (after tail read where the run is)")
+    generator.step(15)
+    follower.join(20)
+    messages = [json.loads(line)["message"] for line in got["out"].splitlines()]
+    assert got["code"] == 0 and "line 5" not in messages and "line 6" in messages
+    assert messages[messages.index("line 6") :][:15] == [f"line {n}" for n in range(6, 21)]
+    services.close()
+
+
+def test_generate_follow_prints_the_run_and_exits_with_its_outcome(
+    served: tuple[Services, ScriptedGenerator, str],
+) -> None:
+    _, generator, url = served
+    code, out, err = run_cli("generate", "petstore", "scripted", "--url", url, "--follow")
+    assert code == 0 and "line 20" in out and "run succeeded" in err, err
+    generator.fail_with = "the model refused"
+    code, out, err = run_cli(
+        "generate", "petstore", "scripted", "-f", "--url", url, "--level", "ERROR", "--json"
+    )
+    assert code == 1 and "run failed" in err
+    assert [json.loads(line)["log_level"] for line in out.splitlines()] == ["ERROR"] * len(
+        out.splitlines()
+    )
+    assert "the model refused" in out
+
+
+def test_runs_lists_the_newest_first_and_filters(
+    served: tuple[Services, ScriptedGenerator, str],
+) -> None:
+    _, _, url = served
+    failed = finished_run(served, fail="kaput")
+    succeeded = finished_run(served)
+    code, out, _ = run_cli("runs", "--url", url)
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == [succeeded, failed]
+    assert " succeeded " in out.splitlines()[0] and " failed " in out.splitlines()[1]
+    code, out, _ = run_cli(
+        "runs", "petstore", "--service", "scripted", "--json", "--limit", "1", "--url", url
+    )
+    assert code == 0 and [json.loads(line)["run_id"] for line in out.splitlines()] == [succeeded]
+    code, out, err = run_cli("runs", "nothing", "--url", url)
+    assert code == 0 and out == "" and "no runs" in err
+
+
+def _tail_on(env: dict[str, str], url: str) -> bytes:
+    """Run the real ``jobtail`` script with stdout on a pseudo-terminal."""
+    command = [str(Path(sys.executable).parent / "jobtail"), "tail", "petstore", "scripted"]
+    environ = {k: v for k, v in os.environ.items() if k != "NO_COLOR"} | env | {"JOBTAIL_URL": url}
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        command, env=environ, stdout=follower, stderr=subprocess.DEVNULL
+    ) as child:
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        child.wait(30)
+    os.close(leader)
+    return b"".join(chunks)
+
+
+def test_levels_are_coloured_on_a_terminal_only(
+    served: tuple[Services, ScriptedGenerator, str],
+) -> None:
+    _, _, url = served
+    finished_run(served, fail="kaput")
+    coloured = _tail_on({}, url)
+    assert b"line 20" in coloured and b"\x1b[31mERROR" in coloured  # red
+    assert b"\x1b[32mINFO" in coloured  # green
+    plain = _tail_on({"NO_COLOR": "1"}, url)
+    assert b"line 20" in plain and b"\x1b[" not in plain
+    _, piped, _ = run_cli("tail", "petstore", "scripted", "--url", url)  # not a terminal
+    assert "line 20" in piped and "\x1b[" not in piped
 
 
 @pytest.mark.postgres

@@ -16,7 +16,7 @@ from ..services import Services
 from ..tail import Tailer
 from . import errors
 from .deps import StreamGate
-from .routes import logs, pages, runs, uploads
+from .routes import logs, pages, recent, runs, uploads
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.tailer = tailer
     app.state.streams = StreamGate(services.settings.max_streams)
     errors.install(app)
-    for module in (pages, uploads, runs, logs):
+    for module in (pages, uploads, runs, logs, recent):
         app.include_router(module.router)
     return app
