@@ -9,7 +9,16 @@ from typing import Any
 
 import pytest
 
-from jobtail.store.base import LogLine, LogStore, RunActiveError, RunStatus, StoreError, utcnow
+from jobtail.store.base import (
+    LogLine,
+    LogStore,
+    RunActiveError,
+    RunFencedError,
+    RunStatus,
+    SeqGapError,
+    StoreError,
+    utcnow,
+)
 from tests.waiting import wait_for
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -51,11 +60,20 @@ def test_append_is_idempotent_on_run_and_seq(store: LogStore) -> None:
     assert run is not None and run.last_seq == 4
 
 
-def test_last_seq_never_goes_back(store: LogStore) -> None:
+def test_a_gap_is_refused_and_changes_nothing(store: LogStore) -> None:
     run_id = started(store)
-    assert store.append(run_id, [line(6), line(5)]) == 6
-    assert store.append(run_id, [line(1)]) == 6
-    assert seqs(store.read(run_id)) == [1, 5, 6]
+    with pytest.raises(SeqGapError) as gap:
+        store.append(run_id, [line(2)])
+    assert (gap.value.expected, gap.value.received) == (1, 2)
+    store.append(run_id, [line(1), line(2)])
+    for bad in ([line(4)], [line(3), line(5)], [line(6), line(5)], [line(2), line(4)]):
+        with pytest.raises(SeqGapError):
+            store.append(run_id, bad)
+    with pytest.raises(SeqGapError):
+        store.append(run_id, [line(4)], epoch=1)  # the one-line fast path too
+    assert seqs(store.read(run_id)) == [1, 2]
+    assert store.get_run(run_id).last_seq == 2  # type: ignore[union-attr]
+    assert store.append(run_id, [line(1)]) == 2  # an old retry: a no-op, not a gap
 
 
 def test_append_to_unknown_run_fails(store: LogStore) -> None:
@@ -220,6 +238,113 @@ def test_purge_deletes_finished_runs_and_their_lines(store: LogStore) -> None:
     # the key is free again and its new run starts from nothing
     fresh = store.create_run("u1", "pydantic")
     assert fresh.last_seq == 0 and store.read(fresh.run_id) == []
+
+
+# -- fencing: one writer at a time, a closed run takes nothing -------------------------------
+def test_each_claim_is_a_new_epoch_and_fences_the_old_writer(store: LogStore) -> None:
+    run_id = store.create_run("u1", "pydantic").run_id
+    assert store.get_run(run_id).epoch == 0  # type: ignore[union-attr]
+    first = store.claim_run(run_id)
+    assert first is not None and first.epoch == 1 and first.status is RunStatus.RUNNING
+    assert store.claim_run(run_id) is None  # claimed once only
+    store.append(run_id, [line(1)], epoch=1)
+    store.heartbeat(run_id, epoch=1)
+    # a live writer cannot be taken over; a silent one can
+    assert store.claim_run(run_id, takeover_stale_before=utcnow() - timedelta(hours=1)) is None
+    second = store.claim_run(run_id, takeover_stale_before=utcnow() + timedelta(seconds=5))
+    assert second is not None and second.epoch == 2 and second.last_seq == 1
+    with pytest.raises(RunFencedError) as stale:
+        store.append(run_id, [line(2, "zombie")], epoch=1)
+    assert stale.value.reason == "stale_epoch" and stale.value.epoch == 2
+    with pytest.raises(RunFencedError):
+        store.append(run_id, [line(1)], epoch=1)  # even a retry: the zombie must learn
+    with pytest.raises(RunFencedError):
+        store.heartbeat(run_id, epoch=1)
+    store.append(run_id, [line(2, "new owner")], epoch=2)
+    assert [x.message for x in store.read(run_id)] == ["line 1", "new owner"]
+
+
+def test_finishing_is_atomic_with_the_last_lines_and_closes_the_run(store: LogStore) -> None:
+    run = store.claim_run(store.create_run("u1", "pydantic").run_id)
+    assert run is not None
+    store.append(run.run_id, [line(1)], epoch=run.epoch)
+    last = [line(2, "pending"), line(3, "Run succeeded")]
+    assert store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=last, epoch=run.epoch)
+    done = store.get_run(run.run_id)
+    assert done is not None and done.status is RunStatus.SUCCEEDED and done.last_seq == 3
+    # a retry of the same end (its reply was lost) is a no-op, not an error
+    assert not store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=last, epoch=run.epoch)
+    assert store.append(run.run_id, [line(3, "Run succeeded")], epoch=run.epoch) == 3
+    # anything new is refused, never silently dropped, with or without an epoch
+    for epoch in (run.epoch, None):
+        with pytest.raises(RunFencedError) as closed:
+            store.append(run.run_id, [line(4, "after the end")], epoch=epoch)
+        assert closed.value.reason == "closed" and closed.value.status == "succeeded"
+    with pytest.raises(RunFencedError):
+        store.finish_run(run.run_id, RunStatus.FAILED, lines=[line(4)], epoch=run.epoch)
+    with pytest.raises(RunFencedError):
+        store.heartbeat(run.run_id, epoch=run.epoch)
+    assert seqs(store.read(run.run_id)) == [1, 2, 3]
+
+
+def test_a_refused_end_writes_nothing(store: LogStore) -> None:
+    run = store.claim_run(store.create_run("u1", "pydantic").run_id)
+    assert run is not None
+    store.append(run.run_id, [line(1)])
+    with pytest.raises(SeqGapError):
+        store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=[line(3)], epoch=run.epoch)
+    with pytest.raises(RunFencedError):
+        store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=[line(2)], epoch=run.epoch + 1)
+    still = store.get_run(run.run_id)
+    assert still is not None and still.status is RunStatus.RUNNING and still.last_seq == 1
+
+
+def test_the_janitor_closes_only_a_run_still_silent_and_fences_its_writer(
+    store: LogStore,
+) -> None:
+    """The race of a janitor with a stalled worker: the explanation is the last line, taken at
+    the next seq by the store, and the worker's later lines are refused, never after `end`."""
+    run = store.claim_run(store.create_run("u1", "pydantic").run_id)
+    assert run is not None
+    store.append(run.run_id, [line(1), line(2)], epoch=run.epoch)
+    explanation = LogLine(0, utcnow(), "ERROR", "Run failed: no heartbeat")
+    alive = store.finish_run(
+        run.run_id, RunStatus.FAILED, "stale", lines=[explanation],
+        if_stale_before=utcnow() - timedelta(hours=1),
+    )  # fmt: skip
+    assert alive is False
+    assert store.get_run(run.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
+    assert seqs(store.read(run.run_id)) == [1, 2]
+    assert store.finish_run(
+        run.run_id, RunStatus.FAILED, "stale", lines=[explanation],
+        if_stale_before=utcnow() + timedelta(seconds=5),
+    )  # fmt: skip
+    ended = store.get_run(run.run_id)
+    assert ended is not None and ended.status is RunStatus.FAILED and ended.last_seq == 3
+    assert ended.epoch == run.epoch + 1 and ended.error == "stale"
+    assert store.read(run.run_id)[-1].message == "Run failed: no heartbeat"
+    with pytest.raises(RunFencedError) as zombie:
+        store.append(run.run_id, [line(3, "the stalled worker wakes up")], epoch=run.epoch)
+    assert zombie.value.reason == "stale_epoch"
+    with pytest.raises(RunFencedError):
+        store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=[line(3)], epoch=run.epoch)
+    assert [x.message for x in store.read(run.run_id)][-1] == "Run failed: no heartbeat"
+    assert store.get_run(run.run_id).last_seq == 3  # type: ignore[union-attr]
+
+
+def test_fail_stale_explains_each_run_and_lists_the_silent_ones(store: LogStore) -> None:
+    running = started(store, "u1")
+    store.append(running, [line(1)])
+    queued = store.create_run("u2", "pydantic").run_id
+    bound = utcnow() + timedelta(seconds=5)
+    assert {run.run_id for run in store.stale_runs(bound)} == {running, queued}
+    assert store.stale_runs(utcnow() - timedelta(hours=1)) == []
+    failed = store.fail_stale(bound, "stale", explain=lambda run: f"why {run.status}")
+    assert sorted(failed) == sorted([running, queued])
+    assert [(x.seq, x.message) for x in store.read(running)] == [(1, "line 1"), (2, "why running")]
+    assert [(x.seq, x.message) for x in store.read(queued)] == [(1, "why queued")]
+    assert store.read(queued)[0].fields == {"reason": "stale", "janitor": True}
+    assert store.fail_stale(bound, "stale", explain=lambda run: "again") == []
 
 
 # -- notification and concurrency -----------------------------------------------------------

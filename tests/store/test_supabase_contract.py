@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from jobtail.store import from_url
-from jobtail.store.base import LogLine, RunStatus, StoreError
+from jobtail.store.base import LogLine, RunFencedError, RunStatus, SeqGapError, StoreError
 from jobtail.store.supabase import SupabaseStore
 from tests.pg import PgCluster
 from tests.store.fake_postgrest import ANON_KEY, SERVICE_KEY, URL, FakePostgrest
@@ -64,9 +64,10 @@ def test_requests_follow_the_postgrest_rpc_contract(
     store.get_run("r1")
     store.list_runs("u1", limit=5)
     store.latest_run("u1", "pydantic")
-    store.heartbeat("r1")
-    store.finish_run("r1", RunStatus.SUCCEEDED)
-    store.fail_stale(bound, "stale")
+    store.heartbeat("r1", epoch=1)
+    store.append("r1", [LogLine(2, T0, "INFO", "b")], epoch=1)
+    store.finish_run("r1", RunStatus.SUCCEEDED, lines=[LogLine(3, T0, "INFO", "end")], epoch=1)
+    store.stale_runs(bound)
     store.purge(bound)
     rpc = "/rest/v1/rpc/"
     line = {
@@ -76,7 +77,7 @@ def test_requests_follow_the_postgrest_rpc_contract(
     expected = [
         ("POST", rpc + "jobtail_create_run", {},
          {"p_run_id": "r1", "p_upload_id": "u1", "p_service_name": "pydantic"}),
-        ("POST", rpc + "jobtail_start_run", {}, {"p_run_id": "r1", "p_claim": "<claim>"}),
+        ("POST", rpc + "jobtail_claim_run", {}, {"p_run_id": "r1", "p_claim": "<claim>"}),
         ("POST", rpc + "jobtail_append", {}, {"p_run_id": "r1", "p_lines": [line]}),
         ("GET", rpc + "jobtail_read", {"p_run_id": "r1", "p_after": "0", "p_limit": "10",
                                       "p_min_level_no": "30", "p_before": "5"}, None),
@@ -84,11 +85,16 @@ def test_requests_follow_the_postgrest_rpc_contract(
         ("GET", rpc + "jobtail_list_runs", {"p_limit": "5", "p_upload_id": "u1"}, None),
         ("GET", rpc + "jobtail_list_runs",
          {"p_limit": "1", "p_upload_id": "u1", "p_service_name": "pydantic"}, None),
-        ("POST", rpc + "jobtail_heartbeat", {}, {"p_run_id": "r1"}),
+        ("POST", rpc + "jobtail_heartbeat", {}, {"p_run_id": "r1", "p_epoch": 1}),
+        ("POST", rpc + "jobtail_append", {},
+         {"p_run_id": "r1", "p_lines": [{**line, "seq": 2, "log_level": "INFO", "level_no": 20,
+                                          "message": "b", "fields": None}], "p_epoch": 1}),
         ("POST", rpc + "jobtail_finish_run", {},
-         {"p_run_id": "r1", "p_status": "succeeded", "p_error": None}),
-        ("POST", rpc + "jobtail_fail_stale", {},
-         {"p_heartbeat_before": "2030-01-02T03:04:05.678901+00:00", "p_error": "stale"}),
+         {"p_run_id": "r1", "p_status": "succeeded", "p_error": None, "p_epoch": 1,
+          "p_lines": [{**line, "seq": 3, "log_level": "INFO", "level_no": 20,
+                       "message": "end", "fields": None}]}),
+        ("GET", rpc + "jobtail_stale_runs",
+         {"p_heartbeat_before": "2030-01-02T03:04:05.678901+00:00", "p_limit": "1000"}, None),
         ("POST", rpc + "jobtail_purge", {},
          {"p_finished_before": "2030-01-02T03:04:05.678901+00:00"}),
     ]  # fmt: skip
@@ -225,3 +231,27 @@ def test_tails_poll_fast_while_lines_flow_and_back_off_when_idle() -> None:
     assert store.next_poll_interval(10_000) == 2.0
     assert store.next_poll_interval(-1) == 0.1
     store.close()
+
+
+@pytest.mark.postgres
+def test_refusals_come_back_as_the_errors_they_are(
+    store: SupabaseStore, fake: FakePostgrest
+) -> None:
+    """PT403/PT409 from the SQL functions are HTTP 403/409 through PostgREST, and the JSON
+    detail rebuilds RunFencedError / SeqGapError: never retried, never a generic error."""
+    store.create_run("u1", "pydantic", run_id="r1")
+    claimed = store.claim_run("r1")
+    assert claimed is not None and claimed.epoch == 1
+    with pytest.raises(SeqGapError) as gap:
+        store.append("r1", [LogLine(2, T0, "INFO", "gap")], epoch=1)
+    assert (gap.value.expected, gap.value.received) == (1, 2)
+    fake.requests.clear()
+    with pytest.raises(RunFencedError) as stale:
+        store.append("r1", [LogLine(1, T0, "INFO", "zombie")], epoch=0)
+    assert stale.value.reason == "stale_epoch" and stale.value.epoch == 1
+    assert len(fake.requests) == 1  # not retried
+    store.finish_run("r1", RunStatus.FAILED, "x", lines=[LogLine(0, T0, "ERROR", "why")])
+    with pytest.raises(RunFencedError) as closed:
+        store.append("r1", [LogLine(2, T0, "INFO", "late")])
+    assert closed.value.reason == "closed" and closed.value.status == "failed"
+    assert [(line.seq, line.message) for line in store.read("r1")] == [(1, "why")]

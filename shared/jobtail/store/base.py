@@ -1,9 +1,19 @@
 """The log store protocol: what every backend (SQLite, PostgreSQL, Supabase) must do.
 
-A run has one writer, which numbers its lines ``seq = 1, 2, 3 ...``. Appends are idempotent on
-``(run_id, seq)`` so a retried write never duplicates, and ``runs.last_seq`` advances in the same
-transaction as the rows, so a reader that sees a finished run with ``last_seq = N`` knows lines
-``1..N`` are all committed. Readers ask for ``seq > cursor``: they can neither skip nor repeat.
+A run's log is an append-only stream with one fenced writer. The writer numbers its lines
+``seq = 1, 2, 3 ...``; lines at or below ``last_seq`` are idempotent no-ops (a retry after a lost
+reply), the first new one must be ``last_seq + 1`` (a gap is refused), and ``last_seq`` advances
+in the same transaction as the rows, so a reader that sees a finished run with ``last_seq = N``
+knows lines ``1..N`` are all committed. Readers ask for ``seq > cursor``: they can neither skip
+nor repeat.
+
+Fencing, as Durable Streams' idempotent producers do it: each claim of a run bumps its
+``epoch``; a writer that passes an older epoch is refused (``RunFencedError``, "stale_epoch"),
+and a finished run is closed: it refuses every new line ("closed"). Finishing is atomic with
+the final lines (``finish_run(..., lines=...)``), so a committed position never changes and
+``end`` is provable. The janitor closes a silent run with a compare-and-close
+(``if_stale_before``) that also bumps the epoch, so a stalled worker that wakes up is refused
+instead of writing after ``end``.
 
 The protocol is synchronous and thread-safe: writers are job threads, and the async tail calls
 reads through a worker thread. Backends announce changes to in-process listeners so that tails
@@ -12,13 +22,14 @@ wake at once; readers in other processes poll.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -53,6 +64,48 @@ class RunActiveError(StoreError):
     def __init__(self, run: Run) -> None:
         super().__init__(f"run {run.run_id} is still {run.status}")
         self.run = run
+
+
+class RunFencedError(StoreError):
+    """A write from a writer that no longer owns the run: the run is finished ("closed") or was
+    claimed again by a newer epoch ("stale_epoch"). Never retried: the job must stop."""
+
+    def __init__(
+        self, run_id: str, reason: str, *, epoch: int | None = None, status: str | None = None
+    ) -> None:
+        detail = (
+            f"run {run_id} is closed ({status})"
+            if reason == "closed"
+            else (f"run {run_id} was claimed by a newer writer (epoch {epoch})")
+        )
+        super().__init__(detail)
+        self.run_id, self.reason, self.epoch, self.status = run_id, reason, epoch, status
+
+
+class SeqGapError(StoreError):
+    """Lines that do not follow the run's last committed seq: another writer, or a bug."""
+
+    def __init__(self, run_id: str, expected: int, received: int) -> None:
+        super().__init__(f"run {run_id} expects seq {expected} next, not {received}")
+        self.run_id, self.expected, self.received = run_id, expected, received
+
+
+def refusal(detail: str | None) -> StoreError | None:
+    """The RunFencedError or SeqGapError a SQL function's refusal describes (its error detail is
+    JSON: ``{"reason", "run_id", ...}``); None if the detail is not one."""
+    try:
+        data = json.loads(detail or "")
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "run_id" not in data:
+        return None
+    if data.get("reason") == "gap":
+        return SeqGapError(str(data["run_id"]), int(data["expected"]), int(data["received"]))
+    if data.get("reason") in ("closed", "stale_epoch"):
+        return RunFencedError(
+            str(data["run_id"]), data["reason"], epoch=data.get("epoch"), status=data.get("status")
+        )
+    return None
 
 
 class RunNotFoundError(StoreError):
@@ -140,10 +193,15 @@ class Run:
     heartbeat_at: datetime | None = None
     last_seq: int = 0
     error: str | None = None
+    epoch: int = 0
 
     @property
     def active(self) -> bool:
         return self.status.active
+
+    def last_sign_of_life(self) -> datetime:
+        """What staleness is judged by: the last heartbeat, else the creation."""
+        return self.heartbeat_at or self.created_at
 
     def to_json(self) -> dict[str, Any]:
         def iso(value: datetime | None) -> str | None:
@@ -162,7 +220,42 @@ class Run:
             "lines": self.last_seq,
             "last_seq": self.last_seq,
             "error": self.error,
+            "epoch": self.epoch,
         }
+
+
+def new_lines(run_id: str, last_seq: int, lines: Sequence[LogLine]) -> list[LogLine]:
+    """The lines of an append not yet committed, checked: those at or below ``last_seq`` are
+    retries and dropped, the rest must run ``last_seq + 1, + 2 ...`` (seq 0: "the next one")."""
+    fresh: list[LogLine] = []
+    expected = last_seq + 1
+    for line in lines:
+        if line.seq == 0:
+            line = replace(line, seq=expected)
+        elif line.seq <= last_seq:
+            continue
+        if line.seq != expected:
+            raise SeqGapError(run_id, expected, line.seq)
+        fresh.append(line)
+        expected += 1
+    return fresh
+
+
+def check_writer(
+    run_id: str,
+    state: tuple[RunStatus, int, int],
+    lines: Sequence[LogLine],
+    epoch: int | None,
+) -> list[LogLine]:
+    """The lines a writer may commit to a run in ``state = (status, epoch, last_seq)``, in the
+    protocol's order: a stale epoch is refused first, then new lines on a closed run, then gaps.
+    Lines already committed are retries and yield nothing (so a retried close is a no-op)."""
+    status, run_epoch, last_seq = state
+    if epoch is not None and epoch != run_epoch:
+        raise RunFencedError(run_id, "stale_epoch", epoch=run_epoch, status=status.value)
+    if not status.active and any(line.seq == 0 or line.seq > last_seq for line in lines):
+        raise RunFencedError(run_id, "closed", epoch=run_epoch, status=status.value)
+    return new_lines(run_id, last_seq, lines)
 
 
 @dataclass
@@ -205,8 +298,9 @@ class LogStore(ABC):
     @abstractmethod
     def get_run(self, run_id: str) -> Run | None: ...
 
-    @abstractmethod
-    def latest_run(self, upload_id: str, service_name: str) -> Run | None: ...
+    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
+        runs = self.list_runs(upload_id, service_name, limit=1)
+        return runs[0] if runs else None
 
     @abstractmethod
     def list_runs(
@@ -215,22 +309,75 @@ class LogStore(ABC):
         """Newest first."""
 
     @abstractmethod
+    def claim_run(
+        self, run_id: str, *, takeover_stale_before: datetime | None = None
+    ) -> Run | None:
+        """Claim a run for a writer: queued -> running with a new epoch; with
+        ``takeover_stale_before``, also a running run silent since before that bound (its old
+        writer is fenced). The claimed run, or None if it was not claimable."""
+
     def start_run(self, run_id: str) -> bool:
-        """Claim a queued run for a worker (queued -> running). False if it was not queued."""
+        """Claim a queued run (see ``claim_run``); False if it was not queued."""
+        return self.claim_run(run_id) is not None
 
     @abstractmethod
-    def heartbeat(self, run_id: str) -> None: ...
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        """Touch a running run; RunFencedError if ``epoch`` no longer owns it or it ended."""
 
     @abstractmethod
-    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
-        """Mark an active run succeeded or failed; a finished run is left as it is."""
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        *,
+        lines: Sequence[LogLine] = (),
+        epoch: int | None = None,
+        if_stale_before: datetime | None = None,
+    ) -> bool:
+        """Append ``lines`` and set the final status in one transaction: the run's ``end``.
+
+        Lines numbered 0 are numbered by the store after ``last_seq`` (for a closer that is not
+        the writer, the janitor). With ``if_stale_before``, close only a run whose last sign of
+        life is older than that bound, and bump its epoch (the silent writer is fenced); else
+        write nothing and return False. A run already finished stays as it is: False for a
+        retry that adds no line, RunFencedError("closed") for new lines. True if this call
+        closed the run.
+        """
 
     @abstractmethod
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        """Running runs silent since before ``heartbeat_before`` and queued runs created before
+        ``queued_before`` (default: the same bound), oldest first."""
+
     def fail_stale(
-        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
+        self,
+        heartbeat_before: datetime,
+        error: str,
+        queued_before: datetime | None = None,
+        explain: Callable[[Run], str] | None = None,
     ) -> list[str]:
-        """Fail running runs whose heartbeat is older than ``heartbeat_before`` and queued runs
-        created before ``queued_before`` (default: the same bound); return their ids."""
+        """Close every stale run as failed, each with its explanation (``explain(run)``) as the
+        last line, atomically and only if it is still stale; return the ids closed."""
+        failed = []
+        queued_bound = queued_before or heartbeat_before
+        for run in self.stale_runs(heartbeat_before, queued_bound):
+            bound = heartbeat_before if run.status is RunStatus.RUNNING else queued_bound
+            lines = []
+            if explain is not None:
+                fields = {"reason": "stale", "janitor": True}
+                lines.append(LogLine(0, utcnow(), "ERROR", explain(run), fields))
+            try:
+                closed = self.finish_run(
+                    run.run_id, RunStatus.FAILED, error, lines=lines, if_stale_before=bound
+                )
+            except RunFencedError:  # finished in between
+                continue
+            if closed:
+                failed.append(run.run_id)
+        return failed
 
     @abstractmethod
     def purge(self, finished_before: datetime) -> int:
@@ -238,8 +385,12 @@ class LogStore(ABC):
 
     # -- lines ----------------------------------------------------------------------------
     @abstractmethod
-    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
-        """Commit lines idempotently on (run_id, seq); return the run's last_seq."""
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        """Commit consecutive lines; return the run's last_seq.
+
+        Lines at or below last_seq are no-ops (retries); the first new one must be last_seq + 1
+        (SeqGapError). A finished run refuses new lines and a stale ``epoch`` is refused
+        (RunFencedError); StoreError for an unknown run."""
 
     @abstractmethod
     def read(

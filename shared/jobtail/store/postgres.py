@@ -37,6 +37,7 @@ from .base import (
     dump_pg_json,
     level_number,
     new_run_id,
+    refusal,
     utcnow,
 )
 from .pg_listen import Listener
@@ -45,14 +46,16 @@ log = logging.getLogger(__name__)
 
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
-    " heartbeat_at, last_seq, error"
+    " heartbeat_at, last_seq, error, epoch"
 )
 TABLES = ("runs", "runs_logs")
 FUNCTIONS = (
-    "jobtail_create_run", "jobtail_get_run", "jobtail_list_runs", "jobtail_start_run",
+    "jobtail_create_run", "jobtail_get_run", "jobtail_list_runs", "jobtail_claim_run",
     "jobtail_heartbeat", "jobtail_finish_run", "jobtail_append", "jobtail_read",
-    "jobtail_fail_stale", "jobtail_purge",
+    "jobtail_stale_runs", "jobtail_purge",
 )  # fmt: skip
+REFUSALS = ("PT403", "PT409")
+"""SQLSTATEs of the SQL functions' fencing refusals (RunFencedError, SeqGapError)."""
 MISSING_SQL = """
 select array(select t from unnest(%(tables)s::text[]) t where to_regclass(t) is null)
     || array(select f from unnest(%(functions)s::text[]) f where not exists (
@@ -95,7 +98,17 @@ def _run(r: Sequence[Any]) -> Run:
     """A row of RUN_COLUMNS, in that order."""
     started, finished, beat = (_utc(value) for value in r[5:8])
     return Run(
-        r[0], r[1], r[2], RunStatus(r[3]), r[4].astimezone(UTC), started, finished, beat, r[8], r[9]
+        r[0],
+        r[1],
+        r[2],
+        RunStatus(r[3]),
+        r[4].astimezone(UTC),
+        started,
+        finished,
+        beat,
+        r[8],
+        r[9],
+        r[10],
     )
 
 
@@ -198,7 +211,8 @@ class PostgresStore(LogStore):
         except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
             raise StoreError(f"{self._missing_hint()}: {exc.diag.message_primary}") from exc
         except psycopg.Error as exc:
-            raise StoreError(exc.diag.message_primary or str(exc)) from exc
+            refused = refusal(exc.diag.message_detail) if exc.sqlstate in REFUSALS else None
+            raise (refused or StoreError(exc.diag.message_primary or str(exc))) from exc
 
     async def _apool(self) -> AsyncConnectionPool[Any]:
         loop = asyncio.get_running_loop()
@@ -278,10 +292,6 @@ class PostgresStore(LogStore):
         rows = self._rows(f"select {RUN_COLUMNS} from jobtail_get_run(%s)", (run_id,))
         return _run(rows[0]) if rows else None
 
-    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
-        runs = self.list_runs(upload_id, service_name, limit=1)
-        return runs[0] if runs else None
-
     def list_runs(
         self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
     ) -> list[Run]:
@@ -291,38 +301,62 @@ class PostgresStore(LogStore):
         )
         return [_run(row) for row in rows]
 
-    def start_run(self, run_id: str) -> bool:
-        claimed = bool(self._value("select jobtail_start_run(%s, %s)", (run_id, utcnow())))
-        if claimed:
-            self.listeners.notify(run_id)
-        return claimed
+    def claim_run(
+        self, run_id: str, *, takeover_stale_before: datetime | None = None
+    ) -> Run | None:
+        rows = self._rows(
+            f"select {RUN_COLUMNS} from jobtail_claim_run(%s, %s, %s)",
+            (run_id, utcnow(), takeover_stale_before),
+        )
+        if not rows:
+            return None
+        self.listeners.notify(run_id)
+        return _run(rows[0])
 
-    def heartbeat(self, run_id: str) -> None:
-        self._value("select jobtail_heartbeat(%s)", (run_id,))
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        self._value("select jobtail_heartbeat(%s, %s)", (run_id, epoch))
 
-    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        *,
+        lines: Sequence[LogLine] = (),
+        epoch: int | None = None,
+        if_stale_before: datetime | None = None,
+    ) -> bool:
         if status.active:
             raise ValueError(f"finish_run needs a final status, not {status}")
-        if self._value("select jobtail_finish_run(%s, %s, %s)", (run_id, status.value, error)):
-            self.listeners.notify(run_id)
-
-    def fail_stale(
-        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
-    ) -> list[str]:
-        rows = self._rows(
-            "select jobtail_fail_stale(%s, %s, %s)", (heartbeat_before, error, queued_before)
+        closed = bool(
+            self._value(
+                "select jobtail_finish_run(%s, %s, %s, %s::jsonb, %s, %s)",
+                (run_id, status.value, error, lines_json(lines), epoch, if_stale_before),
+            )
         )
-        stale = [row[0] for row in rows]
-        for run_id in stale:
+        if closed:
             self.listeners.notify(run_id)
-        return stale
+        return closed
+
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        rows = self._rows(
+            f"select {RUN_COLUMNS} from jobtail_stale_runs(%s, %s, %s)",
+            (heartbeat_before, queued_before, limit),
+        )
+        return [_run(row) for row in rows]
 
     def purge(self, finished_before: datetime) -> int:
         return int(self._value("select jobtail_purge(%s)", (finished_before,)))
 
     # -- lines ------------------------------------------------------------------------------
-    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
-        last = int(self._value("select jobtail_append(%s, %s::jsonb)", (run_id, lines_json(lines))))
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        last = int(
+            self._value(
+                "select jobtail_append(%s, %s::jsonb, %s)", (run_id, lines_json(lines), epoch)
+            )
+        )
         self.listeners.notify(run_id)
         return last
 

@@ -21,8 +21,11 @@ from .base import (
     LogStore,
     Run,
     RunActiveError,
+    RunFencedError,
+    RunNotFoundError,
     RunStatus,
     StoreError,
+    check_writer,
     dump_json,
     level_number,
     new_run_id,
@@ -39,7 +42,8 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at   TEXT,
     finished_at  TEXT,
     heartbeat_at TEXT,
-    error        TEXT
+    error        TEXT,
+    epoch        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs (upload_id, service_name, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (upload_id, service_name)
@@ -58,14 +62,28 @@ CREATE TABLE IF NOT EXISTS runs_logs (
 ) WITHOUT ROWID;
 """
 
-LEVEL_NUMBERS = dict(LEVELS)
 # last_seq is derived, not stored: max(seq) is one probe of the (run_id, seq) key, and an append
 # is then a single INSERT (one implicit transaction per line), about 1.5x faster per line than
 # INSERT + UPDATE runs in an explicit transaction, and never out of step with the lines.
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
     " heartbeat_at,"
-    " (SELECT coalesce(max(seq), 0) FROM runs_logs l WHERE l.run_id = runs.run_id), error"
+    " (SELECT coalesce(max(seq), 0) FROM runs_logs l WHERE l.run_id = runs.run_id), error, epoch"
+)
+LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM runs_logs WHERE run_id = ?"
+INSERT = (
+    "INSERT INTO runs_logs (run_id, seq, timestamp, log_level, level_no, message, fields,"
+    " upload_id, service_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# The common case, one next line from the run's owner, is one statement (its own transaction,
+# holding the write lock from its start): it inserts only if the line is the next one and the
+# writer still owns an open run. Anything else takes the checked path in a transaction.
+INSERT_NEXT = (
+    "INSERT INTO runs_logs (run_id, seq, timestamp, log_level, level_no, message, fields,"
+    " upload_id, service_name) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+    " WHERE ?2 = (SELECT coalesce(max(seq), 0) + 1 FROM runs_logs WHERE run_id = ?1)"
+    " AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND status IN ('queued', 'running')"
+    " AND (?10 IS NULL OR epoch = ?10))"
 )
 
 
@@ -85,6 +103,7 @@ def _run(row: sqlite3.Row) -> Run:
         heartbeat_at=_dt(row[7]),
         last_seq=row[8],
         error=row[9],
+        epoch=row[10],
     )
 
 
@@ -115,7 +134,11 @@ class SQLiteStore(LogStore):
         self._keys: dict[str, tuple[str, str]] = {}  # run_id -> (upload_id, service_name)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._db().executescript(SCHEMA)
+        db = self._db()
+        db.executescript(SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        if "epoch" not in columns:  # a database made before fencing
+            db.execute("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
     # -- connections ----------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -193,10 +216,6 @@ class SQLiteStore(LogStore):
         found = row.fetchone()
         return _run(found) if found else None
 
-    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
-        runs = self.list_runs(upload_id, service_name, limit=1)
-        return runs[0] if runs else None
-
     def list_runs(
         self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
     ) -> list[Run]:
@@ -215,53 +234,97 @@ class SQLiteStore(LogStore):
         )
         return [_run(row) for row in rows]
 
-    def start_run(self, run_id: str) -> bool:
+    def claim_run(
+        self, run_id: str, *, takeover_stale_before: datetime | None = None
+    ) -> Run | None:
         now = utcnow().isoformat()
+        bound = takeover_stale_before.isoformat() if takeover_stale_before else None
         with self._tx() as db:
-            cursor = db.execute(
-                "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?"
-                " WHERE run_id = ? AND status = 'queued'",
-                (now, now, run_id),
-            )
-        if cursor.rowcount:
-            self.listeners.notify(run_id)
-        return cursor.rowcount == 1
+            row = db.execute(
+                "UPDATE runs SET status = 'running', started_at = ?, heartbeat_at = ?,"
+                " epoch = epoch + 1 WHERE run_id = ? AND (status = 'queued' OR (? IS NOT NULL"
+                " AND status = 'running' AND COALESCE(heartbeat_at, created_at) < ?))"
+                f" RETURNING {RUN_COLUMNS}",
+                (now, now, run_id, bound, bound),
+            ).fetchone()
+        if row is None:
+            return None
+        self.listeners.notify(run_id)
+        return _run(row)
 
-    def heartbeat(self, run_id: str) -> None:
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
         with self._tx() as db:
-            db.execute(
-                "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'",
-                (utcnow().isoformat(), run_id),
-            )
+            beat = db.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND status = 'running'"
+                " AND (? IS NULL OR epoch = ?)",
+                (utcnow().isoformat(), run_id, epoch, epoch),
+            ).rowcount
+            if not beat and epoch is not None:
+                status, run_epoch, _ = self._state(db, run_id)
+                reason = "stale_epoch" if run_epoch != epoch else "closed"
+                raise RunFencedError(run_id, reason, epoch=run_epoch, status=status.value)
 
-    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+    def _state(self, db: sqlite3.Connection, run_id: str) -> tuple[RunStatus, int, int]:
+        """(status, epoch, last_seq) of a run, read inside the caller's transaction."""
+        row = db.execute(
+            f"SELECT status, epoch, ({LAST_SEQ}) FROM runs WHERE run_id = ?", (run_id, run_id)
+        ).fetchone()
+        if row is None:
+            raise RunNotFoundError(run_id)
+        return RunStatus(row[0]), int(row[1]), int(row[2])
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        *,
+        lines: Sequence[LogLine] = (),
+        epoch: int | None = None,
+        if_stale_before: datetime | None = None,
+    ) -> bool:
         if status.active:
             raise ValueError(f"finish_run needs a final status, not {status}")
         with self._tx() as db:
-            cursor = db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, error = ?"
-                " WHERE run_id = ? AND status IN ('queued', 'running')",
-                (status.value, utcnow().isoformat(), error, run_id),
+            row = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            run = _run(row)
+            if if_stale_before is not None and (
+                not run.active or run.last_sign_of_life() >= if_stale_before
+            ):
+                return False  # alive after all (or already ended): nothing to explain
+            fresh = check_writer(run_id, (run.status, run.epoch, run.last_seq), lines, epoch)
+            if not run.active:
+                return False  # a retried close: its lines are committed already
+            self._insert(db, run_id, fresh)
+            db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?, epoch = ?"
+                " WHERE run_id = ?",
+                (
+                    status.value,
+                    utcnow().isoformat(),
+                    error,
+                    run.epoch if epoch is not None else run.epoch + 1,  # fence the old owner
+                    run_id,
+                ),
             )
-        if cursor.rowcount:
-            self.listeners.notify(run_id)
+        self.listeners.notify(run_id)
+        return True
 
-    def fail_stale(
-        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
-    ) -> list[str]:
-        bound = heartbeat_before.isoformat()
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
         queued = (queued_before or heartbeat_before).isoformat()
-        with self._tx() as db:
-            rows = db.execute(
-                "UPDATE runs SET status = 'failed', finished_at = ?, error = ?"
-                " WHERE (status = 'running' AND COALESCE(heartbeat_at, created_at) < ?)"
-                " OR (status = 'queued' AND created_at < ?) RETURNING run_id",
-                (utcnow().isoformat(), error, bound, queued),
-            ).fetchall()
-        stale = [row[0] for row in rows]
-        for run_id in stale:
-            self.listeners.notify(run_id)
-        return stale
+        rows = self._db().execute(
+            f"SELECT {RUN_COLUMNS} FROM runs"
+            " WHERE (status = 'running' AND COALESCE(heartbeat_at, created_at) < ?)"
+            " OR (status = 'queued' AND created_at < ?) ORDER BY created_at LIMIT ?",
+            (heartbeat_before.isoformat(), queued, limit),
+        )
+        return [_run(row) for row in rows]
 
     def purge(self, finished_before: datetime) -> int:
         with self._tx() as db:
@@ -272,7 +335,29 @@ class SQLiteStore(LogStore):
         return cursor.rowcount
 
     # -- lines ----------------------------------------------------------------------------
-    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        if not lines:
+            return self._last_seq(run_id)
+        if len(lines) == 1 and lines[0].seq > 0:
+            row = self._row(run_id, lines[0])
+            with self._errors():
+                if self._db().execute(INSERT_NEXT, (*row, epoch)).rowcount == 1:
+                    self.listeners.notify(run_id)
+                    return lines[0].seq
+        with self._tx() as db:
+            state = self._state(db, run_id)
+            fresh = check_writer(run_id, state, lines, epoch)
+            self._insert(db, run_id, fresh)
+        if fresh:
+            self.listeners.notify(run_id)
+            return fresh[-1].seq
+        return state[2]
+
+    def _last_seq(self, run_id: str) -> int:
+        return int(self._db().execute(LAST_SEQ, (run_id,)).fetchone()[0])
+
+    def _key(self, run_id: str) -> tuple[str, str]:
+        """The run's (upload_id, service_name), which each line row repeats; cached."""
         key = self._keys.get(run_id)
         if key is None:
             found = (
@@ -281,47 +366,29 @@ class SQLiteStore(LogStore):
                 .fetchone()
             )
             if found is None:
-                raise StoreError(f"cannot append to unknown run {run_id!r}")
+                raise RunNotFoundError(run_id)
             if len(self._keys) > 10_000:
                 self._keys.clear()
             key = self._keys[run_id] = (found[0], found[1])
-        upload_id, service_name = key
-        numbers = LEVEL_NUMBERS
-        rows = [
-            (
-                run_id,
-                line.seq,
-                line.timestamp.isoformat(),
-                line.log_level,
-                numbers.get(line.log_level) or level_number(line.log_level),
-                line.message,
-                dump_json(line.fields) if line.fields else None,
-                upload_id,
-                service_name,
-            )
-            for line in lines
-        ]
-        insert = (
-            "INSERT OR IGNORE INTO runs_logs (run_id, seq, timestamp, log_level, level_no,"
-            " message, fields, upload_id, service_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        return key
+
+    def _row(self, run_id: str, line: LogLine) -> tuple[object, ...]:
+        upload_id, service_name = self._key(run_id)
+        return (
+            run_id,
+            line.seq,
+            line.timestamp.isoformat(),
+            line.log_level,
+            LEVELS.get(line.log_level) or level_number(line.log_level),
+            line.message,
+            dump_json(line.fields) if line.fields else None,
+            upload_id,
+            service_name,
         )
-        try:
-            if len(rows) == 1:  # one statement: its own transaction, no BEGIN/COMMIT trips
-                with self._errors():
-                    self._db().execute(insert, rows[0])
-            elif rows:
-                with self._tx() as db:
-                    db.executemany(insert, rows)
-        except StoreError:
-            self._keys.pop(run_id, None)  # purged since its key was cached, perhaps
-            raise
-        last = (
-            self._db()
-            .execute("SELECT coalesce(max(seq), 0) FROM runs_logs WHERE run_id = ?", (run_id,))
-            .fetchone()[0]
-        )
-        self.listeners.notify(run_id)
-        return int(last)
+
+    def _insert(self, db: sqlite3.Connection, run_id: str, lines: Sequence[LogLine]) -> None:
+        if lines:
+            db.executemany(INSERT, [self._row(run_id, line) for line in lines])
 
     def read(
         self,

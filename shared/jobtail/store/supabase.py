@@ -33,6 +33,7 @@ from .base import (
     dump_pg_json,
     level_number,
     new_run_id,
+    refusal,
     utcnow,
 )
 
@@ -61,6 +62,7 @@ def _run(data: Mapping[str, Any]) -> Run:
         heartbeat_at=_dt(data.get("heartbeat_at")),
         last_seq=int(data.get("last_seq") or 0),
         error=data.get("error"),
+        epoch=int(data.get("epoch") or 0),
     )
 
 
@@ -172,6 +174,8 @@ class SupabaseStore(LogStore):
 
     def _error(self, fn: str, exc: APIError) -> StoreError:
         code = exc.code or ""
+        if code in ("PT403", "PT409") and (refused := refusal(exc.details)):
+            return refused
         if code in MISSING_CODES:
             return StoreError(
                 f"the Supabase project lacks jobtail's schema ({exc.message}): apply"
@@ -206,10 +210,6 @@ class SupabaseStore(LogStore):
         rows = self._rpc("jobtail_get_run", {"p_run_id": run_id}, read=True)
         return _run(rows[0]) if rows else None
 
-    def latest_run(self, upload_id: str, service_name: str) -> Run | None:
-        runs = self.list_runs(upload_id, service_name, limit=1)
-        return runs[0] if runs else None
-
     def list_runs(
         self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
     ) -> list[Run]:
@@ -220,40 +220,68 @@ class SupabaseStore(LogStore):
             params["p_service_name"] = service_name
         return [_run(row) for row in self._rpc("jobtail_list_runs", params, read=True)]
 
-    def start_run(self, run_id: str) -> bool:
+    def claim_run(
+        self, run_id: str, *, takeover_stale_before: datetime | None = None
+    ) -> Run | None:
         params = {"p_run_id": run_id, "p_claim": utcnow().isoformat()}
-        claimed = bool(self._rpc("jobtail_start_run", params))
-        if claimed:
-            self.listeners.notify(run_id)
-        return claimed
+        if takeover_stale_before is not None:
+            params["p_takeover_before"] = takeover_stale_before.isoformat()
+        rows = self._rpc("jobtail_claim_run", params)
+        if not rows:
+            return None
+        self.listeners.notify(run_id)
+        return _run(rows[0])
 
-    def heartbeat(self, run_id: str) -> None:
-        self._rpc("jobtail_heartbeat", {"p_run_id": run_id})
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        params: dict[str, Any] = {"p_run_id": run_id}
+        if epoch is not None:
+            params["p_epoch"] = epoch
+        self._rpc("jobtail_heartbeat", params)
 
-    def finish_run(self, run_id: str, status: RunStatus, error: str | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        *,
+        lines: Sequence[LogLine] = (),
+        epoch: int | None = None,
+        if_stale_before: datetime | None = None,
+    ) -> bool:
         if status.active:
             raise ValueError(f"finish_run needs a final status, not {status}")
-        params = {"p_run_id": run_id, "p_status": status.value, "p_error": error}
-        if self._rpc("jobtail_finish_run", params):
+        params: dict[str, Any] = {"p_run_id": run_id, "p_status": status.value, "p_error": error}
+        if lines:
+            params["p_lines"] = [_payload(line) for line in lines]
+        if epoch is not None:
+            params["p_epoch"] = epoch
+        if if_stale_before is not None:
+            params["p_stale_before"] = if_stale_before.isoformat()
+        closed = bool(self._rpc("jobtail_finish_run", params))
+        if closed:
             self.listeners.notify(run_id)
+        return closed
 
-    def fail_stale(
-        self, heartbeat_before: datetime, error: str, queued_before: datetime | None = None
-    ) -> list[str]:
-        params = {"p_heartbeat_before": heartbeat_before.isoformat(), "p_error": error}
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        params: dict[str, Any] = {"p_heartbeat_before": heartbeat_before.isoformat()}
         if queued_before is not None:
             params["p_queued_before"] = queued_before.isoformat()
-        stale = [str(run_id) for run_id in self._rpc("jobtail_fail_stale", params)]
-        for run_id in stale:
-            self.listeners.notify(run_id)
-        return stale
+        params["p_limit"] = limit
+        return [_run(row) for row in self._rpc("jobtail_stale_runs", params, read=True)]
 
     def purge(self, finished_before: datetime) -> int:
         return int(self._rpc("jobtail_purge", {"p_finished_before": finished_before.isoformat()}))
 
     # -- lines ------------------------------------------------------------------------------
-    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
-        params = {"p_run_id": run_id, "p_lines": [_payload(line) for line in lines]}
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        params: dict[str, Any] = {
+            "p_run_id": run_id,
+            "p_lines": [_payload(line) for line in lines],
+        }
+        if epoch is not None:
+            params["p_epoch"] = epoch
         last = int(self._rpc("jobtail_append", params))
         self.listeners.notify(run_id)
         return last
