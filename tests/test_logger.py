@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobtail.logger import MAX_LINE_CHARS, RunLogger, RunLogHandler
-from jobtail.store.base import LogLine, RunStatus, StoreError
+from jobtail.store.base import LogLine, RunFencedError, RunStatus, StoreError, utcnow
 from jobtail.store.sqlite import SQLiteStore
 
 from .waiting import wait_for
@@ -86,13 +88,21 @@ class FlakyStore(SQLiteStore):
         self.failures = 0
         self.lose_reply = False
 
-    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
         if self.failures:
             self.failures -= 1
             if self.lose_reply:
-                super().append(run_id, lines)
+                super().append(run_id, lines, epoch=epoch)
             raise StoreError("database is unreachable")
-        return super().append(run_id, lines)
+        return super().append(run_id, lines, epoch=epoch)
+
+    def finish_run(self, run_id: str, status: RunStatus, *args: Any, **kwargs: Any) -> bool:
+        if self.failures:
+            self.failures -= 1
+            if self.lose_reply:
+                super().finish_run(run_id, status, *args, **kwargs)
+            raise StoreError("database is unreachable")
+        return super().finish_run(run_id, status, *args, **kwargs)
 
 
 @pytest.mark.parametrize("lose_reply", [False, True])
@@ -188,4 +198,116 @@ def test_write_behind_survives_a_failing_store(tmp_path: Path) -> None:
         logger.info(f"n{n}")
     wait_for(logger.close, 10, "the store to come back")  # each close retries what is pending
     assert [line.seq for line in store.read(run.run_id)] == list(range(1, 101))
+    store.close()
+
+
+def test_a_lone_surrogate_is_kept_visible_and_blocks_no_later_line(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """One odd line used to block its run for good: the pending batch never encoded."""
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    handler = RunLogHandler(logger)
+    library = logging.getLogger("files")
+    library.addHandler(handler)
+    try:
+        name = os.fsdecode(b"report-\xff.txt")  # surrogateescape, as os.listdir gives it
+        library.warning("skipped %s", name, extra={"fields": {"path": name, "\udc80": 1}})
+        logger.info("lone \ud800 surrogate")
+        logger.info("the next line")
+    finally:
+        library.removeHandler(handler)
+    assert logger.pending == 0
+    got = sqlite_store.read(run.run_id)
+    assert [line.message for line in got] == [
+        "skipped report-\\udcff.txt",
+        "lone \\ud800 surrogate",
+        "the next line",
+    ]
+    assert got[0].fields == {"logger": "files", "path": "report-\\udcff.txt", "\\udc80": 1}
+
+
+def test_a_record_whose_format_fails_is_kept_with_why(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    handler = RunLogHandler(RunLogger(sqlite_store, run.run_id))
+    library = logging.getLogger("careless")
+    library.addHandler(handler)
+    library.propagate = False  # pytest's own capture handler would fail on it first
+    try:
+        library.error("%d items", "many")
+    finally:
+        library.removeHandler(handler)
+        library.propagate = True
+    [line] = sqlite_store.read(run.run_id)
+    assert line.log_level == "ERROR" and "'%d items'" in line.message
+    assert "format failed: TypeError" in line.message and "'many'" in line.message
+
+
+def test_fields_are_bounded_like_messages(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, max_line_chars=100)
+    logger.info("big fields", blob="x" * 10_000_000, nested={"list": ["y" * 150, 3]})
+    [line] = sqlite_store.read(run.run_id)
+    assert line.fields is not None
+    assert line.fields["blob"].startswith("x" * 100) and len(line.fields["blob"]) < 200
+    assert line.fields["nested"]["list"][0].endswith("[truncated 50 characters]")
+    assert line.fields["truncated_fields"] == 10_000_000 - 100 + 50
+
+
+def test_critical_exists(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    RunLogger(sqlite_store, run.run_id).critical("on fire", code=7)
+    [line] = sqlite_store.read(run.run_id)
+    assert (line.log_level, line.message, line.fields) == ("CRITICAL", "on fire", {"code": 7})
+
+
+def test_a_fenced_writer_gets_run_fenced_error_and_stops_writing(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    first = sqlite_store.claim_run(run.run_id)
+    assert first is not None
+    zombie = RunLogger(sqlite_store, run.run_id, epoch=first.epoch, write_behind=3600)
+    zombie.info("mine")
+    assert zombie.flush()
+    takeover = sqlite_store.claim_run(run.run_id, takeover_stale_before=utcnow())
+    assert takeover is not None
+    zombie.info("pending while fenced")
+    with pytest.raises(RunFencedError) as refused:
+        zombie.flush()
+    assert refused.value.reason == "stale_epoch" and zombie.pending == 0
+    with pytest.raises(RunFencedError):
+        zombie.info("any later line")
+    owner = RunLogger(sqlite_store, run.run_id, epoch=takeover.epoch)
+    assert owner.finish(RunStatus.SUCCEEDED, "done by the new owner")
+    assert [line.message for line in sqlite_store.read(run.run_id)] == [
+        "mine",
+        "done by the new owner",
+    ]
+    with pytest.raises(RunFencedError):  # the end was stored: the owner is closed too
+        owner.info("after the end")
+
+
+def test_finish_waits_out_an_outage_and_ends_with_every_line(tmp_path: Path) -> None:
+    """The store refuses the closing write twice: the run still ends with the line last."""
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    slept: list[float] = []
+    logger = RunLogger(store, run.run_id, retry_delays=(0.01,), sleep=slept.append)
+    store.failures = 4  # the append and its retry, then two refused ends
+    logger.info("kept while the store is down")
+    assert logger.pending == 1
+    assert logger.finish(RunStatus.SUCCEEDED, "Run succeeded", timeout=5) is True
+    assert slept == [0.01] * 3  # one in log(), then one per refused end
+    ended = store.get_run(run.run_id)
+    assert ended is not None and ended.status is RunStatus.SUCCEEDED
+    assert [(x.seq, x.message) for x in store.read(run.run_id)] == [
+        (1, "kept while the store is down"),
+        (2, "Run succeeded"),
+    ]
+    store.failures = 100
+    other = store.create_run("up", "svc2")
+    late = RunLogger(store, other.run_id, retry_delays=(0.01,), sleep=slept.append)
+    assert late.finish(RunStatus.FAILED, "gave up", timeout=0.0) is False
+    assert late.pending == 1  # kept, not dropped: the janitor ends the run if it never lands
     store.close()

@@ -1,15 +1,21 @@
 """RunLogger: a job's log, written through to the store one committed line at a time.
 
-Each call numbers its line and commits it before returning, so whatever a viewer has seen is
-durable, and a viewer arriving later sees the same lines. A failing store never raises into the
-job: unsent lines stay queued in order and every later call (and ``close``) retries them with
-backoff; appends are idempotent on ``(run_id, seq)``, so a retry after a lost reply duplicates
-nothing.
+By default each call numbers its line and commits it before returning, so whatever a viewer has
+seen is durable, and a viewer arriving later sees the same lines. A store that is down does not
+raise into the job: unsent lines stay queued in order and every later call (and ``finish`` /
+``close``) retries them with backoff; appends are idempotent on ``(run_id, seq)``, so a retry
+after a lost reply duplicates nothing. What does raise is a *refusal*: the run was closed or
+claimed by a newer writer (``RunFencedError``), and the job must stop, because nothing it writes
+can land any more.
+
+Text is made storable where it is made: lone surrogates (a ``surrogateescape``-decoded file
+name, say) become visible escapes, so one odd line can never block the lines after it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import traceback
@@ -17,14 +23,32 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .store.base import LogLine, LogStore, StoreError, normalize_level, utcnow
+from .store.base import (
+    LogLine,
+    LogStore,
+    RunFencedError,
+    RunStatus,
+    SeqGapError,
+    StoreError,
+    normalize_level,
+    utcnow,
+)
 
 MAX_LINE_CHARS = 65_536
-"""Longer messages are cut to this many characters and marked (documented in the README)."""
+"""Longer messages (and string fields) are cut to this many characters and marked."""
 
 TRUNCATION_MARKER = " … [truncated {dropped} characters]"
 
 log = logging.getLogger(__name__)
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with lone surrogates, which UTF-8 cannot encode, as visible ``\\udcXX`` escapes."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def truncate(message: str, limit: int = MAX_LINE_CHARS) -> tuple[str, int]:
@@ -35,13 +59,34 @@ def truncate(message: str, limit: int = MAX_LINE_CHARS) -> tuple[str, int]:
     return message[:limit] + TRUNCATION_MARKER.format(dropped=dropped), dropped
 
 
+def storable_fields(value: Any, limit: int) -> tuple[Any, int]:
+    """Fields with storable, bounded strings (keys too); return them and characters dropped."""
+    if isinstance(value, str):
+        text, dropped = truncate(storable(value), limit)
+        return text, dropped
+    if isinstance(value, dict):
+        out, total = {}, 0
+        for key, item in value.items():
+            clean, dropped = storable_fields(item, limit)
+            out[storable(str(key))] = clean
+            total += dropped
+        return out, total
+    if isinstance(value, list | tuple):
+        items = [storable_fields(item, limit) for item in value]
+        return [item for item, _ in items], sum(dropped for _, dropped in items)
+    return value, 0
+
+
 class RunLogger:
     """Writes one run's lines. One writer per run: seq numbering lives here.
+
+    ``epoch`` is the writer's claim (``LogStore.claim_run``): with it, the store refuses this
+    logger once the run was claimed again or closed by someone else (the janitor).
 
     ``write_behind=seconds`` trades "committed when log() returns" for throughput: lines are
     batched and committed by a background thread at most that many seconds later (and at
     once when ``max_pending`` are waiting, which also holds log() back: the buffer is bounded).
-    ``flush()`` and ``close()`` commit everything pending.
+    ``flush()``, ``finish()`` and ``close()`` commit everything pending.
     """
 
     def __init__(
@@ -50,6 +95,7 @@ class RunLogger:
         run_id: str,
         *,
         start_seq: int | None = None,
+        epoch: int | None = None,
         max_line_chars: int = MAX_LINE_CHARS,
         max_lines: int | None = None,
         retry_delays: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
@@ -63,6 +109,7 @@ class RunLogger:
             run = store.get_run(run_id)
             start_seq = run.last_seq if run else 0
         self.seq = start_seq
+        self.epoch = epoch
         self.max_line_chars = max_line_chars
         self.max_lines = max_lines
         self.retry_delays = retry_delays
@@ -70,6 +117,8 @@ class RunLogger:
         self._pending: list[LogLine] = []
         self._lock = threading.Lock()
         self._capped = False
+        self.refused: StoreError | None = None
+        """The refusal that fenced this logger off its run, once one came."""
         self.write_behind = write_behind
         self.max_pending = max_pending
         self._closed = threading.Event()
@@ -95,6 +144,9 @@ class RunLogger:
     def error(self, message: str, **fields: Any) -> None:
         self.log("ERROR", message, **fields)
 
+    def critical(self, message: str, **fields: Any) -> None:
+        self.log("CRITICAL", message, **fields)
+
     def exception(self, message: str, **fields: Any) -> None:
         """ERROR line carrying the current exception's traceback."""
         detail = traceback.format_exc()
@@ -108,8 +160,14 @@ class RunLogger:
         self.log("INFO", message or f"{pct:.0f}%", progress=pct, **fields)
 
     def log(self, level: str, message: str, **fields: Any) -> int | None:
-        """Commit one line; return its seq, or None once the per-run line cap was reached."""
+        """Number one line and try to commit it (with everything pending) before returning.
+
+        Returns its seq, or None once the per-run line cap was reached. If the store is down
+        the line stays pending, in order, for the next call; if the run refused this writer,
+        raises RunFencedError.
+        """
         with self._lock:
+            self._raise_if_refused()
             line = self._make_line(level, str(message), fields)
             if line is None:
                 return None
@@ -122,20 +180,70 @@ class RunLogger:
     def flush(self) -> bool:
         """Commit what is pending now, retrying with the full backoff; True if all landed."""
         with self._lock:
+            self._raise_if_refused()
             return self._flush(self.retry_delays)
 
     def close(self) -> bool:
         """Stop the write-behind thread, if any, and flush; True if every line landed."""
+        self._stop_flusher()
+        return self.flush()
+
+    def finish(
+        self,
+        status: RunStatus,
+        message: str,
+        *,
+        level: str | None = None,
+        error: str | None = None,
+        fields: dict[str, Any] | None = None,
+        timeout: float = 0.0,
+    ) -> bool:
+        """End the run: every pending line, then ``message`` as the last line, committed
+        together with the final status (the run's ``end``), retried with backoff for up to
+        ``timeout`` seconds while the store is down. The last line is written even past the
+        line cap. True once the end is stored; RunFencedError if the run refused us.
+        """
+        self._stop_flusher()
+        level = level or ("INFO" if status is RunStatus.SUCCEEDED else "ERROR")
+        with self._lock:
+            self._raise_if_refused()
+            self._capped = False  # the closing line is always kept
+            self.max_lines = None
+            line = self._make_line(level, message, dict(fields or {}))
+            assert line is not None
+            self._pending.append(line)
+            deadline = time.monotonic() + timeout
+            attempt = 0
+            while True:
+                try:
+                    self.store.finish_run(
+                        self.run_id, status, error, lines=self._pending, epoch=self.epoch
+                    )
+                except (RunFencedError, SeqGapError) as exc:
+                    self._refuse(exc)
+                    raise
+                except (StoreError, OSError) as exc:  # the store is down: wait for it
+                    delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+                    if time.monotonic() + delay > deadline:
+                        log.warning("run %s: its end is not yet stored: %s", self.run_id, exc)
+                        return False
+                    self._sleep(delay)
+                    attempt += 1
+                else:
+                    self._pending.clear()
+                    return True
+
+    def _stop_flusher(self) -> None:
         self._closed.set()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join()
-        return self.flush()
 
     def _flush_now_and_then(self) -> None:
         assert self.write_behind is not None
         while not self._closed.wait(self.write_behind):
             with self._lock:
-                self._flush(self.retry_delays[:1])
+                if self.refused is None:
+                    self._flush(self.retry_delays[:1])
 
     def __enter__(self) -> RunLogger:
         return self
@@ -146,13 +254,30 @@ class RunLogger:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if self.refused is None:
+            self.close()
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     # -- internals ------------------------------------------------------------------------
+    def _raise_if_refused(self) -> None:
+        if self.refused is not None:
+            raise self.refused
+
+    def _refuse(self, exc: StoreError) -> None:
+        """Fenced off: the pending lines can never land; later calls raise at once."""
+        self.refused = exc
+        if self._pending:
+            log.warning(
+                "run %s refused this writer (%s): %d lines not stored",
+                self.run_id,
+                exc,
+                len(self._pending),
+            )
+        self._pending.clear()
+
     def _make_line(self, level: str, message: str, fields: dict[str, Any]) -> LogLine | None:
         if self._capped:
             return None
@@ -160,14 +285,18 @@ class RunLogger:
             self._capped = True
             level, fields = "WARNING", {"limit": self.max_lines}
             message = f"line limit of {self.max_lines} reached: later lines are dropped"
-        message, dropped = truncate(message, self.max_line_chars)
+        message, dropped = truncate(storable(message), self.max_line_chars)
+        if fields:
+            fields, dropped_in_fields = storable_fields(fields, self.max_line_chars)
+            if dropped_in_fields:
+                fields["truncated_fields"] = dropped_in_fields
         if dropped:
             fields = {**fields, "truncated": dropped}
         self.seq += 1
         return LogLine(
             seq=self.seq,
             timestamp=utcnow(),
-            log_level=normalize_level(level),
+            log_level=normalize_level(storable(level)),
             message=message,
             fields=fields or None,
         )
@@ -178,8 +307,11 @@ class RunLogger:
             if not self._pending:
                 return True
             try:
-                self.store.append(self.run_id, self._pending)
-            except (StoreError, OSError, Exception) as exc:  # never raise into the job
+                self.store.append(self.run_id, self._pending, epoch=self.epoch)
+            except (RunFencedError, SeqGapError) as exc:
+                self._refuse(exc)
+                raise
+            except (StoreError, OSError) as exc:  # down or busy: keep the lines, retry
                 if attempt == len(delays):
                     log.warning(
                         "run %s: %d lines not yet stored: %s", self.run_id, self.pending, exc
@@ -200,7 +332,7 @@ class RunLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            message = record.getMessage()
+            message = _message(record)
             if record.exc_info:
                 detail = logging.Formatter().formatException(record.exc_info)
                 message = f"{message}\n{detail.rstrip()}"
@@ -209,5 +341,15 @@ class RunLogHandler(logging.Handler):
             if isinstance(extra, dict):
                 fields.update(extra)
             self.run_logger.log(record.levelname, message, **fields)
+        except RunFencedError:
+            raise  # the job must stop: nothing it logs can land any more
         except Exception:
             self.handleError(record)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message; a record whose format fails is kept, with why, not dropped."""
+    try:
+        return record.getMessage()
+    except Exception as exc:
+        return f"{record.msg!r} % {record.args!r} (format failed: {type(exc).__name__}: {exc})"
