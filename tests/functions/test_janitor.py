@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -12,7 +13,7 @@ import pytest
 
 from jobtail.janitor import SweepResult, stale_error, sweep
 from jobtail.logger import RunLogger
-from jobtail.store.base import LogLine, LogStore, RunStatus, utcnow
+from jobtail.store.base import LogLine, LogStore, Run, RunFencedError, RunStatus, utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.tail import EndEvent, LinesEvent, Tailer, TailEvent
 from tests.events import load_event
@@ -29,14 +30,15 @@ class RecordingStore(SQLiteStore):
         super().__init__(path)
         self.calls: list[str] = []
 
-    def append(self, run_id: str, lines: Sequence[LogLine]) -> int:
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
         self.calls.append(f"append {run_id}")
-        return super().append(run_id, lines)
+        return super().append(run_id, lines, epoch=epoch)
 
-    def fail_stale(self, heartbeat_before, error, queued_before=None):  # type: ignore[no-untyped-def]
-        failed = super().fail_stale(heartbeat_before, error, queued_before)
-        self.calls.extend(f"fail {run_id}" for run_id in failed)
-        return failed
+    def finish_run(self, run_id: str, status: RunStatus, *args: Any, **kwargs: Any) -> bool:
+        closed = super().finish_run(run_id, status, *args, **kwargs)
+        lines = len(kwargs.get("lines", ()))
+        self.calls.append(f"finish {run_id} {status} with {lines} lines: {closed}")
+        return closed
 
 
 @pytest.fixture
@@ -68,7 +70,9 @@ def test_a_stale_run_gets_its_reason_as_last_line_before_it_fails(
     assert (last.seq, last.log_level) == (run.last_seq, "ERROR") == (3, "ERROR")
     assert last.message.startswith("Run failed: the worker stopped sending heartbeats")
     assert last.fields == {"reason": "stale", "janitor": True}
-    assert recording.calls[-2:] == [f"append {run_id}", f"fail {run_id}"]  # line, then status
+    # the line and the status in one compare-and-close, nothing appended on its own
+    assert recording.calls[-1] == f"finish {run_id} failed with 1 lines: True"
+    assert not [call for call in recording.calls if call == f"append {run_id}"][2:]
 
 
 def test_a_run_no_worker_started_is_explained_as_such(recording: RecordingStore) -> None:
@@ -111,16 +115,57 @@ def test_finished_runs_past_retention_are_purged_with_their_lines(
     assert recording.get_run(old) is None and recording.read(old) == []
 
 
-def test_a_stale_run_beyond_the_scan_is_failed_and_explained_after(
+class BeatInBetween(RecordingStore):
+    """The worker's heartbeat lands after the janitor listed the run as stale."""
+
+    def stale_runs(self, *args: Any, **kwargs: Any) -> list[Run]:
+        stale = super().stale_runs(*args, **kwargs)
+        for run in stale:
+            self.heartbeat(run.run_id)
+        return stale
+
+
+def test_a_worker_whose_heartbeat_lands_first_keeps_its_run_and_its_next_seq(
+    tmp_path: Path,
+) -> None:
+    """The status-less race: the janitor judged the run stale, but the worker beat in between.
+    Nothing may be written: the worker's next line keeps its seq, and the run stays alive."""
+    store = BeatInBetween(tmp_path / "store.db")
+    run_id = running_run(store, "working")
+    beat = store.get_run(run_id).heartbeat_at  # type: ignore[union-attr]
+    until(lambda: utcnow() - beat > timedelta(milliseconds=50))  # type: ignore[operator]
+    result = sweep(store, stale_after=0.05, retention_days=30)
+    assert result.failed == []
+    assert store.get_run(run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
+    assert RunLogger(store, run_id).log("INFO", "the worker's own next line") == 2
+    assert [line.message for line in store.read(run_id)] == [
+        "working",
+        "the worker's own next line",
+    ]
+    assert f"finish {run_id} failed with 1 lines: False" in store.calls  # asked, wrote nothing
+
+
+def test_a_stalled_worker_that_wakes_up_after_the_janitor_is_refused(
     recording: RecordingStore,
 ) -> None:
-    run_id = running_run(recording, "working")
-    later = utcnow() + timedelta(minutes=2)
-    assert sweep(recording, stale_after=60, retention_days=30, now=later, scan_limit=0).failed == [
-        run_id
-    ]
-    assert recording.calls[-2:] == [f"fail {run_id}", f"append {run_id}"]
-    assert recording.read(run_id)[-1].message.startswith("Run failed: the worker stopped")
+    """The janitor-versus-stalled-worker race of the Durable Streams issue, with the real
+    logger: whatever a viewer saw before `end` is the whole log, and nothing lands after it."""
+    run = recording.create_run("petstore", "pydantic")
+    claimed = recording.claim_run(run.run_id)
+    assert claimed is not None
+    worker = RunLogger(recording, run.run_id, epoch=claimed.epoch)
+    worker.info("step 1")
+    worker.info("step 2")
+    sweep(recording, stale_after=60, retention_days=30, now=utcnow() + timedelta(minutes=2))
+    ended = recording.get_run(run.run_id)
+    assert ended is not None and ended.status is RunStatus.FAILED and ended.last_seq == 3
+    with pytest.raises(RunFencedError):
+        worker.info("step 3, written by a worker that was only stalled")
+    with pytest.raises(RunFencedError):  # and it stays fenced without asking the store
+        worker.info("step 4")
+    messages = [line.message for line in recording.read(run.run_id)]
+    assert messages[:2] == ["step 1", "step 2"] and len(messages) == 3
+    assert messages[2].startswith("Run failed: the worker stopped sending heartbeats")
 
 
 @pytest.mark.anyio

@@ -137,7 +137,7 @@ def test_one_bad_message_fails_alone(
 class UnreachableStore(SQLiteStore):
     """A real store whose claim fails, as a database that went away would."""
 
-    def start_run(self, run_id: str) -> bool:
+    def claim_run(self, run_id: str, **kwargs: object) -> None:
         raise StoreError("connection refused")
 
 

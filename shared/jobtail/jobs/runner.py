@@ -1,10 +1,15 @@
-"""The job: claim a run, heartbeat, generate with a RunLogger, save the result, finish the run.
+"""The job: claim a run, heartbeat, generate with a RunLogger, save the result, end the run.
 
-Queues deliver at least once, so the claim (``store.start_run``: queued -> running) is what
-makes a run execute at most once: a redelivered message finds the run running or finished and
-does nothing. Whatever happens inside, the run ends: failures become an ERROR line, always the
-last line, and ``finish_run(FAILED, error)``; the logger is closed (every line committed)
-before the status changes, so a viewer that sees the end already has the whole log.
+Queues deliver at least once, so the claim (``store.claim_run``: queued -> running, with a new
+epoch) is what makes a run execute at most once: a redelivered message finds the run running or
+finished and does nothing. Whatever happens inside, the run ends: its last line (success, or the
+error) is committed together with the final status (``RunLogger.finish``), so a viewer that sees
+the end has the whole log. The heartbeat keeps going until that end is stored, and the end is
+retried while the store is down (``end_timeout``), so an outage at the end of a job neither
+loses lines nor gets a finished job taken for a dead one. A writer that was fenced off (the
+janitor closed the run, or a newer claim took it) stops at once and writes nothing more.
+With a ``deadline`` (a Lambda's), the run is closed as failed a margin before it, so viewers get
+their ``end`` at once instead of after the janitor's timeout.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 from ..blobs import BlobNotFoundError, BlobStore
 from ..documents import ParsedUpload, UploadError, parse_document
 from ..logger import MAX_LINE_CHARS, RunLogger
-from ..store.base import LogStore, Run, RunStatus
+from ..store.base import LogStore, Run, RunFencedError, RunStatus, SeqGapError, StoreError
 from ..uploads import UploadNotFoundError, Uploads
 from .generators import (
     GeneratedCode,
@@ -39,24 +44,36 @@ log = logging.getLogger(__name__)
 USER_ERRORS = (UploadNotFoundError, UnknownServiceError, GeneratorError, BlobNotFoundError)
 """Errors whose message alone explains the failure to the user."""
 
+Outcome = tuple[RunStatus, str | None, str, dict[str, Any]]
+"""(status, error, last line, its fields): how a job ended."""
+
 
 class Heartbeat:
-    """Touches the run every ``interval`` seconds from a thread, so the janitor sees it alive."""
+    """Touches the run every ``interval`` seconds from a thread, so the janitor sees it alive.
 
-    def __init__(self, store: LogStore, run_id: str, interval: float) -> None:
+    Stops by itself when the store refuses the writer (``refused``): the run is someone else's.
+    """
+
+    def __init__(
+        self, store: LogStore, run_id: str, interval: float, epoch: int | None = None
+    ) -> None:
         if interval <= 0:
             raise ValueError("heartbeat interval must be positive")
-        self.store, self.run_id, self.interval = store, run_id, interval
+        self.store, self.run_id, self.interval, self.epoch = store, run_id, interval, epoch
         self.beats = 0
+        self.refused: RunFencedError | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.store.heartbeat(self.run_id)
+                self.store.heartbeat(self.run_id, epoch=self.epoch)
                 self.beats += 1
-            except Exception as exc:  # a missed beat is not a failed job
+            except RunFencedError as exc:
+                self.refused = exc
+                return
+            except (StoreError, OSError) as exc:  # a missed beat is not a failed job
                 log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
 
     def __enter__(self) -> Heartbeat:
@@ -78,11 +95,15 @@ def run_job(
     heartbeat_interval: float = 5.0,
     max_line_chars: int = MAX_LINE_CHARS,
     max_lines: int | None = None,
+    end_timeout: float = 120.0,
+    deadline: float | None = None,
+    deadline_margin: float = 5.0,
 ) -> RunStatus:
     """Run one queued run to its end and return its final status; never raises for the job.
 
     A run that is not queued (a redelivery) is left alone and its current status returned;
     FAILED for an unknown run; QUEUED if the store could not be reached to claim it (retry).
+    ``deadline`` is a ``time.monotonic()`` instant the worker must be done by.
     """
     if heartbeat_interval <= 0:
         raise ValueError("heartbeat_interval must be positive")
@@ -93,54 +114,83 @@ def run_job(
         store,
         run_id,
         start_seq=claimed.last_seq,
+        epoch=claimed.epoch,
         max_line_chars=max_line_chars,
         max_lines=max_lines,
     )
-    outcome: tuple[RunStatus, str | None] = (RunStatus.FAILED, "the worker was interrupted")
+    job = _Job(claimed, logger, uploads, blobs, registry)
+    with Heartbeat(store, run_id, heartbeat_interval, epoch=claimed.epoch):
+        try:
+            outcome = _execute(job, deadline, deadline_margin)
+        except BaseException:  # KeyboardInterrupt, SystemExit: end the run, then go
+            _end(
+                logger,
+                (
+                    RunStatus.FAILED,
+                    "the worker was interrupted",
+                    "Run failed: the worker was interrupted",
+                    {},
+                ),
+                end_timeout=1.0,
+            )
+            raise
+        if outcome is None:  # fenced off: the run is someone else's now
+            return _current_status(store, run_id)
+        return _end(logger, outcome, end_timeout=end_timeout)
+
+
+def _execute(job: _Job, deadline: float | None, margin: float) -> Outcome | None:
+    """The job's outcome; with a deadline, the job runs in a thread we stop waiting for."""
+    if deadline is None:
+        return job.execute()
+    result: list[Outcome | None] = []
+    thread = threading.Thread(
+        target=lambda: result.append(job.execute()), name=f"job-{job.run.run_id}", daemon=True
+    )
+    thread.start()
+    budget = deadline - margin - time.monotonic()
+    thread.join(timeout=max(0.0, budget))
+    if result:
+        return result[0]
+    seconds = max(0.0, deadline - job.started_monotonic)
+    message = f"worker timeout ({seconds:.0f} s)"
+    # the job thread may still log: its next line is refused once this end is stored
+    return RunStatus.FAILED, message, f"Run failed: {message}", {"error": "WorkerTimeout"}
+
+
+def _end(logger: RunLogger, outcome: Outcome, *, end_timeout: float) -> RunStatus:
+    status, error, message, fields = outcome
     try:
-        with Heartbeat(store, run_id, heartbeat_interval):
-            outcome = _Job(claimed, logger, uploads, blobs, registry).execute()
-    except BaseException:
-        _closing_line(logger, "ERROR", "Run failed: the worker was interrupted")
-        raise
-    finally:
-        logger.close()
-        _finish(store, run_id, *outcome)
-    return outcome[0]
+        if not logger.finish(status, message, error=error, fields=fields, timeout=end_timeout):
+            log.error("run %s: could not store its end; the janitor will close it", logger.run_id)
+    except (RunFencedError, SeqGapError) as exc:
+        log.warning("run %s: ended by someone else (%s)", logger.run_id, exc)
+        return _current_status(logger.store, logger.run_id)
+    return status
+
+
+def _current_status(store: LogStore, run_id: str) -> RunStatus:
+    try:
+        run = store.get_run(run_id)
+    except StoreError:
+        return RunStatus.FAILED
+    return run.status if run is not None else RunStatus.FAILED
 
 
 def _claim(store: LogStore, run_id: str) -> Run | RunStatus:
     try:
-        run = store.get_run(run_id)
-        if run is None:
-            log.warning("run %s does not exist: nothing to do", run_id)
-            return RunStatus.FAILED
-        if store.start_run(run_id):
+        run = store.claim_run(run_id)
+        if run is not None:
             return run
         current = store.get_run(run_id)
-    except Exception:
+    except (StoreError, OSError):
         log.exception("run %s: cannot claim it; leaving it queued", run_id)
         return RunStatus.QUEUED
-    status = current.status if current else RunStatus.FAILED
-    log.info("run %s is already %s: not running it again", run_id, status)
-    return status
-
-
-def _finish(store: LogStore, run_id: str, status: RunStatus, error: str | None) -> None:
-    try:
-        store.finish_run(run_id, status, error)
-    except Exception:  # the janitor fails it once the heartbeat goes stale
-        log.exception("run %s: cannot record its end (%s)", run_id, status)
-
-
-def _closing_line(logger: RunLogger, level: str, message: str, **fields: Any) -> None:
-    """Write the run's last line even when the per-run line cap was reached."""
-    if logger.log(level, message, **fields) is None and logger.close():
-        extra = RunLogger(
-            logger.store, logger.run_id, start_seq=logger.seq, max_line_chars=logger.max_line_chars
-        )
-        extra.log(level, message, **fields)
-        extra.close()
+    if current is None:
+        log.warning("run %s does not exist: nothing to do", run_id)
+        return RunStatus.FAILED
+    log.info("run %s is already %s: not running it again", run_id, current.status)
+    return current.status
 
 
 def describe_error(exc: BaseException) -> str:
@@ -205,19 +255,30 @@ class _Job:
         self.run, self.log = run, logger
         self.uploads, self.blobs, self.registry = uploads, blobs, registry
         self.started = time.perf_counter()
+        self.started_monotonic = time.monotonic()
 
-    def execute(self) -> tuple[RunStatus, str | None]:
+    def execute(self) -> Outcome | None:
+        """How the job ended, or None if the run refused this writer (nothing more to say)."""
         try:
             info = self._steps()
+        except (RunFencedError, SeqGapError) as exc:
+            log.warning("run %s: this worker was fenced off (%s); stopping", self.run.run_id, exc)
+            return None
         except Exception as exc:
             message = describe_error(exc)
-            self.log.debug(f"Traceback:\n{traceback.format_exc().rstrip()}")
-            _closing_line(self.log, "ERROR", f"Run failed: {message}", error=type(exc).__name__)
-            return RunStatus.FAILED, message
+            try:
+                self.log.debug(f"Traceback:\n{traceback.format_exc().rstrip()}")
+            except (RunFencedError, SeqGapError):
+                return None
+            return (
+                RunStatus.FAILED,
+                message,
+                f"Run failed: {message}",
+                {"error": type(exc).__name__},
+            )
         seconds = time.perf_counter() - self.started
         text = f"Run succeeded in {seconds:.2f} s: {info.filename}, {info.lines:,} lines"
-        _closing_line(self.log, "INFO", text, seconds=round(seconds, 3))
-        return RunStatus.SUCCEEDED, None
+        return RunStatus.SUCCEEDED, None, text, {"seconds": round(seconds, 3)}
 
     def _steps(self) -> ResultInfo:
         run = self.run

@@ -1,0 +1,172 @@
+"""How a run ends when things go wrong at its end: a store outage, a deadline, a janitor that
+closed the run under a stalled worker. Real SQLite, the real runner, a gated plug-in job."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobtail.janitor import sweep
+from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
+from jobtail.jobs.runner import run_job
+from jobtail.logger import RunLogger
+from jobtail.store.base import LogLine, RunStatus, StoreError, utcnow
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.uploads import ParsedUpload
+
+Run = Callable[..., RunStatus]
+
+
+class OutageStore(SQLiteStore):
+    """A real SQLite store that can go down for writes (a full disk, a database restart)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.down = threading.Event()
+        self.refused_ends = 0
+
+    def _check(self) -> None:
+        if self.down.is_set():
+            raise StoreError("disk I/O error")
+
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        self._check()
+        return super().append(run_id, lines, epoch=epoch)
+
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        self._check()
+        super().heartbeat(run_id, epoch=epoch)
+
+    def finish_run(self, run_id: str, status: RunStatus, *args: Any, **kwargs: Any) -> bool:
+        if self.down.is_set():
+            self.refused_ends += 1
+        self._check()
+        return super().finish_run(run_id, status, *args, **kwargs)
+
+
+class Scripted(Generator):
+    """Logs, waits for the test at a gate, logs again, returns code; ``done`` when it returns
+    or is refused."""
+
+    name = "scripted"
+    description = "logs around a gate"
+    import_check = False
+
+    def __init__(self, before_gate: Callable[[], None] = lambda: None) -> None:
+        self.at_gate = threading.Event()
+        self.gate = threading.Event()
+        self.done = threading.Event()
+        self.before_gate = before_gate
+        self.raised: list[BaseException] = []
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        try:
+            log.info("before the gate")
+            self.before_gate()
+            log.info("still before the gate")
+            self.at_gate.set()
+            if not self.gate.wait(timeout=30):
+                raise TimeoutError("the test never opened the gate")
+            log.info("after the gate")
+            return GeneratedCode("X = 1\n", "x.py")
+        except BaseException as exc:
+            self.raised.append(exc)
+            raise
+        finally:
+            self.done.set()
+
+
+@pytest.fixture
+def outage_store(tmp_path: Path) -> OutageStore:
+    return OutageStore(tmp_path / "outage.db")
+
+
+def start(run: Run, run_id: str, **options: object) -> tuple[threading.Thread, list[RunStatus]]:
+    results: list[RunStatus] = []
+    worker = threading.Thread(target=lambda: results.append(run(run_id, **options)), daemon=True)
+    worker.start()
+    return worker, results
+
+
+def test_an_outage_across_the_end_loses_no_line_and_keeps_the_success(
+    outage_store: OutageStore,
+    uploads: Any,
+    blobs: Any,
+    registry: GeneratorRegistry,
+    wait_until: Callable[..., bool],
+) -> None:
+    """The store goes down mid-job and stays down past its end (two refused ends): every line
+    is kept in order and lands, the last line is the success, and the run ends succeeded."""
+    job = registry.register(Scripted(before_gate=lambda: outage_store.down.set()))
+    assert isinstance(job, Scripted)
+    created = outage_store.create_run("petstore", "scripted")
+    results: list[RunStatus] = []
+
+    def work() -> None:
+        options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+        results.append(run_job(created.run_id, store=outage_store, **options))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    assert job.at_gate.wait(timeout=10)
+    job.gate.set()
+    assert wait_until(lambda: outage_store.refused_ends >= 2, timeout=20)
+    outage_store.down.clear()
+    worker.join(timeout=30)
+    assert results == [RunStatus.SUCCEEDED]
+    run = outage_store.get_run(created.run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    lines = outage_store.read(created.run_id, limit=1000)
+    assert [line.seq for line in lines] == list(range(1, run.last_seq + 1))
+    messages = [line.message for line in lines]
+    for expected in ("before the gate", "still before the gate", "after the gate"):
+        assert messages.count(expected) == 1
+    assert messages[-1].startswith("Run succeeded")
+
+
+def test_a_deadline_closes_the_run_failed_and_the_late_job_is_refused(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    worker, results = start(
+        run, created.run_id, deadline=time.monotonic() + 1.0, deadline_margin=0.2
+    )
+    worker.join(timeout=10)  # returns at the deadline while the job still waits at its gate
+    assert results == [RunStatus.FAILED]
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.status is RunStatus.FAILED
+    assert ended.error is not None and ended.error.startswith("worker timeout (")
+    last = store.read(created.run_id)[-1]
+    assert last.message.startswith("Run failed: worker timeout (") and last.log_level == "ERROR"
+    job.gate.set()
+    assert job.done.wait(timeout=10)
+    assert [type(exc).__name__ for exc in job.raised] == ["RunFencedError"]
+    assert store.read(created.run_id)[-1] == last  # nothing after the end
+    assert store.get_run(created.run_id).last_seq == ended.last_seq  # type: ignore[union-attr]
+
+
+def test_a_worker_stalled_past_the_janitor_stops_and_writes_nothing_after_the_end(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    worker, results = start(run, created.run_id, heartbeat_interval=3600)
+    assert job.at_gate.wait(timeout=10)
+    result = sweep(store, stale_after=60, retention_days=1, now=utcnow() + timedelta(minutes=5))
+    assert result.failed == [created.run_id]
+    seen_at_end = store.read(created.run_id, limit=1000)
+    job.gate.set()  # the stalled worker resumes
+    worker.join(timeout=10)
+    assert results == [RunStatus.FAILED]
+    assert store.read(created.run_id, limit=1000) == seen_at_end
+    assert seen_at_end[-1].message.startswith("Run failed: the worker stopped sending heartbeats")
+    assert not [line for line in seen_at_end if line.message.startswith("Run succeeded")]
