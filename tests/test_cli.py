@@ -21,6 +21,7 @@ from click.testing import CliRunner
 
 from jobtail.cli import main
 from jobtail.services import Services
+from jobtail.store.migrate import MIGRATIONS_DIR
 from jobtail.web.app import create_app
 
 from .conftest import ServerThread, free_port
@@ -452,7 +453,8 @@ def test_levels_are_coloured_on_a_terminal_only(
 def test_migrate_is_safe_twice_and_names_bad_urls(pg_cluster: PgCluster) -> None:
     url = pg_cluster.url(pg_cluster.create_database())
     code, out, err = run_cli("migrate", url)
-    assert code == 0 and "applied 3 migration(s)" in out, err
+    files = len(list(MIGRATIONS_DIR.glob("*.sql")))
+    assert code == 0 and f"applied {files} migration(s)" in out, err
     code, out, _ = run_cli("migrate", url)
     assert code == 0 and "applied 0 migration(s)" in out
     code, _, err = run_cli("migrate", "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
