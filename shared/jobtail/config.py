@@ -47,6 +47,8 @@ class Settings(BaseSettings):
         None, ge=65_536, description="bytes an SSE response may carry before it ends with retry:"
     )
     retry_ms: int = Field(1000, ge=0, description="retry: hint sent when a window closes")
+    long_poll_seconds: float = Field(20.0, gt=0, description="Durable Streams long-poll wait")
+    sse_seconds: float = Field(60.0, gt=0, description="Durable Streams SSE connection length")
     max_line_chars: int = Field(65_536, ge=256)
     max_lines: int = Field(1_000_000, ge=10)
     max_upload_bytes: int = Field(1_048_576, ge=1024)

@@ -16,7 +16,7 @@ from ..services import Services
 from ..tail import Tailer
 from . import errors
 from .deps import StreamGate
-from .routes import logs, pages, recent, runs, uploads
+from .routes import logs, pages, recent, runs, streams, uploads
 
 log = logging.getLogger(__name__)
 
@@ -56,4 +56,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     for module in (pages, uploads, runs, logs, recent):
         app.include_router(module.router)
+    app.include_router(streams.router(services))  # Durable Streams under /v1/stream/
     return app

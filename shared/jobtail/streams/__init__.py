@@ -1,0 +1,60 @@
+"""Durable Streams: generic append-only streams in the log store's database, and each run's
+log readable as a JSON-mode stream. ``base`` is the protocol, one module per backend,
+``runs`` the run-log adapter, ``service`` what the HTTP layer calls."""
+
+from __future__ import annotations
+
+from ..store import LogStore
+from .base import (
+    Appended,
+    AppendRequest,
+    Chunk,
+    Created,
+    CreateRequest,
+    Expiry,
+    Producer,
+    SequenceGapError,
+    StaleEpochError,
+    StreamClosedError,
+    StreamConflict,
+    StreamError,
+    StreamGone,
+    StreamInvalid,
+    StreamMeta,
+    StreamNotFound,
+    StreamStore,
+    StreamUnsupported,
+    format_offset,
+    is_json,
+    is_text,
+    parse_offset,
+)
+from .service import Streams, next_cursor
+
+__all__ = [
+    "AppendRequest", "Appended", "Chunk", "CreateRequest", "Created", "Expiry", "Producer",
+    "SequenceGapError", "StaleEpochError", "StreamClosedError", "StreamConflict", "StreamError",
+    "StreamGone", "StreamInvalid", "StreamMeta", "StreamNotFound", "StreamStore",
+    "StreamUnsupported", "Streams", "format_offset", "is_json", "is_text", "next_cursor",
+    "open_streams", "parse_offset",
+]  # fmt: skip
+
+
+def open_streams(store: LogStore) -> StreamStore | None:
+    """Generic stream storage beside a log store, in the same database; ``None`` where there is
+    none yet (Supabase: run logs are still readable as streams)."""
+    from ..store.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        from .sqlite import SQLiteStreams
+
+        return SQLiteStreams.from_store(store)
+    try:
+        from ..store.postgres import PostgresStore
+    except ImportError:
+        return None
+    if isinstance(store, PostgresStore):
+        from .postgres import PostgresStreams
+
+        return PostgresStreams.from_store(store)
+    return None

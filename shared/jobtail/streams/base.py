@@ -1,0 +1,245 @@
+"""Durable Streams storage: the protocol every backend implements, and its small value types.
+
+A stream (PROTOCOL.md of durable-streams/durable-streams) is an append-only sequence addressed
+by path. Positions are counted in *units*: bytes for byte streams, messages for JSON streams
+(``application/json``), so a fork's sub-offset is just more units. Offsets are those counts,
+zero-padded (``format_offset``): opaque to clients, sortable, never ``-1`` or ``now``.
+
+Errors are exceptions the HTTP layer maps onto status codes; the core knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..store.base import ListenerSet
+
+_OFFSET = re.compile(r"^0{16}_([0-9]{16})$")
+MAX_SAFE_INT = 2**53 - 1
+
+
+def format_offset(units: int) -> str:
+    """``0000000000000000_<units, 16 digits>``: the first field is reserved (always zero)."""
+    return f"{0:016d}_{units:016d}"
+
+
+def parse_offset(text: str) -> int:
+    """Units before an offset; ``-1`` is the start. ``now`` is handled by callers."""
+    if text == "-1":
+        return 0
+    found = _OFFSET.match(text)
+    if found is None:
+        raise StreamInvalid(f"malformed offset {text!r}: use -1, now or a Stream-Next-Offset")
+    return int(found.group(1))
+
+
+def media_type(content_type: str) -> str:
+    """``Text/Plain; charset=utf-8`` -> ``text/plain``: what content types are compared by."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    return media_type(content_type) == "application/json"
+
+
+def is_text(content_type: str) -> bool:
+    return is_json(content_type) or media_type(content_type).startswith("text/")
+
+
+class StreamError(Exception):
+    """Base of every refusal; the message says what is wrong."""
+
+
+class StreamInvalid(StreamError):
+    """Malformed request (400)."""
+
+
+class StreamNotFound(StreamError):
+    """No such stream, or it expired (404)."""
+
+
+class StreamGone(StreamError):
+    """Soft-deleted: kept only for its forks (410)."""
+
+
+class StreamConflict(StreamError):
+    """Exists with another configuration, content type mismatch, Stream-Seq regression (409)."""
+
+
+@dataclass
+class StreamClosedError(StreamError):
+    """Append to a closed stream (409 with ``Stream-Closed: true``)."""
+
+    next_offset: str
+
+    def __str__(self) -> str:
+        return "stream is closed: no further appends"
+
+
+@dataclass
+class StaleEpochError(StreamError):
+    """A producer epoch older than the stream's (403): the writer was fenced."""
+
+    epoch: int
+
+    def __str__(self) -> str:
+        return f"producer epoch is stale: the current epoch is {self.epoch}"
+
+
+@dataclass
+class SequenceGapError(StreamError):
+    """A producer sequence number beyond the next expected one (409)."""
+
+    expected: int
+    received: int
+
+    def __str__(self) -> str:
+        return f"producer sequence gap: expected {self.expected}, received {self.received}"
+
+
+class StreamUnsupported(StreamError):
+    """This stream does not accept the operation (405)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Producer:
+    """An idempotent producer's request: ``Producer-Id``/``-Epoch``/``-Seq``."""
+
+    id: str
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """A sliding TTL (seconds, reset by reads and writes) or an absolute deadline, or neither."""
+
+    ttl: int | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMeta:
+    """What HEAD reports, and what every response derives its headers from."""
+
+    stream_id: str
+    content_type: str
+    tail: int
+    closed: bool
+    expiry: Expiry = Expiry()
+
+    @property
+    def json(self) -> bool:
+        return is_json(self.content_type)
+
+    @property
+    def next_offset(self) -> str:
+        return format_offset(self.tail)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    meta: StreamMeta
+    created: bool  # False: it already existed with the same configuration
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    meta: StreamMeta
+    duplicate: bool = False  # an idempotent retry: nothing was written
+    producer: Producer | None = None  # echoed: epoch and the highest accepted seq
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Data read from ``start`` to ``stop`` (units): bytes, or JSON message texts."""
+
+    meta: StreamMeta
+    start: int
+    stop: int
+    data: bytes = b""
+    messages: tuple[str, ...] = ()
+
+    @property
+    def next_offset(self) -> str:
+        return format_offset(self.stop)
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.stop >= self.meta.tail
+
+    @property
+    def closed(self) -> bool:
+        """EOF: the stream is closed and this read reached its final offset."""
+        return self.meta.closed and self.up_to_date
+
+    @property
+    def empty(self) -> bool:
+        return self.stop == self.start
+
+    def body(self) -> bytes:
+        if self.meta.json:
+            return ("[" + ",".join(self.messages) + "]").encode()
+        return self.data
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    content_type: str | None = None
+    expiry: Expiry = Expiry()
+    closed: bool = False
+    body: bytes = b""
+    fork_from: str | None = None
+    fork_offset: str | None = None
+    fork_sub_offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    body: bytes = b""
+    content_type: str | None = None
+    close: bool = False
+    producer: Producer | None = None
+    stream_seq: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StreamStore(ABC):
+    """Durable streams by path. Thread-safe and synchronous; async callers use a thread."""
+
+    #: seconds between checks for writes a wake-up cannot announce (other processes)
+    poll_interval: float = 0.1
+    #: catch-up reads return about this many bytes at most (at least one stored unit)
+    max_read_bytes: int = 1 << 20
+
+    def __init__(self) -> None:
+        self.listeners = ListenerSet()
+
+    @abstractmethod
+    def create(self, path: str, request: CreateRequest) -> Created:
+        """Create (or confirm, with the same configuration) a stream, or a fork of another."""
+
+    @abstractmethod
+    def append(self, path: str, request: AppendRequest) -> Appended:
+        """Append (and/or close), validating producer and Stream-Seq in the same transaction."""
+
+    @abstractmethod
+    def delete(self, path: str) -> None:
+        """Delete; a stream with forks is soft-deleted (410 from then on) until they go."""
+
+    @abstractmethod
+    def head(self, path: str) -> StreamMeta:
+        """Metadata; does not reset a sliding TTL."""
+
+    @abstractmethod
+    def read(self, path: str, offset: int | None) -> Chunk:
+        """Data from ``offset`` (units; ``None`` = the tail, for ``offset=now``)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,155 @@
+"""``Streams``: what the HTTP layer calls. Routes a path to generic storage or to a run's log,
+runs the blocking store calls in threads, and waits for data (long-poll, SSE) on in-process
+wake-ups with polling as the fallback for writers in other processes.
+
+Cursors (§10.1): the number of 20-second intervals since 2024-10-09 UTC; when a client echoes a
+cursor that is not behind the clock, the answer jumps ahead by a random 1..180 intervals, so a
+cached empty answer can never be served in a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import anyio.to_thread
+
+from ..store import LogStore
+from ..store.base import ListenerSet
+from .base import (
+    Appended,
+    AppendRequest,
+    Chunk,
+    Created,
+    CreateRequest,
+    StreamMeta,
+    StreamStore,
+    StreamUnsupported,
+)
+from .runs import RunStreams, is_run_path
+
+CURSOR_EPOCH = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
+CURSOR_INTERVAL = 20.0
+T = TypeVar("T")
+
+
+def next_cursor(client: str | None, now: float | None = None) -> str:
+    current = int(((now or time.time()) - CURSOR_EPOCH) // CURSOR_INTERVAL)
+    if client is not None and client.isdigit() and int(client) >= current:
+        return str(int(client) + 1 + secrets.randbelow(180))
+    return str(current)
+
+
+@dataclass
+class Streams:
+    """Generic streams and run logs under one path space; ``runs/...`` is the run logs'."""
+
+    streams: StreamStore | None
+    runs: RunStreams
+    long_poll_seconds: float = 20.0
+    sse_seconds: float = 60.0
+    listeners: ListenerSet = field(default_factory=ListenerSet)
+
+    @classmethod
+    def over(
+        cls,
+        store: LogStore,
+        streams: StreamStore | None,
+        long_poll_seconds: float = 20.0,
+        sse_seconds: float = 60.0,
+    ) -> Streams:
+        return cls(streams, RunStreams(store), long_poll_seconds, sse_seconds)
+
+    def generic(self) -> StreamStore:
+        if self.streams is None:
+            raise StreamUnsupported("this store keeps no generic streams (only runs/...)")
+        return self.streams
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams.close()
+
+    @staticmethod
+    async def _call(fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn)
+
+    # -- writes: generic streams only -------------------------------------------------------
+    async def create(self, path: str, request: CreateRequest) -> Created:
+        store = self._writable(path)
+        return await self._call(lambda: store.create(path, request))
+
+    async def append(self, path: str, request: AppendRequest) -> Appended:
+        store = self._writable(path)
+        return await self._call(lambda: store.append(path, request))
+
+    async def delete(self, path: str) -> None:
+        store = self._writable(path)
+        await self._call(lambda: store.delete(path))
+
+    def _writable(self, path: str) -> StreamStore:
+        if is_run_path(path):
+            self.runs.write(path)
+        return self.generic()
+
+    # -- reads ------------------------------------------------------------------------------
+    async def head(self, path: str) -> StreamMeta:
+        if is_run_path(path):
+            return await self._call(lambda: self.runs.head(path))
+        store = self.generic()
+        return await self._call(lambda: store.head(path))
+
+    async def read(self, path: str, offset: int | None) -> Chunk:
+        if is_run_path(path):
+            return await self._call(lambda: self.runs.read(path, offset))
+        store = self.generic()
+        return await self._call(lambda: store.read(path, offset))
+
+    async def wait_read(self, path: str, offset: int | None, timeout: float) -> Chunk:
+        """Read; while there is nothing new and the stream is open, wait up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        changed = asyncio.Event()
+        remove = self._watch(path, changed)
+        try:
+            chunk = await self.read(path, offset)
+            start = chunk.start
+            while chunk.empty and not chunk.meta.closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    poll = self._poll_interval(path)
+                    await asyncio.wait_for(changed.wait(), min(remaining, poll))
+                except TimeoutError:
+                    pass
+                changed.clear()
+                chunk = await self.read(path, start)
+            return chunk
+        finally:
+            remove()
+
+    def _poll_interval(self, path: str) -> float:
+        if is_run_path(path) or self.streams is None:
+            return self.runs.store.poll_interval
+        return self.streams.poll_interval
+
+    def _watch(self, path: str, changed: asyncio.Event) -> Callable[[], None]:
+        """Set ``changed`` when this process changes the stream (or the run behind it)."""
+        loop = asyncio.get_running_loop()
+        key = path
+        listeners = self.streams.listeners if self.streams is not None else self.listeners
+        if is_run_path(path):
+            key = path[len("runs/") :]
+            listeners = self.runs.store.listeners
+            if "/" in key:  # by (upload, service): any change may be its latest run's
+                key = ""
+
+        def wake(changed_key: str) -> None:
+            if not key or changed_key == key:
+                loop.call_soon_threadsafe(changed.set)
+
+        return listeners.add(wake)

@@ -1,0 +1,112 @@
+"""Streams in SQLite: the same database file as the log store (WAL, one connection per thread).
+
+``BEGIN IMMEDIATE`` takes SQLite's single write lock, which serializes every append, so per
+``(stream, producer)`` as the protocol requires. Readers in other processes learn of appends by
+polling (``poll_interval``); writers in this process wake them at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..store.sqlite import SQLiteStore
+from .base import StreamError
+from .sql import SqlStreamStore, Tx
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    stream_id    TEXT PRIMARY KEY,
+    path         TEXT NOT NULL UNIQUE,
+    content_type TEXT NOT NULL,
+    ttl          INTEGER,
+    expires_at   REAL,
+    touched_at   REAL NOT NULL,
+    tail         INTEGER NOT NULL,
+    closed       INTEGER NOT NULL DEFAULT 0,
+    closed_by    TEXT,
+    stream_seq   TEXT,
+    fork_of      TEXT REFERENCES streams (stream_id),
+    fork_offset  INTEGER,
+    forks        INTEGER NOT NULL DEFAULT 0,
+    deleted      INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS streams_chunks (
+    stream_id TEXT NOT NULL,
+    start     INTEGER NOT NULL,
+    stop      INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (stream_id, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streams_producers (
+    stream_id   TEXT NOT NULL,
+    producer_id TEXT NOT NULL,
+    epoch       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    PRIMARY KEY (stream_id, producer_id)
+) WITHOUT ROWID;
+"""
+
+
+class SQLiteStreams(SqlStreamStore):
+    """Streams in a SQLite file; ``from_store`` shares the log store's file and settings."""
+
+    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
+        super().__init__()
+        self.path = str(path)
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._db().executescript(SCHEMA)
+
+    @classmethod
+    def from_store(cls, store: SQLiteStore) -> SQLiteStreams:
+        return cls(store.path, store.synchronous)
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StreamError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA busy_timeout=10000")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _read_tx(self) -> Iterator[Tx]:
+        db = self._db()
+        db.execute("BEGIN")  # a snapshot: the stream row and its data agree
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")  # keeps the removal of an expired stream found on the way
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
