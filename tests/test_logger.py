@@ -311,3 +311,28 @@ def test_finish_waits_out_an_outage_and_ends_with_every_line(tmp_path: Path) -> 
     assert late.finish(RunStatus.FAILED, "gave up", timeout=0.0) is False
     assert late.pending == 1  # kept, not dropped: the janitor ends the run if it never lands
     store.close()
+
+
+def test_a_write_the_database_refuses_keeps_the_line_pending(sqlite_store: SQLiteStore) -> None:
+    """A trigger that aborts stands in for a full disk: the failed INSERT is a StoreError, never
+    reported as committed, and the line lands once the database takes writes again."""
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, retry_delays=(0.0,), sleep=lambda _: None)
+    db = sqlite_store._db()
+    db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON runs_logs BEGIN SELECT RAISE(ABORT, 'disk full');"
+        " END"
+    )
+    with pytest.raises(StoreError, match="disk full"):
+        sqlite_store.append(run.run_id, [LogLine(1, utcnow(), "INFO", "x")])
+    logger.info("refused for now")
+    logger.info("and this one")
+    assert logger.pending == 2 and sqlite_store.read(run.run_id) == []
+    db.execute("DROP TRIGGER refuse")
+    logger.info("taken")
+    assert logger.pending == 0
+    assert [x.message for x in sqlite_store.read(run.run_id)] == [
+        "refused for now",
+        "and this one",
+        "taken",
+    ]

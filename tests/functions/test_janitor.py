@@ -210,3 +210,16 @@ def test_the_scheduled_event_runs_a_sweep(
     answer = load_handler("janitor").handler(load_event("janitor-schedule"), context)
     assert answer == {"failed": [run_id], "purged": 0}
     assert store.get_run(run_id).status is RunStatus.FAILED  # type: ignore[union-attr]
+
+
+def test_staleness_is_judged_by_the_heartbeat_not_the_age(recording: RecordingStore) -> None:
+    """A long job created two hours ago with a fresh heartbeat is alive."""
+    run_id = running_run(recording, "a long job")
+    two_hours_ago = (utcnow() - timedelta(hours=2)).isoformat()
+    recording._db().execute(
+        "UPDATE runs SET created_at = ?, started_at = ? WHERE run_id = ?",
+        (two_hours_ago, two_hours_ago, run_id),
+    )
+    recording.heartbeat(run_id)
+    assert sweep(recording, stale_after=60, retention_days=30).failed == []
+    assert recording.get_run(run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
