@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -33,6 +33,7 @@ from .store.base import (
     normalize_level,
     utcnow,
 )
+from .tracebacks import format_exception
 
 MAX_LINE_CHARS = 65_536
 """Longer messages (and string fields) are cut to this many characters and marked."""
@@ -148,10 +149,10 @@ class RunLogger:
         self.log("CRITICAL", message, **fields)
 
     def exception(self, message: str, **fields: Any) -> None:
-        """ERROR line carrying the current exception's traceback."""
-        detail = traceback.format_exc()
-        if detail and detail.strip() != "NoneType: None":
-            message = f"{message}\n{detail.rstrip()}"
+        """ERROR line carrying the current exception's traceback (server paths shortened)."""
+        current = sys.exception()
+        if current is not None:
+            message = f"{message}\n{format_exception(current)}"
         self.log("ERROR", message, **fields)
 
     def progress(self, pct: float, message: str = "", **fields: Any) -> None:
@@ -333,9 +334,8 @@ class RunLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = _message(record)
-            if record.exc_info:
-                detail = logging.Formatter().formatException(record.exc_info)
-                message = f"{message}\n{detail.rstrip()}"
+            if record.exc_info and record.exc_info[1] is not None:
+                message = f"{message}\n{format_exception(record.exc_info[1])}"
             fields: dict[str, Any] = {"logger": record.name}
             extra = getattr(record, "fields", None)
             if isinstance(extra, dict):

@@ -3,6 +3,7 @@ closed the run under a stalled worker. Real SQLite, the real runner, a gated plu
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -170,3 +171,30 @@ def test_a_worker_stalled_past_the_janitor_stops_and_writes_nothing_after_the_en
     assert store.read(created.run_id, limit=1000) == seen_at_end
     assert seen_at_end[-1].message.startswith("Run failed: the worker stopped sending heartbeats")
     assert not [line for line in seen_at_end if line.message.startswith("Run succeeded")]
+
+
+class Crashes(Generator):
+    name = "crashes"
+    description = "fails deep in a library"
+    import_check = False
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        import json
+
+        json.loads(f"{{not json from {Path.cwd() / 'secret.json'}")
+        raise AssertionError("unreachable")
+
+
+def test_a_failed_run_shows_its_error_last_and_no_server_path(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    registry.register(Crashes())
+    created = store.create_run("petstore", "crashes")
+    assert run(created.run_id) is RunStatus.FAILED
+    lines = store.read(created.run_id, limit=1000)
+    assert lines[-1].log_level == "ERROR" and lines[-1].message.startswith("Run failed: JSON")
+    traceback_line = next(line for line in lines if line.message.startswith("Traceback:"))
+    assert 'File "json/decoder.py"' in traceback_line.message
+    everything = "\n".join(line.message for line in lines)
+    for secret in (str(Path.cwd()), sys.prefix, str(Path(__file__).resolve().parents[2])):
+        assert secret not in everything

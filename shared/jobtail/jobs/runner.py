@@ -19,7 +19,6 @@ import secrets
 import sys
 import threading
 import time
-import traceback
 import types
 from typing import Any
 
@@ -27,6 +26,7 @@ from ..blobs import BlobNotFoundError, BlobStore
 from ..documents import ParsedUpload, UploadError, parse_document
 from ..logger import MAX_LINE_CHARS, RunLogger
 from ..store.base import LogStore, Run, RunFencedError, RunStatus, SeqGapError, StoreError
+from ..tracebacks import format_exception, shorten_paths
 from ..uploads import UploadNotFoundError, Uploads
 from .generators import (
     GeneratedCode,
@@ -196,10 +196,10 @@ def _claim(store: LogStore, run_id: str) -> Run | RunStatus:
 def describe_error(exc: BaseException) -> str:
     """The run's error text: the message alone for errors meant for users."""
     if isinstance(exc, UploadError):
-        return f"the upload is not usable: {exc}"
+        return shorten_paths(f"the upload is not usable: {exc}")
     if isinstance(exc, USER_ERRORS):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+        return shorten_paths(str(exc))
+    return shorten_paths(f"{type(exc).__name__}: {exc}")
 
 
 def describe_schema(schema: Any) -> str:
@@ -267,7 +267,7 @@ class _Job:
         except Exception as exc:
             message = describe_error(exc)
             try:
-                self.log.debug(f"Traceback:\n{traceback.format_exc().rstrip()}")
+                self.log.debug(f"Traceback:\n{format_exception(exc)}")
             except (RunFencedError, SeqGapError):
                 return None
             return (
