@@ -16,6 +16,7 @@ from jobtail.services import Services
 from jobtail.web.app import create_app
 
 from .conftest import ServerThread
+from .embed.hostapp import PREFIX, USER_HEADER, host_app
 from .scripted import ScriptedGenerator, make_services
 from .waiting import wait_for as until
 
@@ -24,12 +25,20 @@ KEY = "/runs/petstore/scripted"
 
 class Env:
     def __init__(
-        self, services: Services, generator: ScriptedGenerator, server: ServerThread
+        self,
+        services: Services,
+        generator: ScriptedGenerator,
+        server: ServerThread,
+        prefix: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.services = services
         self.generator = generator
         self.server = server
-        self.client = httpx.Client(base_url=server.url, timeout=httpx.Timeout(10, read=30))
+        self.prefix = prefix  # "" for jobtail's own app, else where a host app mounted it
+        self.client = httpx.Client(
+            base_url=server.url + prefix, timeout=httpx.Timeout(10, read=30), headers=headers
+        )
 
     def generate(self, key: str = KEY) -> dict[str, Any]:
         response = self.client.post(f"{key}/generate")
@@ -44,19 +53,30 @@ class Env:
         return self.client.get(f"{key}/logs/final", params=params).json()["logs"]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        "sqlite-host-app",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
 def env(
     request: pytest.FixtureRequest, tmp_path: Path, serve: Callable[[object], ServerThread]
 ) -> Iterator[Env]:
-    """The app over each store the embedded slice and production use, behind real uvicorn."""
+    """The app over each store the embedded slice and production use, behind real uvicorn;
+    and jobtail's router mounted under a prefix in a host app with its own auth."""
     store = None
     if request.param == "postgres":
         from jobtail.store.postgres import PostgresStore
 
         store = PostgresStore(request.getfixturevalue("pg_url"))
     services, generator = make_services(tmp_path, store, ping_seconds=0.2)
-    server = serve(create_app(services=services))
-    environment = Env(services, generator, server)
+    if request.param.endswith("host-app"):
+        server = serve(host_app(services))
+        environment = Env(services, generator, server, PREFIX, USER_HEADER)
+    else:
+        server = serve(create_app(services=services))
+        environment = Env(services, generator, server)
     yield environment
     environment.client.close()
     services.close()
@@ -284,7 +304,7 @@ def test_status_result_and_runs(env: Env) -> None:
     assert env.client.get(f"{KEY}/status").status_code == 404
     started = env.generate()
     assert started["status"] == "Generation started"
-    assert started["stream_url"] == f"{KEY}/logs?run_id={started['run_id']}"
+    assert started["stream_url"] == f"{env.prefix}{KEY}/logs?run_id={started['run_id']}"
     status = env.wait_finished()
     assert status["status"] == "succeeded" and status["active"] is False
     assert status["run_id"] == started["run_id"] and status["finished_at"]
@@ -295,8 +315,9 @@ def test_status_result_and_runs(env: Env) -> None:
     assert [r["run_id"] for r in runs] == [second["run_id"], started["run_id"]]
     older = env.client.get(f"{KEY}/logs/final", params={"run_id": started["run_id"]}).json()
     assert older["run_id"] == started["run_id"]
-    assert env.client.get("/healthz").json() == {"status": "ok"}
-    assert "text/html" in env.client.get("/").headers["content-type"]
+    if not env.prefix:  # the page and health check are jobtail's app, not its router
+        assert env.client.get("/healthz").json() == {"status": "ok"}
+        assert "text/html" in env.client.get("/").headers["content-type"]
 
 
 def test_real_generator_end_to_end(env: Env) -> None:

@@ -1,4 +1,8 @@
-"""``create_app``: the FastAPI application, for uvicorn locally and Lambda (Mangum or LWA)."""
+"""``create_app``: the FastAPI application, for uvicorn locally and Lambda (Mangum or LWA).
+
+It is jobtail's own router (``jobtail.fastapi.router``, the one any host app mounts) given
+jobtail's ``Services`` and bearer keys, plus the page and the health check.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,11 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Settings
+from ..fastapi import router
 from ..services import Services
-from ..tail import Tailer
 from . import errors
-from .deps import StreamGate
-from .routes import logs, pages, recent, runs, streams, uploads
+from .deps import Authorized
+from .routes import pages, streams
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +39,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """Build the app; pass ``services`` to share a store/dispatcher (tests, Lambda)."""
     owned = services is None
     services = services or Services.from_settings(settings)
-    tailer = Tailer(services.store)
+    jobs = router(services, dependencies=[Authorized])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,16 +49,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         yield
         if janitor is not None:
             janitor.cancel()
-        await tailer.close()
         if owned:
             services.close()
 
     app = FastAPI(title="jobtail", version=__version__, lifespan=lifespan)
     app.state.services = services
-    app.state.tailer = tailer
-    app.state.streams = StreamGate(services.settings.max_streams)
+    app.state.jobtail = jobs.context
+    app.state.tailer = jobs.context.tailer
+    app.state.streams = jobs.context.gate
     errors.install(app)
-    for module in (pages, uploads, runs, logs, recent):
-        app.include_router(module.router)
+    app.include_router(pages.router)
+    app.include_router(jobs)  # its lifespan (the tail hub) runs inside the app's
     app.include_router(streams.router(services))  # Durable Streams under /v1/stream/
     return app

@@ -1,28 +1,30 @@
-"""Request dependencies as ``Annotated`` aliases, so routes stay one-liners over the core."""
+"""Request dependencies as ``Annotated`` aliases, so routes stay one-liners over the core.
+
+Routes find what they share (store, settings, tail hub, stream gate) through the router that
+built them, not through ``app.state``: a host app may mount a jobtail router beside its own
+routes, under any prefix, with its own auth. ``Context`` is that shared part; the router's
+route class carries it (``route.jobtail``), and ``Routes`` adds each route with the host's
+auth, or with a stream-token alternative for the routes EventSource and links reach.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi.params import Depends as DependsParam
+from fastapi.routing import APIRoute
 
 from ..config import Settings
 from ..services import Services
+from ..store import LogStore
 from ..tail import Tailer
 from .auth import AuthError, check_bearer, check_stream_token
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ID_HELP = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128"
-
-
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-def get_tailer(request: Request) -> Tailer:
-    tailer: Tailer = request.app.state.tailer
-    return tailer
 
 
 class StreamGate:
@@ -42,41 +44,97 @@ class StreamGate:
         self.open -= 1
 
 
-def get_gate(request: Request) -> StreamGate:
-    gate: StreamGate = request.app.state.streams
-    return gate
+@dataclass(eq=False)
+class Context:
+    """What the routes of one jobtail router share. ``services`` only for jobtail's own job
+    routes (uploads, generate, result); the read routes need the store alone."""
+
+    store: LogStore
+    settings: Settings
+    tailer: Tailer
+    gate: StreamGate
+    services: Services | None = None
+
+    @property
+    def tokens(self) -> bool:
+        """Whether stream tokens are handed out and accepted: with jobtail's own keys, or
+        when a host app gave a secret to sign them."""
+        return self.settings.auth != "none" or self.settings.secret is not None
 
 
-def require_key(
-    services: Annotated[Services, Depends(get_services)],
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
+def get_context(request: Request) -> Context:
+    """The context of the jobtail router whose route answers (else the app's own)."""
+    context = getattr(request.scope.get("route"), "jobtail", None)
+    if context is None:
+        context = request.app.state.jobtail
+    assert isinstance(context, Context)
+    return context
+
+
+ContextDep = Annotated[Context, Depends(get_context)]
+
+
+def get_services(context: ContextDep) -> Services:
+    assert context.services is not None, "job routes are only added with Services"
+    return context.services
+
+
+def get_tailer(context: ContextDep) -> Tailer:
+    return context.tailer
+
+
+def require_key(context: ContextDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    """jobtail's own bearer keys (a host app passes its own auth dependencies instead)."""
     try:
-        check_bearer(services.settings, authorization)
+        check_bearer(context.settings, authorization)
     except AuthError as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 
 
-def authorize_run_read(
-    settings: Settings, run_id: str | None, authorization: str | None, token: str | None
-) -> None:
-    """Reads of one run's logs or result: a bearer key, or that run's stream token (links and
-    EventSource cannot send headers). Called before the run is looked up (``run_id=None``:
-    checks a key, so strangers learn nothing of which runs exist) and after (checks a token)."""
-    if settings.auth == "none":
+def check_token(context: Context, run_id: str, token: str | None) -> None:
+    """A request that came with ``?token=`` skipped the host's auth: the token must then be
+    valid for this very run (checked after the lookup, as the token names a run)."""
+    if token is None or not context.tokens:
         return
     try:
-        if token is None:
-            check_bearer(settings, authorization)
-        elif run_id is not None:
-            check_stream_token(settings, run_id, token)
+        check_stream_token(context.settings, run_id, token)
     except AuthError as exc:
         raise HTTPException(401, str(exc)) from exc
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 TailerDep = Annotated[Tailer, Depends(get_tailer)]
-GateDep = Annotated[StreamGate, Depends(get_gate)]
 Authorized = Depends(require_key)
 UploadId = Annotated[str, Path(pattern=ID_PATTERN, description=ID_HELP)]
 ServiceName = Annotated[str, Path(pattern=ID_PATTERN, description="a generator name")]
+RunIdPath = Annotated[str, Path(pattern=ID_PATTERN, description="a run id")]
+RunIdQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="an older run of the key")]
+TokenQuery = Annotated[str | None, Query(description="the run's stream token (from status)")]
+
+
+@dataclass(frozen=True)
+class Routes:
+    """Adds routes to one router: every route behind ``auth`` (the host's dependencies);
+    ``readable`` ones also answer a request carrying a stream token without it, since
+    EventSource and download links cannot send the host's headers."""
+
+    router: APIRouter
+    auth: Sequence[DependsParam]
+    token_route: type[APIRoute] | None
+
+    def add(self, path: str, endpoint: Callable[..., Any], method: str = "GET", **kw: Any) -> None:
+        self.router.add_api_route(
+            path, endpoint, methods=[method], dependencies=list(self.auth), **kw
+        )
+
+    def readable(self, path: str, endpoint: Callable[..., Any], **kw: Any) -> None:
+        if self.token_route is not None:
+            self.router.add_api_route(
+                path,
+                endpoint,
+                methods=["GET"],
+                include_in_schema=False,
+                route_class_override=self.token_route,
+                **kw,
+            )
+        self.add(path, endpoint, **kw)

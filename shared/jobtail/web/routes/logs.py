@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import Depends, Header, HTTPException, Query, Response
 from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
@@ -22,19 +23,9 @@ from ...config import Settings
 from ...levels import Level
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
-from ..deps import (
-    GateDep,
-    ServiceName,
-    ServicesDep,
-    StreamGate,
-    TailerDep,
-    UploadId,
-    authorize_run_read,
-)
+from ..deps import Context, ContextDep, Routes, StreamGate, TokenQuery, check_token
 from ..sse import SEP, encode, encode_within, parse_event_id
-from .runs import RunIdQuery, find_run
-
-router = APIRouter(prefix="/runs/{upload_id}/{service}")
+from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
 
 EXPORT_PAGE = 5000
 
@@ -43,52 +34,53 @@ LevelQuery = Annotated[Level | None, Query(description="minimum severity to incl
 AfterQuery = Annotated[int | None, Query(ge=0, description="only lines with seq > after")]
 
 
-def _resolve(
-    services: ServicesDep,
-    upload_id: str,
-    service: str,
-    run_id: str | None,
-    after: int | None,
-    last_event_id: str | None,
-) -> tuple[Run, int | None]:
+@dataclass
+class StreamParams:
+    """Where a stream starts and what it keeps: the query and the Last-Event-ID header."""
+
+    after: AfterQuery = None
+    level: LevelQuery = None
+    tail: Annotated[int | None, Query(ge=1, le=1_000_000, description="start N lines back")] = None
+    token: TokenQuery = None
+    last_event_id: Annotated[str | None, Header()] = None
+
+
+StreamQuery = Annotated[StreamParams, Depends()]
+
+
+def _resolve(store: LogStore, ref: RunRef, params: StreamParams) -> tuple[Run, int | None]:
     """The run and cursor a stream request names: Last-Event-ID wins over the query."""
-    if last_event_id:
+    after = params.after
+    if params.last_event_id:
         try:
-            run_id, after = parse_event_id(last_event_id)
+            run_id, after = parse_event_id(params.last_event_id)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-    return find_run(services, upload_id, service, run_id), after
+        ref = ref.named(run_id)
+    return find_run(store, ref), after
 
 
-@router.get("/logs", name="logs", response_class=EventSourceResponse)
-async def stream_logs(
-    upload_id: UploadId,
-    service: ServiceName,
-    services: ServicesDep,
-    tailer: TailerDep,
-    gate: GateDep,
-    run_id: RunIdQuery = None,
-    after: AfterQuery = None,
-    level: LevelQuery = None,
-    tail: Annotated[int | None, Query(ge=1, le=1_000_000, description="start N lines back")] = None,
-    token: Annotated[str | None, Query(description="stream token from generate/status")] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Response:
+async def stream_logs(ref: KeyRef, params: StreamQuery, context: ContextDep) -> Response:
     """``text/event-stream`` of the run; 204 once a finished run was read to its end."""
-    authorize_run_read(services.settings, None, authorization, token)
-    run, cursor = await anyio.to_thread.run_sync(
-        _resolve, services, upload_id, service, run_id, after, last_event_id
-    )
-    authorize_run_read(services.settings, run.run_id, authorization, token)
+    return await _stream(context, ref, params)
+
+
+async def stream_run_logs(ref: IdRef, params: StreamQuery, context: ContextDep) -> Response:
+    """``text/event-stream`` of the run; 204 once a finished run was read to its end."""
+    return await _stream(context, ref, params)
+
+
+async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Response:
+    run, cursor = await anyio.to_thread.run_sync(_resolve, context.store, ref, params)
+    check_token(context, run.run_id, params.token)
     if cursor is not None and not run.active and cursor >= run.last_seq:
         return Response(status_code=204)
     if cursor is None:
-        cursor = max(0, run.last_seq - tail) if tail else 0
+        cursor = max(0, run.last_seq - params.tail) if params.tail else 0
+    gate, tailer, settings = context.gate, context.tailer, context.settings
     if not gate.acquire():
         raise HTTPException(503, "too many open streams; retry later", headers={"Retry-After": "5"})
-    settings = services.settings
-    min_level = level.value if level else None
+    min_level = params.level.value if params.level else None
 
     async def events() -> AsyncIterator[bytes]:
         follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window)
@@ -157,38 +149,57 @@ def _export(store: LogStore, run: Run, level: str | None, fmt: str) -> Iterator[
         after = lines[-1].seq
 
 
-@router.get("/logs/final")
-def final_logs(
-    upload_id: UploadId,
-    service: ServiceName,
-    services: ServicesDep,
-    run_id: RunIdQuery = None,
-    after: Annotated[int, Query(ge=0)] = 0,
-    before: Annotated[int | None, Query(ge=1)] = None,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-    level: LevelQuery = None,
-    format: Annotated[str, Query(pattern="^(json|text|jsonl)$")] = "json",
-    token: Annotated[str | None, Query()] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> Any:
+@dataclass
+class FinalParams:
+    """A page of stored lines, or the whole run as a download."""
+
+    after: Annotated[int, Query(ge=0)] = 0
+    before: Annotated[int | None, Query(ge=1)] = None
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000
+    level: LevelQuery = None
+    format: Annotated[str, Query(pattern="^(json|text|jsonl)$")] = "json"
+    token: TokenQuery = None
+
+
+FinalQuery = Annotated[FinalParams, Depends()]
+
+
+def final_logs(ref: KeyRef, params: FinalQuery, context: ContextDep) -> Any:
     """The stored lines in order, a page at a time, or the whole run as a text/jsonl download."""
-    authorize_run_read(services.settings, None, authorization, token)
-    run = find_run(services, upload_id, service, run_id)
-    authorize_run_read(services.settings, run.run_id, authorization, token)
-    min_level = level.value if level else None
-    if format != "json":
-        media = "application/x-ndjson" if format == "jsonl" else "text/plain; charset=utf-8"
-        name = f"{upload_id}-{service}-{run.run_id}.{'jsonl' if format == 'jsonl' else 'log'}"
+    return _final(context, ref, params)
+
+
+def final_run_logs(ref: IdRef, params: FinalQuery, context: ContextDep) -> Any:
+    """The stored lines in order, a page at a time, or the whole run as a text/jsonl download."""
+    return _final(context, ref, params)
+
+
+def _final(context: Context, ref: RunRef, params: FinalParams) -> Any:
+    run = find_run(context.store, ref)
+    check_token(context, run.run_id, params.token)
+    min_level = params.level.value if params.level else None
+    if params.format != "json":
+        jsonl = params.format == "jsonl"
+        media = "application/x-ndjson" if jsonl else "text/plain; charset=utf-8"
+        name = f"{run.upload_id}-{run.service_name}-{run.run_id}.{'jsonl' if jsonl else 'log'}"
         return StreamingResponse(
-            _export(services.store, run, min_level, format),
+            _export(context.store, run, min_level, params.format),
             media_type=media,
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
-    lines = _page(services.store, run, after, before, limit, min_level)
+    lines = _page(context.store, run, params.after, params.before, params.limit, min_level)
     return {
         "run_id": run.run_id,
         "status": run.status.value,
         "last_seq": run.last_seq,
         "logs": [line.to_json() for line in lines],
-        "next_after": lines[-1].seq if len(lines) == limit else None,
+        "next_after": lines[-1].seq if len(lines) == params.limit else None,
     }
+
+
+def add_routes(routes: Routes) -> None:
+    sse = {"response_class": EventSourceResponse}
+    routes.readable(f"{KEY}/logs", stream_logs, name="logs", **sse)
+    routes.readable(f"{KEY}/logs/final", final_logs, name="jobtail.final")
+    routes.readable(f"{RUN}/logs", stream_run_logs, name="jobtail.run_logs", **sse)
+    routes.readable(f"{RUN}/logs/final", final_run_logs, name="jobtail.run_final")

@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
-from ..deps import ID_PATTERN, Authorized, ServicesDep
-
-router = APIRouter(dependencies=[Authorized])
+from ..deps import ID_PATTERN, ContextDep, Routes
 
 IdFilter = Annotated[str | None, Query(pattern=ID_PATTERN)]
 
 
-@router.get("/runs")
 def recent_runs(
-    services: ServicesDep,
+    context: ContextDep,
     upload_id: IdFilter = None,
     service: IdFilter = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
     """Runs of every key (or of one upload, one service), newest first."""
-    found = services.store.list_runs(upload_id, service, limit=limit)
+    found = context.store.list_runs(upload_id, service, limit=limit)
     return {"runs": [run.to_json() for run in found]}
+
+
+def add_routes(routes: Routes) -> None:
+    routes.add("/runs", recent_runs, name="jobtail.recent")

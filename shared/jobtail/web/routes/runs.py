@@ -1,43 +1,128 @@
-"""Runs of a key ``(upload_id, service)``: start one, read its status, fetch its result."""
+"""Runs: their status and attempts (read routes, for any host app), and jobtail's own job
+routes: start a run of a generator, fetch its result.
+
+A run is addressed by its key ``(upload_id, service)`` (the latest run, or ``?run_id=`` an
+older one of the key) or by its plain id under ``/run/{run_id}``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ...blobs import BlobNotFoundError
 from ...jobs.runner import result_key
-from ...store import Run, RunActiveError, RunStatus
+from ...store import LogStore, Run, RunActiveError, RunStatus
 from ...uploads import UploadNotFoundError
 from ..auth import make_stream_token
-from ..deps import ID_PATTERN, Authorized, ServiceName, ServicesDep, UploadId, authorize_run_read
+from ..deps import (
+    Context,
+    ContextDep,
+    Routes,
+    RunIdPath,
+    RunIdQuery,
+    ServiceName,
+    ServicesDep,
+    TokenQuery,
+    UploadId,
+    check_token,
+)
 
-router = APIRouter(prefix="/runs/{upload_id}/{service}")
+KEY = "/runs/{upload_id}/{service}"
+RUN = "/run/{run_id}"
 
-RunIdQuery = Annotated[str | None, Query(pattern=ID_PATTERN, description="an older run of the key")]
+
+@dataclass(frozen=True, slots=True)
+class RunRef:
+    """Which run a request names: a run id, a key, or both (the run must belong to the key)."""
+
+    run_id: str | None
+    key: tuple[str, str] | None = None
+
+    def named(self, run_id: str) -> RunRef:
+        """The same address for another run (a Last-Event-ID names one)."""
+        if self.key is None and run_id != self.run_id:
+            raise HTTPException(422, f"Last-Event-ID names run {run_id!r}, not {self.run_id!r}")
+        return RunRef(run_id, self.key)
 
 
-def find_run(services: ServicesDep, upload_id: str, service: str, run_id: str | None) -> Run:
-    """The key's latest run, or the named one if it belongs to the key; else a JSON 404."""
-    if run_id is None:
-        run = services.store.latest_run(upload_id, service)
+def by_key(upload_id: UploadId, service: ServiceName, run_id: RunIdQuery = None) -> RunRef:
+    return RunRef(run_id, (upload_id, service))
+
+
+def by_id(run_id: RunIdPath) -> RunRef:
+    return RunRef(run_id)
+
+
+KeyRef = Annotated[RunRef, Depends(by_key)]
+IdRef = Annotated[RunRef, Depends(by_id)]
+
+
+def find_run(store: LogStore, ref: RunRef) -> Run:
+    """The run a request names; else a JSON 404 that says what was looked for."""
+    if ref.run_id is None:
+        assert ref.key is not None
+        run = store.latest_run(*ref.key)
         if run is None:
-            raise HTTPException(404, f"no run for upload {upload_id!r} and service {service!r}")
+            raise HTTPException(404, f"no run for upload {ref.key[0]!r} and service {ref.key[1]!r}")
         return run
-    run = services.store.get_run(run_id)
-    if run is None or (run.upload_id, run.service_name) != (upload_id, service):
+    run = store.get_run(ref.run_id)
+    if ref.key is None:
+        if run is None:
+            raise HTTPException(404, f"no run {ref.run_id!r}")
+        return run
+    if run is None or (run.upload_id, run.service_name) != ref.key:
+        upload_id, service = ref.key
         raise HTTPException(
-            404, f"no run {run_id!r} for upload {upload_id!r} and service {service!r}"
+            404, f"no run {ref.run_id!r} for upload {upload_id!r} and service {service!r}"
         )
     return run
 
 
-def _token(services: ServicesDep, run: Run) -> dict[str, str]:
-    if services.settings.auth == "none":
+def _token(context: Context, run: Run) -> dict[str, str]:
+    if not context.tokens:
         return {}
-    return {"token": make_stream_token(services.settings, run.run_id)}
+    return {"token": make_stream_token(context.settings, run.run_id)}
+
+
+def _status(context: Context, ref: RunRef) -> Any:
+    run = find_run(context.store, ref)
+    body = run.to_json()
+    body["last_event_id"] = f"{run.run_id}:{run.last_seq}"
+    return {**body, **_token(context, run)}
+
+
+def status(ref: KeyRef, context: ContextDep) -> Any:
+    """The run's state, with ``last_event_id`` to resume a stream from."""
+    return _status(context, ref)
+
+
+def run_status(ref: IdRef, context: ContextDep) -> Any:
+    """The run's state, with ``last_event_id`` to resume a stream from."""
+    return _status(context, ref)
+
+
+def runs(
+    upload_id: UploadId,
+    service: ServiceName,
+    context: ContextDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Any:
+    """Every attempt for the key, newest first."""
+    found = context.store.list_runs(upload_id, service, limit=limit)
+    return {"runs": [run.to_json() for run in found]}
+
+
+def add_read_routes(routes: Routes) -> None:
+    routes.add(f"{KEY}/status", status, name="jobtail.status")
+    routes.add(f"{KEY}/runs", runs, name="jobtail.runs")
+    routes.add(f"{RUN}/status", run_status, name="jobtail.run_status")
+
+
+# -- jobtail's own job: generate code from an upload --------------------------------------
 
 
 def _stream_url(request: Request, run: Run) -> str:
@@ -45,9 +130,12 @@ def _stream_url(request: Request, run: Run) -> str:
     return f"{path.path}?run_id={run.run_id}"
 
 
-@router.post("/generate", status_code=202, dependencies=[Authorized])
 def generate(
-    upload_id: UploadId, service: ServiceName, services: ServicesDep, request: Request
+    upload_id: UploadId,
+    service: ServiceName,
+    context: ContextDep,
+    services: ServicesDep,
+    request: Request,
 ) -> Any:
     """Start a run: 202 with its id and stream URL; 409 while the key has an active run."""
     if service not in services.registry.names():
@@ -74,46 +162,16 @@ def generate(
         "status": "Generation started",
         "run_id": run.run_id,
         "stream_url": _stream_url(request, run),
-        **_token(services, run),
+        **_token(context, run),
     }
 
 
-@router.get("/status", dependencies=[Authorized])
-def status(
-    upload_id: UploadId, service: ServiceName, services: ServicesDep, run_id: RunIdQuery = None
-) -> Any:
-    """The run's state, with ``last_event_id`` to resume a stream from."""
-    run = find_run(services, upload_id, service, run_id)
-    body = run.to_json()
-    body["last_event_id"] = f"{run.run_id}:{run.last_seq}"
-    return {**body, **_token(services, run)}
-
-
-@router.get("/runs", dependencies=[Authorized])
-def runs(
-    upload_id: UploadId,
-    service: ServiceName,
-    services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> Any:
-    """Every attempt for the key, newest first."""
-    found = services.store.list_runs(upload_id, service, limit=limit)
-    return {"runs": [run.to_json() for run in found]}
-
-
-@router.get("/result", response_class=PlainTextResponse)
 def result(
-    upload_id: UploadId,
-    service: ServiceName,
-    services: ServicesDep,
-    run_id: RunIdQuery = None,
-    token: Annotated[str | None, Query(description="the run's stream token")] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    ref: KeyRef, context: ContextDep, services: ServicesDep, token: TokenQuery = None
 ) -> PlainTextResponse:
     """The generated code of the run (the latest by default)."""
-    authorize_run_read(services.settings, None, authorization, token)
-    run = find_run(services, upload_id, service, run_id)
-    authorize_run_read(services.settings, run.run_id, authorization, token)
+    run = find_run(services.store, ref)
+    check_token(context, run.run_id, token)
     if run.status is not RunStatus.SUCCEEDED:
         raise HTTPException(
             409 if run.active else 404, f"run {run.run_id} is {run.status}: no result"
@@ -123,3 +181,10 @@ def result(
     except BlobNotFoundError as exc:
         raise HTTPException(404, f"the result of run {run.run_id} is gone") from exc
     return PlainTextResponse(code.decode(), media_type="text/x-python; charset=utf-8")
+
+
+def add_job_routes(routes: Routes) -> None:
+    routes.add(f"{KEY}/generate", generate, "POST", status_code=202, name="jobtail.generate")
+    routes.readable(
+        f"{KEY}/result", result, response_class=PlainTextResponse, name="jobtail.result"
+    )

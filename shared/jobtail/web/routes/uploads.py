@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, UploadFile
+from fastapi import File, HTTPException, UploadFile
 
 from ...documents import UploadError
-from ..deps import Authorized, ServicesDep
-
-router = APIRouter(dependencies=[Authorized])
+from ..deps import Routes, ServicesDep
 
 
-@router.post("/uploads", status_code=201)
 def create_upload(
     services: ServicesDep, file: Annotated[UploadFile, File(description="JSON Schema or OpenAPI")]
 ) -> Any:
@@ -28,12 +25,16 @@ def create_upload(
     return {"upload_id": upload_id, "filename": file.filename}
 
 
-@router.get("/uploads")
 def list_uploads(services: ServicesDep) -> Any:
     """The bundled samples, for the page's picker."""
     return {"samples": services.uploads.samples()}
 
 
-@router.get("/services")
 def list_services(services: ServicesDep) -> Any:
     return {"services": services.registry.describe()}
+
+
+def add_routes(routes: Routes) -> None:
+    routes.add("/uploads", create_upload, "POST", status_code=201, name="jobtail.upload")
+    routes.add("/uploads", list_uploads, name="jobtail.uploads")
+    routes.add("/services", list_services, name="jobtail.services")

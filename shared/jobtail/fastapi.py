@@ -1,0 +1,142 @@
+"""jobtail's run routes for any FastAPI app: status, live logs (SSE) and final logs, under any
+prefix, behind the host app's own auth.
+
+    jobs = jobtail.fastapi.router(store, dependencies=[Depends(my_auth)], secret=KEY)
+    app.include_router(jobs, prefix="/api/jobs")
+
+Runs are addressed by key (``/runs/{upload_id}/{service}/...``) or by plain id
+(``/run/{run_id}/status``, ``/run/{run_id}/logs``, ``/run/{run_id}/logs/final``). With a
+``secret``, ``status`` hands out a stream token scoped to the run; a request carrying
+``?token=`` (EventSource and download links cannot send headers) is then let through without
+the host's dependencies, on that token alone. The router's lifespan starts and stops the tail
+hub; ``include_router`` merges it into the app's (or use ``lifespan(router)`` yourself).
+jobtail's own app (``web.app.create_app``) is built from this router, given its ``Services``,
+which adds the job routes (uploads, generate, result).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request, Response
+from fastapi.params import Depends
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import SecretStr
+from starlette.routing import Match
+from starlette.types import Scope
+
+from .config import Settings
+from .services import Services
+from .store import LogStore, StoreError, from_url
+from .tail import Tailer
+from .web.deps import Context, Routes, StreamGate
+from .web.routes import logs, recent, runs, uploads
+
+__all__ = ["JobtailRouter", "lifespan", "router"]
+
+log = logging.getLogger("jobtail.web")
+
+READ_ROUTES: tuple[Callable[[Routes], None], ...] = (
+    recent.add_routes,
+    runs.add_read_routes,
+    logs.add_routes,
+)
+"""Route sets every router serves. The Durable Streams reads join here as one more module."""
+
+JOB_ROUTES: tuple[Callable[[Routes], None], ...] = (uploads.add_routes, runs.add_job_routes)
+"""jobtail's own job (uploads, generate, result): only with ``Services``."""
+
+
+class JobtailRouter(APIRouter):
+    """An APIRouter that knows its ``Context`` (store, settings, tail hub, stream gate)."""
+
+    context: Context
+
+
+def router(
+    store: LogStore | str | Services,
+    *,
+    dependencies: Sequence[Depends] = (),
+    secret: str | None = None,
+    settings: Settings | None = None,
+) -> JobtailRouter:
+    """The routes over ``store`` (a LogStore, a store URL, or jobtail's ``Services``).
+
+    ``dependencies`` guard every route (your auth); ``secret`` enables stream tokens;
+    ``settings`` tunes streams (ping, windows, stream cap; default: ``JOBTAIL_*`` variables).
+    """
+    owned = isinstance(store, str)
+    services = store if isinstance(store, Services) else None
+    settings = settings or (services.settings if services else Settings())
+    if secret is not None:
+        settings = settings.model_copy(update={"secret": SecretStr(secret)})
+    if isinstance(store, Services):
+        store = store.store
+    elif isinstance(store, str):
+        store = from_url(store, settings.data_dir)
+    context = Context(store, settings, Tailer(store), StreamGate(settings.max_streams), services)
+    route, token_route = _route_classes(context)
+    built = JobtailRouter(route_class=route, lifespan=_lifespan(context, owned))
+    built.context = context
+    routes = Routes(built, tuple(dependencies), token_route if context.tokens else None)
+    for add in (*READ_ROUTES, *(JOB_ROUTES if services else ())):
+        add(routes)
+    return built
+
+
+def lifespan(built: JobtailRouter) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """The router's lifespan, for apps that do not merge it themselves (Starlette mounts)."""
+    return built.lifespan_context
+
+
+def _lifespan(context: Context, owned: bool) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    closed = False
+
+    @asynccontextmanager
+    async def span(app: Any) -> AsyncIterator[None]:
+        nonlocal closed
+        if closed:  # started again (a test client per test): a fresh hub
+            context.tailer = Tailer(context.store)
+        try:
+            yield
+        finally:
+            closed = True
+            await context.tailer.close()
+            if owned:
+                context.store.close()
+
+    return span
+
+
+def _route_classes(context: Context) -> tuple[type[APIRoute], type[APIRoute]]:
+    """Route classes carrying ``context``; the second only matches requests with a token."""
+
+    class Route(APIRoute):
+        jobtail = context
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def answer(request: Request) -> Response:
+                try:
+                    response: Response = await handler(request)
+                except StoreError as exc:  # the host app's handlers need not know ours
+                    log.warning("store error on %s: %s", request.url.path, exc)
+                    return JSONResponse({"detail": f"store unavailable: {exc}"}, 503)
+                return response
+
+            return answer
+
+    class TokenRoute(Route):
+        def matches(self, scope: Scope) -> tuple[Match, Scope]:
+            query = scope.get("query_string", b"").decode("latin-1")
+            if "token" not in parse_qs(query, keep_blank_values=True):
+                return Match.NONE, {}
+            return super().matches(scope)
+
+    return Route, TokenRoute
