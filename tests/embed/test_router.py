@@ -91,10 +91,10 @@ def test_no_job_routes_without_services_and_no_token_twins_in_the_schema(
     assert user.post("/uploads").status_code in (404, 405)
     paths = user.get(user.base_url.join("/openapi.json")).json()["paths"]
     assert sorted(p for p in paths if p.startswith(PREFIX)) == [
-        f"{PREFIX}/runs",
         f"{PREFIX}/run/{{run_id}}/logs",
         f"{PREFIX}/run/{{run_id}}/logs/final",
         f"{PREFIX}/run/{{run_id}}/status",
+        f"{PREFIX}/runs",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/logs",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/logs/final",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/runs",
