@@ -4,8 +4,11 @@ In one process, one follower per run reads new rows and fans them out to all of 
 viewers, so store reads do not grow with the number of viewers. Writers in this process wake the
 follower at once (store listeners); writers elsewhere are seen by polling. A viewer first replays
 ``(cursor, start]`` (``start`` being the follower's position when it subscribed) from the
-follower's recent-lines buffer or the store, then takes live lines ``> start`` from its queue:
-no gap, no duplicate. A viewer that falls too far behind is resubscribed from the store.
+follower's recent-lines buffer or the store, then takes live lines ``> start`` from the
+follower's shared log of events (``fanout.Fanout``): no gap, no duplicate. One signal per batch
+wakes every viewer, and with a ``framing`` the batch is encoded once per view and the same bytes
+go to every viewer (``EncodedLinesEvent``); a finished run then replays from the store in large
+pages the store encodes in bulk. A viewer that falls too far behind is resynced from the store.
 Disconnected viewers unsubscribe in ``finally``; the last one out stops the follower.
 
 The store may fail (a database restart, a locked file, a 5xx): every read is retried with
@@ -25,7 +28,17 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .store.base import LogLine, LogStore, Run, RunNotFoundError, level_number
+from .fanout import Fanout
+from .store.base import (
+    FramedLines,
+    Framing,
+    LogLine,
+    LogStore,
+    Run,
+    RunNotFoundError,
+    frame_lines,
+    level_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +50,17 @@ class LinesEvent:
     """Consecutive lines in seq order: batched so a replay is a few writes, not one per line."""
 
     lines: tuple[LogLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedLinesEvent:
+    """Consecutive lines already in the viewer's framing (``follow(framing=...)``): ``count``
+    lines, the last of seq ``last_seq``. Live batches are the same bytes object for every viewer
+    of the same view."""
+
+    data: bytes
+    count: int
+    last_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +93,9 @@ class StoreDownEvent:
     retry_in: float
 
 
-TailEvent = LinesEvent | StatusEvent | StoreDownEvent | EndEvent | WindowEndEvent
+TailEvent = (
+    LinesEvent | EncodedLinesEvent | StatusEvent | StoreDownEvent | EndEvent | WindowEndEvent
+)
 
 
 class StoreUnavailableError(Exception):
@@ -84,8 +110,6 @@ class _Box(Generic[T]):
 @dataclass(eq=False)
 class _Subscriber:
     start: int
-    queue: asyncio.Queue[TailEvent]
-    lagged: bool = False
 
 
 @dataclass(eq=False)
@@ -93,19 +117,24 @@ class _Follower:
     run: Run
     cursor: int
     buffer: deque[LogLine]
+    fanout: Fanout
     subscribers: set[_Subscriber] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
 
 
 class Tailer:
-    """Per-process hub of followers. Create in the app's lifespan; ``close`` on shutdown."""
+    """Per-process hub of followers. Create in the app's lifespan; ``close`` on shutdown.
+
+    ``batch`` lines per follower read, ``page`` lines per encoded replay read; a viewer more
+    than ``queue_size`` events behind its follower is resynced from the store."""
 
     def __init__(
         self,
         store: LogStore,
         *,
         batch: int = 1000,
+        page: int = 10_000,
         buffer_lines: int = 10_000,
         queue_size: int = 1000,
         retry_first: float = 0.1,
@@ -114,6 +143,7 @@ class Tailer:
     ) -> None:
         self.store = store
         self.batch = batch
+        self.page = page
         self.buffer_lines = buffer_lines
         self.queue_size = queue_size
         self.retry_first, self.retry_max, self.give_up_after = retry_first, retry_max, give_up_after
@@ -152,27 +182,37 @@ class Tailer:
         after: int = 0,
         min_level: str | None = None,
         window: float | None = None,
+        framing: Framing | None = None,
     ) -> AsyncGenerator[TailEvent, None]:
         """Status, then every line with seq > after (at or above min_level), then the end.
 
         Pass the Run when the caller already looked it up; a run already followed in this
         process costs no store read at all. With ``window`` seconds, stops early with a
         WindowEndEvent if the run is still going; a store that stays down ends it the same way.
+        With ``framing``, lines come as EncodedLinesEvent in that framing instead of LinesEvent.
         """
         self._loop = asyncio.get_running_loop()
         deadline = None if window is None else self._loop.time() + window
         cursor = after
         try:
-            async with contextlib.aclosing(self._follow(run, min_level, deadline, after)) as events:
+            follow = self._follow(run, min_level, deadline, after, framing)
+            async with contextlib.aclosing(follow) as events:
                 async for event in events:
                     if isinstance(event, LinesEvent):
                         cursor = event.lines[-1].seq
+                    elif isinstance(event, EncodedLinesEvent):
+                        cursor = event.last_seq
                     yield event
         except StoreUnavailableError:
             yield WindowEndEvent(cursor)
 
     async def _follow(
-        self, run: Run | str, min_level: str | None, deadline: float | None, cursor: int
+        self,
+        run: Run | str,
+        min_level: str | None,
+        deadline: float | None,
+        cursor: int,
+        framing: Framing | None,
     ) -> AsyncGenerator[TailEvent, None]:
         run_id = run if isinstance(run, str) else run.run_id
         if run_id in self._followers:
@@ -186,10 +226,10 @@ class Tailer:
             run = found.value
         yield StatusEvent(run)
         if not run.active:
-            async for replayed in self._replay(run, cursor, run.last_seq, min_level):
+            async for replayed in self._replay(run, cursor, run.last_seq, min_level, framing):
                 yield replayed
-                if isinstance(replayed, LinesEvent):
-                    cursor = replayed.lines[-1].seq
+                if isinstance(replayed, LinesEvent | EncodedLinesEvent):
+                    cursor = _last_seq(replayed)
                     if self._expired(deadline) and cursor < run.last_seq:  # long replays too
                         yield WindowEndEvent(cursor)
                         return
@@ -199,39 +239,56 @@ class Tailer:
         status = run.status
         while True:
             follower = self._follower(run)
-            sub = _Subscriber(start=follower.cursor, queue=asyncio.Queue(self.queue_size))
+            sub = _Subscriber(start=follower.cursor)
+            position = follower.fanout.end
             follower.subscribers.add(sub)
             try:
-                async for replayed in self._replay(run, cursor, sub.start, min_level, follower):
+                replay = self._replay(run, cursor, sub.start, min_level, framing, follower)
+                async for replayed in replay:
                     yield replayed
-                    if isinstance(replayed, LinesEvent):
-                        cursor = replayed.lines[-1].seq
+                    if isinstance(replayed, LinesEvent | EncodedLinesEvent):
+                        cursor = _last_seq(replayed)
                         if self._expired(deadline):
                             yield WindowEndEvent(cursor)
                             return
                 cursor = max(cursor, sub.start)
-                while not (sub.lagged and sub.queue.empty()):
-                    event = await self._next(sub, deadline)
-                    if event is None or isinstance(event, WindowEndEvent):
-                        yield WindowEndEvent(cursor)  # window closed, or the follower is gone
-                        return
-                    if isinstance(event, LinesEvent):
-                        fresh = tuple(
-                            line
-                            for line in event.lines
-                            if line.seq > cursor and level_number(line.log_level) >= threshold
-                        )
-                        cursor = max(cursor, event.lines[-1].seq)
-                        if fresh:
-                            yield LinesEvent(fresh)
-                    elif isinstance(event, StatusEvent):
-                        if event.run.status != status:
-                            status = event.run.status
-                            yield event
-                    else:
-                        yield event
-                        if isinstance(event, EndEvent):
+                while (published := follower.fanout.since(position)) is not None:
+                    if not published:
+                        if not await self._wait(follower.fanout, position, deadline):
+                            yield WindowEndEvent(cursor)  # the window closed
                             return
+                        continue
+                    position += len(published)
+                    for item in published:
+                        event = item.event
+                        if isinstance(event, WindowEndEvent):
+                            yield WindowEndEvent(cursor)  # the follower is gone
+                            return
+                        if isinstance(event, LinesEvent):
+                            if event.lines[-1].seq <= cursor:
+                                continue
+                            if framing is not None and event.lines[0].seq > cursor:
+                                data, count = item.wire(event.lines, framing, threshold)
+                                if count:
+                                    yield EncodedLinesEvent(data, count, event.lines[-1].seq)
+                                cursor = event.lines[-1].seq
+                                continue
+                            fresh = tuple(
+                                line
+                                for line in event.lines
+                                if line.seq > cursor and level_number(line.log_level) >= threshold
+                            )
+                            cursor = event.lines[-1].seq
+                            if fresh:
+                                yield _encoded(fresh, framing)
+                        elif isinstance(event, StatusEvent):
+                            if event.run.status != status:
+                                status = event.run.status
+                                yield event
+                        else:
+                            yield event
+                            if isinstance(event, EndEvent):
+                                return
             finally:
                 self._unsubscribe(follower, sub)
             found = _Box[Run | None]()  # resync: start any new follower fresh
@@ -242,15 +299,17 @@ class Tailer:
     def _expired(self, deadline: float | None) -> bool:
         return deadline is not None and self._loop is not None and self._loop.time() >= deadline
 
-    async def _next(self, sub: _Subscriber, deadline: float | None) -> TailEvent | None:
+    async def _wait(self, fanout: Fanout, position: int, deadline: float | None) -> bool:
+        """Wait for the follower's next event; False if the window closed first."""
         if deadline is None:
-            return await sub.queue.get()
-        assert self._loop is not None
+            await fanout.wait(position)
+            return True
         try:
             async with asyncio.timeout_at(deadline):
-                return await sub.queue.get()
+                await fanout.wait(position)
         except TimeoutError:
-            return None
+            return False
+        return True
 
     async def _retry(
         self,
@@ -286,13 +345,27 @@ class Tailer:
         after: int,
         upto: int,
         min_level: str | None,
+        framing: Framing | None = None,
         follower: _Follower | None = None,
-    ) -> AsyncIterator[LinesEvent | StoreDownEvent]:
+    ) -> AsyncIterator[LinesEvent | EncodedLinesEvent | StoreDownEvent]:
         """Lines in (after, upto], in batches: the buffered tail from memory, the rest from
-        the store."""
+        the store (already encoded there, in pages of ``page`` lines, given a framing)."""
         buffered_from = follower.buffer[0].seq if follower and follower.buffer else upto + 1
         cursor = after
         stop = min(upto, buffered_from - 1)
+        while cursor < stop and framing is not None:
+            framed = _Box[FramedLines]()
+            read_framed = self._framed_reader(run.run_id, cursor, min_level, stop + 1, framing)
+            async for notice in self._retry(read_framed, framed, run):
+                yield notice
+            assert framed.value is not None
+            found = framed.value
+            if found.count:
+                yield EncodedLinesEvent(found.data, found.count, found.last_seq)
+            if found.count < self.page:
+                cursor = stop
+                break
+            cursor = found.last_seq
         while cursor < stop:
             page = _Box[list[LogLine]]()
             read = self._reader(run.run_id, cursor, min_level, stop + 1)
@@ -314,7 +387,14 @@ class Tailer:
             if cursor < line.seq <= upto and level_number(line.log_level) >= threshold
         )
         for start in range(0, len(buffered), self.batch):
-            yield LinesEvent(buffered[start : start + self.batch])
+            yield _encoded(buffered[start : start + self.batch], framing)
+
+    def _framed_reader(
+        self, run_id: str, after: int, min_level: str | None, before: int, framing: Framing
+    ) -> Callable[[], Awaitable[FramedLines]]:
+        return lambda: self.store.aread_framed(
+            run_id, after, self.page, min_level, before=before, framing=framing
+        )
 
     def _reader(
         self, run_id: str, after: int, min_level: str | None, before: int
@@ -327,7 +407,10 @@ class Tailer:
         follower = self._followers.get(run.run_id)
         if follower is None:
             follower = _Follower(
-                run=run, cursor=run.last_seq, buffer=deque(maxlen=self.buffer_lines)
+                run=run,
+                cursor=run.last_seq,
+                buffer=deque(maxlen=self.buffer_lines),
+                fanout=Fanout(self.queue_size),
             )
             self._followers[run.run_id] = follower
             follower.task = asyncio.create_task(self._run_follower(follower))
@@ -345,13 +428,7 @@ class Tailer:
             del self._followers[follower.run.run_id]
 
     def _publish(self, follower: _Follower, event: TailEvent) -> None:
-        for sub in follower.subscribers:
-            if sub.lagged:
-                continue
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
-                sub.lagged = True
+        follower.fanout.publish(event)
 
     async def _run_follower(self, follower: _Follower) -> None:
         """Follow until the run ends; however the follower stops short of that (the store down
@@ -397,3 +474,14 @@ class Tailer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.store.next_poll_interval(idle)):
                     await follower.wake.wait()
+
+
+def _last_seq(event: LinesEvent | EncodedLinesEvent) -> int:
+    return event.last_seq if isinstance(event, EncodedLinesEvent) else event.lines[-1].seq
+
+
+def _encoded(lines: tuple[LogLine, ...], framing: Framing | None) -> LinesEvent | EncodedLinesEvent:
+    """Lines for one viewer: as they are, or encoded in its framing."""
+    if framing is None:
+        return LinesEvent(lines)
+    return EncodedLinesEvent(frame_lines(lines, framing), len(lines), lines[-1].seq)

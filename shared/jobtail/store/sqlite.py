@@ -16,7 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 from .base import (
+    JSON_LINES,
     LEVELS,
+    FramedLines,
+    Framing,
     LogLine,
     LogStore,
     Run,
@@ -84,6 +87,16 @@ INSERT_NEXT = (
     " WHERE ?2 = (SELECT coalesce(max(seq), 0) + 1 FROM runs_logs WHERE run_id = ?1)"
     " AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND status IN ('queued', 'running')"
     " AND (?10 IS NULL OR epoch = ?10))"
+)
+
+# A line's JSON built by SQLite itself, the same bytes as msgspec makes of LogLine.to_json():
+# json_quote escapes exactly as msgspec does, timestamps are stored in isoformat and fields as
+# the compact JSON dump_json wrote. group_concat turns a page into one string: no Python object
+# per line.
+LINE_JSON = (
+    """'{"seq":' || seq || ',"timestamp":' || json_quote(timestamp)"""
+    """ || ',"log_level":' || json_quote(log_level) || ',"message":' || json_quote(message)"""
+    """ || coalesce(',"fields":' || fields, '') || '}'"""
 )
 
 
@@ -410,3 +423,32 @@ class SQLiteStore(LogStore):
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         return [_line(row) for row in self._db().execute(sql, params)]
+
+    def read_framed(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+        framing: Framing = JSON_LINES,
+    ) -> FramedLines:
+        params: list[object] = []
+        frame = LINE_JSON + " || ?"
+        if framing.head is not None:
+            frame = "? || seq || ? || " + frame
+            params += [framing.head, framing.mid]
+        params += [framing.tail, run_id, after]
+        sql = f"SELECT seq, {frame} AS frame FROM runs_logs WHERE run_id = ? AND seq > ?"
+        if before is not None:
+            sql += " AND seq < ?"
+            params.append(before)
+        if min_level is not None and level_number(min_level) > LEVELS["DEBUG"]:
+            sql += " AND level_no >= ?"
+            params.append(level_number(min_level))
+        sql += " ORDER BY seq LIMIT ?"
+        params.append(limit)
+        page = "SELECT count(*), coalesce(max(seq), 0), coalesce(group_concat(frame, ''), '')"
+        with self._errors():
+            count, last, text = self._db().execute(f"{page} FROM ({sql})", params).fetchone()
+        return FramedLines(text.encode(), count, last)

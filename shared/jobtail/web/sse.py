@@ -3,6 +3,8 @@
 Ids are ``<run_id>:<seq>`` so a reconnecting EventSource names both the run and the cursor.
 Lines are default (``message``) events; status changes are ``event: status``; the end carries
 ``{"status", "last_seq"}`` and the id of the last line so a reconnect after it gets a 204.
+Lines are framed by ``framing(run_id)``: the store (replays, in bulk) and the tail (live
+batches, once for every viewer) build the same bytes ``line_event`` would, without it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ from typing import Any
 import msgspec
 from sse_starlette import ServerSentEvent
 
-from ..store.base import LogLine
-from ..tail import EndEvent, LinesEvent, StatusEvent, StoreDownEvent, TailEvent, WindowEndEvent
+from ..store.base import Framing, LogLine, frame_lines
+from ..tail import (
+    EncodedLinesEvent,
+    EndEvent,
+    LinesEvent,
+    StatusEvent,
+    StoreDownEvent,
+    TailEvent,
+    WindowEndEvent,
+)
 
 SEP = "\n"
 _CURSOR = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<seq>\d{1,18})$")
@@ -40,14 +50,21 @@ def parse_event_id(value: str) -> tuple[str, int]:
     return match["run"], int(match["seq"])
 
 
+def framing(run_id: str) -> Framing:
+    """A line as an SSE event: ``id: <run_id>:<seq>``, then its JSON as the ``data`` field."""
+    return Framing(f"id: {run_id}:", f"{SEP}data: ", SEP * 2)
+
+
 def line_event(run_id: str, line: LogLine) -> ServerSentEvent:
     return ServerSentEvent(_json(line.to_json()), id=event_id(run_id, line.seq), sep=SEP)
 
 
 def encode(event: TailEvent, run_id: str, retry_ms: int = 1000) -> bytes:
     """Wire bytes of a tail event; a batch of lines becomes one chunk of consecutive events."""
+    if isinstance(event, EncodedLinesEvent):
+        return event.data
     if isinstance(event, LinesEvent):
-        return b"".join(line_event(run_id, line).encode() for line in event.lines)
+        return frame_lines(event.lines, framing(run_id))
     return to_sse(event, run_id, retry_ms).encode()
 
 
@@ -59,8 +76,9 @@ def encode_within(
     window always makes progress."""
     chunks: list[bytes] = []
     size, last = 0, None
+    frame = framing(run_id)
     for line in event.lines:
-        data = line_event(run_id, line).encode()
+        data = frame_lines((line,), frame)
         if size + len(data) > budget and not (first and not chunks):
             break
         chunks.append(data)

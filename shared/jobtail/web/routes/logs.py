@@ -24,7 +24,7 @@ from ...levels import Level
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
 from ..deps import Context, ContextDep, Routes, StreamGate, TokenQuery, check_token
-from ..sse import SEP, encode, encode_within, parse_event_id
+from ..sse import SEP, encode, encode_within, framing, parse_event_id
 from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
 
 EXPORT_PAGE = 5000
@@ -83,7 +83,8 @@ async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Respon
     min_level = params.level.value if params.level else None
 
     async def events() -> AsyncIterator[bytes]:
-        follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window)
+        frame = framing(run.run_id) if settings.stream_window_bytes is None else None
+        follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window, frame)
         async with aclosing(follow) as stream:
             async for chunk in _windowed(stream, run.run_id, cursor, settings):
                 yield chunk

@@ -1,0 +1,162 @@
+"""Encode once, wake once: viewers of a run share the follower's encoded batches, and the bytes
+are exactly those of the per-line SSE encoding (ids keep the global seq in filtered views)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from jobtail.fanout import Fanout
+from jobtail.logger import RunLogger
+from jobtail.store.base import LogLine, RunStatus
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.tail import (
+    EncodedLinesEvent,
+    EndEvent,
+    LinesEvent,
+    StatusEvent,
+    Tailer,
+    TailEvent,
+    WindowEndEvent,
+)
+from jobtail.web.sse import framing, line_event
+
+from .waiting import wait_for_async as wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def per_line_bytes(run_id: str, lines: list[LogLine], min_level: int = 0) -> bytes:
+    """The encoding every viewer did on its own before: one sse-starlette event per line."""
+    levels = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40}
+    kept = [line for line in lines if levels[line.log_level] >= min_level]
+    return b"".join(line_event(run_id, line).encode() for line in kept)
+
+
+def wire(events: list[TailEvent]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, EncodedLinesEvent))
+
+
+async def gather(into: list[TailEvent], events: AsyncIterator[TailEvent]) -> None:
+    with anyio.fail_after(10):
+        async for event in events:
+            into.append(event)
+
+
+MESSAGES = [
+    ("INFO", "plain"),
+    ("WARNING", 'quote " backslash \\ newline \n return \r tab \t'),
+    ("DEBUG", "caf\u00e9 \u2603 \U0001f600 \u2028 \x01 \x7f"),
+    ("ERROR", "with fields"),
+]
+
+
+async def test_live_viewers_share_the_same_bytes_as_the_per_line_encoding(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    logger = RunLogger(sqlite_store, run.run_id)
+    frame = framing(run.run_id)
+    views: list[list[TailEvent]] = [[], [], []]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gather, views[0], tailer.follow(run.run_id, framing=frame))
+        tg.start_soon(gather, views[1], tailer.follow(run.run_id, framing=frame))
+        tg.start_soon(
+            gather, views[2], tailer.follow(run.run_id, framing=frame, min_level="WARNING")
+        )
+        await wait_until(
+            lambda: tailer.followers == 1 and len(tailer._followers[run.run_id].subscribers) == 3
+        )
+        for level, message in MESSAGES:
+            fields = {"step": 2, "ratio": 0.5, "name": "\u00e9"} if message == "with fields" else {}
+            await anyio.to_thread.run_sync(functools.partial(logger.log, level, message, **fields))
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    stored = sqlite_store.read(run.run_id)
+    assert len(stored) == len(MESSAGES)
+    assert wire(views[0]) == wire(views[1]) == per_line_bytes(run.run_id, stored)
+    assert wire(views[2]) == per_line_bytes(run.run_id, stored, min_level=30)
+    assert b"id: %s:2\n" % run.run_id.encode() in wire(views[2])  # the global seq, not 1
+    assert b"id: %s:4\n" % run.run_id.encode() in wire(views[2])
+    assert all(isinstance(v[-1], EndEvent) for v in views)
+    assert not any(isinstance(e, LinesEvent) for v in views for e in v)
+    # the batches the unfiltered viewers got are one bytes object each, shared
+    firsts = [[e.data for e in v if isinstance(e, EncodedLinesEvent)] for v in views[:2]]
+    assert any(a is b for a, b in zip(*firsts, strict=False))
+
+
+async def test_a_finished_run_replays_in_pages_encoded_by_the_store(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    for n in range(2500):
+        logger.log(["INFO", "WARNING"][n % 2], f"n{n}", n=n)
+    sqlite_store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    tailer = Tailer(sqlite_store, page=1000)
+    frame = framing(run.run_id)
+    events: list[TailEvent] = []
+    await gather(events, tailer.follow(run.run_id, after=10, framing=frame))
+    stored = sqlite_store.read(run.run_id, after=10, limit=10_000)
+    pages = [e for e in events if isinstance(e, EncodedLinesEvent)]
+    assert [p.count for p in pages] == [1000, 1000, 490]
+    assert wire(events) == per_line_bytes(run.run_id, stored)
+    assert isinstance(events[0], StatusEvent) and isinstance(events[-1], EndEvent)
+    warned: list[TailEvent] = []
+    await gather(warned, tailer.follow(run.run_id, framing=frame, min_level="WARNING"))
+    everything = sqlite_store.read(run.run_id, limit=10_000)
+    assert wire(warned) == per_line_bytes(run.run_id, everything, min_level=30)
+
+
+async def test_a_slow_viewer_of_encoded_batches_resyncs_from_the_store(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    tailer = Tailer(sqlite_store, queue_size=3, buffer_lines=5)
+    logger = RunLogger(sqlite_store, run.run_id)
+    events: list[TailEvent] = []
+    reading = anyio.Event()
+
+    async def slow_viewer() -> None:
+        async for event in tailer.follow(run.run_id, framing=framing(run.run_id)):
+            events.append(event)
+            if isinstance(event, EncodedLinesEvent) and event.last_seq == 1:
+                await reading.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(slow_viewer)
+        await wait_until(lambda: tailer.followers == 1)
+        await anyio.to_thread.run_sync(logger.info, "n1")
+        await wait_until(lambda: bool(events) and wire(events) != b"")
+        for n in range(2, 42):
+            await anyio.to_thread.run_sync(logger.info, f"n{n}")
+        await wait_until(lambda: tailer._followers[run.run_id].cursor == 41)
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+        reading.set()
+    assert wire(events) == per_line_bytes(run.run_id, sqlite_store.read(run.run_id))
+    assert isinstance(events[-1], EndEvent)
+
+
+async def test_the_log_wakes_every_waiter_once_and_drops_the_oldest() -> None:
+    fanout = Fanout(capacity=2)
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await fanout.wait(0)
+        woken.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(waiter, i)
+        await wait_until(lambda: len(fanout._signal._waiters) == 5)  # type: ignore[attr-defined]
+        fanout.publish(WindowEndEvent(1))
+    assert sorted(woken) == [0, 1, 2, 3, 4]
+    fanout.publish(WindowEndEvent(2))
+    fanout.publish(WindowEndEvent(3))
+    assert fanout.since(0) is None and fanout.end == 3
+    assert [item.event for item in fanout.since(1) or []] == [WindowEndEvent(2), WindowEndEvent(3)]
