@@ -22,9 +22,18 @@ from typing import Any
 
 from .config import Settings
 
-__all__ = ["REF_SUFFIX", "StagePrefix", "lambda_settings", "read_secret", "resolve_secrets"]
+__all__ = [
+    "REF_SUFFIX",
+    "StagePrefix",
+    "lambda_settings",
+    "read_secret",
+    "resolve_secrets",
+    "retry_delay",
+]
 
 REF_SUFFIX = "_REF"
+RETRY_FIRST_SECONDS = 5
+RETRY_MAX_SECONDS = 120
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Any]
 
@@ -78,6 +87,17 @@ def lambda_settings() -> Settings:
     """Settings from the environment once its secret references are resolved."""
     resolve_secrets()
     return Settings()
+
+
+def retry_delay(receive_count: int) -> int:
+    """Seconds until an SQS record whose run could not be claimed is delivered again.
+
+    Doubles from 5 s with each receive, up to 2 minutes: a store that blinked is retried at once,
+    one that is down for a while is not hammered, and the record reaches the dead-letter queue
+    after ``maxReceiveCount`` tries spread over minutes rather than half-hours.
+    """
+    tries = min(max(receive_count, 1), 16)
+    return int(min(RETRY_FIRST_SECONDS * 2 ** (tries - 1), RETRY_MAX_SECONDS))
 
 
 class StagePrefix:

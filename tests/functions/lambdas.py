@@ -47,9 +47,10 @@ class FakeContext:
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     log_group_name: str = "/aws/lambda/jobtail-test"
     log_stream_name: str = "2026/11/24/[$LATEST]test"
+    remaining_ms: int = 30_000
 
     def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        return self.remaining_ms
 
 
 # -- API Gateway REST proxy events -------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from jobtail.aws import retry_delay
 from jobtail.config import Settings
 from jobtail.jobs.dispatch import JobMessage
 from jobtail.services import Services
@@ -19,6 +22,8 @@ from tests.scripted import ScriptedGenerator, make_services
 
 from .conftest import Aws
 from .lambdas import FakeContext, load_handler, sqs_event
+
+FIRST_RETRY = retry_delay(1)
 
 
 class CountingGenerator(ScriptedGenerator):
@@ -142,7 +147,7 @@ class UnreachableStore(SQLiteStore):
 
 
 def test_a_run_that_cannot_be_claimed_is_delivered_again(
-    tmp_path: Path, context: FakeContext
+    aws: Aws, tmp_path: Path, context: FakeContext
 ) -> None:
     store = UnreachableStore(tmp_path / "store.db")
     services = Services.from_settings(Settings(data_dir=tmp_path), store=store)
@@ -154,3 +159,67 @@ def test_a_run_that_cannot_be_claimed_is_delivered_again(
         services.close()
     assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
     assert store.get_run(run.run_id).status is RunStatus.QUEUED  # type: ignore[union-attr]
+
+
+def test_a_failed_claim_comes_back_within_seconds_not_the_visibility_timeout(
+    aws: Aws, tmp_path: Path, context: FakeContext
+) -> None:
+    """moto's SQS: the record is made visible again after FIRST_RETRY s, not after 30 minutes."""
+    store = UnreachableStore(tmp_path / "store.db")
+    services = Services.from_settings(Settings(data_dir=tmp_path), store=store)
+    run = store.create_run("petstore", "pydantic")
+    sqs, queue = aws.sqs, aws.queue_url
+    sqs.set_queue_attributes(QueueUrl=queue, Attributes={"VisibilityTimeout": "1800"})
+    sqs.send_message(QueueUrl=queue, MessageBody=JobMessage.from_run(run).to_body())
+    (message,) = sqs.receive_message(QueueUrl=queue, AttributeNames=["All"])["Messages"]
+    event = sqs_event(message["Body"])
+    record = event["Records"][0]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]
+    record.update(
+        messageId=message["MessageId"],
+        receiptHandle=message["ReceiptHandle"],
+        eventSourceARN=arn["QueueArn"],
+    )
+    record["attributes"]["ApproximateReceiveCount"] = message["Attributes"][
+        "ApproximateReceiveCount"
+    ]
+    failed_at = time.monotonic()
+    try:
+        response = worker_with(services).handler(event, context)
+    finally:
+        services.close()
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue)  # not at once: backed off
+    again: list[dict[str, object]] = []
+    while not again and time.monotonic() - failed_at < 60:
+        again = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=2).get("Messages", [])
+    waited = time.monotonic() - failed_at
+    assert again and again[0]["MessageId"] == message["MessageId"], f"not back in {waited:.0f} s"
+    assert FIRST_RETRY - 1 <= waited < 60
+
+
+def test_a_job_running_into_the_lambda_deadline_closes_its_run_as_failed(
+    scripted: tuple[Services, CountingGenerator],
+) -> None:
+    """Little time left in the invocation: the run ends failed, with the timeout line, before
+    Lambda would stop the function (and leave the viewers waiting for the janitor)."""
+    services, generator = scripted
+    generator.stepped = True  # the job never finishes by itself
+    worker = worker_with(services)
+    left = worker.RESERVE_SECONDS + 5 + 1.5  # run_job's own margin is 5 s: ~1.5 s of job
+    started = time.monotonic()
+    try:
+        response = worker.handler(
+            sqs_event(message_for(services)), FakeContext(remaining_ms=int(left * 1000))
+        )
+        waited = time.monotonic() - started
+        run = services.store.list_runs()[0]
+        lines = services.store.read(run.run_id, limit=10_000)
+    finally:
+        generator.step(len(generator.messages))
+        services.close()
+    assert response == {"batchItemFailures": []}  # failed for good: no redelivery
+    assert run.status is RunStatus.FAILED and waited < left - worker.RESERVE_SECONDS
+    assert lines[-1].log_level == "ERROR"
+    assert re.fullmatch(r"Run failed: worker timeout \(\d+ s\)", lines[-1].message)
+    assert run.error is not None and "worker timeout" in run.error

@@ -61,4 +61,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.include_router(pages.router)
     app.include_router(jobs)  # its lifespan (the tail hub) runs inside the app's
     app.include_router(streams.router(services))  # Durable Streams under /v1/stream/
+    app.get("/livez", include_in_schema=False)(lambda: {"status": "alive"})  # no store: LWA ready
     return app
