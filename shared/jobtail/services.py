@@ -58,8 +58,9 @@ class Services:
             return SqsDispatcher(self.settings.queue_url)
         return InlineDispatcher(self.run, max_workers=self.settings.workers)
 
-    def run(self, run_id: str) -> RunStatus:
-        """Run one job to its end (what the inline dispatcher and the SQS worker call)."""
+    def run(self, run_id: str, *, deadline: float | None = None) -> RunStatus:
+        """Run one job to its end (what the inline dispatcher and the SQS worker call);
+        ``deadline`` (``time.monotonic()``) is a Lambda's: see ``run_job``."""
         return run_job(
             run_id,
             store=self.store,
@@ -69,6 +70,7 @@ class Services:
             heartbeat_interval=self.settings.heartbeat_interval,
             max_line_chars=self.settings.max_line_chars,
             max_lines=self.settings.max_lines,
+            deadline=deadline,
         )
 
     def sweep(self) -> SweepResult:
