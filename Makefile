@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: help install run dist test lint check bench clean
+MUTANTS := .venv-mutants
+MUTATION := .mutation
+
+.PHONY: help install run dist test lint check bench mutants clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,5 +50,22 @@ check: $(STAMP) ## template lint and sam build
 bench: $(STAMP) ## benchmarks: prints a table of the DESIGN.md figures
 	$(BIN)/python -m bench
 
+$(MUTANTS)/.installed: pyproject.toml
+	test -d $(MUTANTS) || $(PYTHON) -m venv $(MUTANTS)
+	$(MUTANTS)/bin/pip install -q --upgrade pip
+	$(MUTANTS)/bin/pip install -q -e '.[mutants]'
+	touch $@
+
+# mutmut names modules from their path and only strips `src/`: the tracked tree is staged in
+# $(MUTATION) with the package under src/. One worker, so the machine stays usable.
+mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI); ONLY='jobtail.tail.*'
+	rm -rf $(MUTATION) && mkdir -p $(MUTATION)
+	git ls-files -z | xargs -0 cp --parents -t $(MUTATION)
+	mv $(MUTATION)/shared $(MUTATION)/src
+	sed -i -e 's|^pythonpath = \["shared", "."\]|pythonpath = ["src", "."]|' \
+		-e 's|"shared/jobtail|"src/jobtail|' $(MUTATION)/pyproject.toml
+	cd $(MUTATION) && nice -n 10 ../$(MUTANTS)/bin/mutmut run --max-children 1 $(ONLY) || true
+	$(MUTANTS)/bin/python tools/mutants_report.py $(MUTATION)
+
 clean: ## remove the environment and local data
-	rm -rf $(VENV) .jobtail .aws-sam .pytest_cache dist build
+	rm -rf $(VENV) $(MUTANTS) $(MUTATION) mutants .jobtail .aws-sam .pytest_cache dist build

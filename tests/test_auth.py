@@ -190,3 +190,33 @@ def test_too_many_streams_is_a_503(tmp_path: Path, serve: Callable[[object], Ser
             wait_for(lambda: app.state.streams.open == 0, 10, "the slot to come back")
         generator.step(20)
     services.close()
+
+
+def test_refusals_say_exactly_what_is_wrong() -> None:
+    """The messages are the 401's ``detail``: pinned word for word."""
+    from itsdangerous import URLSafeSerializer
+
+    settings = _settings(["first-key"], SECRET)
+    public = Settings(host="0.0.0.0", auth="apikey", api_keys=[SecretStr(LONG)])
+    signed_text = URLSafeSerializer(SECRET, salt="jobtail-stream:run1").dumps("tomorrow")
+    expired = make_stream_token(settings, "run1", now=0.0)
+    cases: list[tuple[Callable[[], object], str]] = [
+        (lambda: check_bearer(settings, None), MISSING),
+        (lambda: check_bearer(settings, "Basic first-key"), MISSING),
+        (lambda: check_bearer(settings, "Bearer other-key"), "unknown API key"),
+        (lambda: check_stream_token(settings, "run1", "garbage"), "malformed stream token"),
+        (lambda: check_stream_token(settings, "run1", signed_text), "malformed stream token"),
+        (lambda: check_stream_token(settings, "run2", expired), NOT_VALID),
+        (lambda: check_stream_token(settings, "run1", expired), EXPIRED),
+        (lambda: make_stream_token(public, "run1"), NO_SECRET),
+    ]
+    for call, message in cases:
+        with pytest.raises(AuthError) as caught:
+            call()
+        assert str(caught.value) == message
+
+
+MISSING = "missing bearer token: send Authorization: Bearer <api key>"
+NOT_VALID = "stream token is not valid for this run"
+EXPIRED = "stream token expired: ask for a new one with the status route"
+NO_SECRET = "stream tokens need JOBTAIL_SECRET beyond a loopback bind"
