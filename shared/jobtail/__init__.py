@@ -1,13 +1,19 @@
 """jobtail: live, durable logs for background jobs.
 
-A job writes through a :class:`RunLogger`; every line is committed to a :class:`LogStore` before
-``log()`` returns; viewers follow a run with :class:`Tailer` (over SSE in the web app) from any
-cursor, live or long after the job ended.
+A job runs inside ``jobtail.run(store, upload_id, service)`` (or writes through a
+:class:`RunLogger`); every line is committed to a :class:`LogStore` before ``log()`` returns;
+viewers follow a run with :class:`Tailer` (over SSE: ``jobtail.fastapi.router`` in any FastAPI
+app) from any cursor, live or long after the job ended. ``jobtail.capture`` takes in what a job
+prints and logs; ``jobtail.queues`` carries runs through task queues.
 """
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 from .logger import RunLogger, RunLogHandler
+from .run import RunClaimError, run
 from .store import LogLine, LogStore, Run, RunStatus, from_url
 from .tail import Tailer
 
@@ -15,10 +21,23 @@ __all__ = [
     "LogLine",
     "LogStore",
     "Run",
+    "RunClaimError",
     "RunLogHandler",
     "RunLogger",
     "RunStatus",
     "Tailer",
     "from_url",
+    "run",
 ]
+
+_LAZY = ("capture", "fastapi", "queues")
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``jobtail.fastapi`` and friends load on first use: a worker need not import FastAPI."""
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
