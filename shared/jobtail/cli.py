@@ -114,13 +114,14 @@ def main() -> None:
 @click.option("--store", envvar="JOBTAIL_STORE", default="sqlite:///", show_default=True)
 @click.option("--data-dir", envvar="JOBTAIL_DATA_DIR", default=".jobtail", show_default=True)
 def serve(host: str, port: int, store: str, data_dir: str) -> None:
-    """Serve the API and the page.
+    """Serve the API and the page. SIGTERM drains: no new runs, running jobs get
+    JOBTAIL_SHUTDOWN_GRACE seconds, then fail with a line saying why; queued runs wait for the
+    next start.
 
     Example: jobtail serve --port 8000   (then open http://127.0.0.1:8000)
     """
-    import uvicorn
-
     from .web.app import create_app
+    from .web.serving import serve as run_server
 
     try:
         settings = Settings(host=host, port=port, store=store, data_dir=Path(data_dir))
@@ -129,7 +130,7 @@ def serve(host: str, port: int, store: str, data_dir: str) -> None:
     except (ValueError, ValidationError, StoreError) as exc:
         _fail(str(exc))
     click.echo(f"jobtail: serving http://{host}:{port} (store {settings.store})", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+    run_server(app, settings)
 
 
 def _since(value: str) -> datetime:

@@ -59,6 +59,12 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="seconds a run may wait for a worker before it is failed"
     )
     retention_days: int = Field(30, ge=1)
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="seconds running jobs get on SIGTERM before they are failed"
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="seconds a connection may take to send a request's headers"
+    )
     log_level: str = "INFO"
 
     @field_validator("api_keys", "old_secrets", mode="before")

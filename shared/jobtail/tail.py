@@ -475,6 +475,14 @@ class Tailer:
                 async with asyncio.timeout(self.store.next_poll_interval(idle)):
                     await follower.wake.wait()
 
+    async def stop_following(self) -> None:
+        """End every follower (a shutdown): their viewers get a WindowEndEvent and resume by
+        cursor, here after a restart or on another instance."""
+        tasks = [f.task for f in self._followers.values() if f.task and not f.task.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
 
 def _last_seq(event: LinesEvent | EncodedLinesEvent) -> int:
     return event.last_seq if isinstance(event, EncodedLinesEvent) else event.lines[-1].seq

@@ -3,7 +3,9 @@
 A dispatcher only delivers the run id; the run's state lives in the store, and ``run_job``
 claims the run before doing anything, so at-least-once delivery (SQS) never runs a job twice.
 A run that was never delivered (a crash between create and submit, a pool closed with
-``cancel_pending``) stays queued until the janitor fails it.
+``cancel_pending``, a server killed with runs in its pool) stays queued in the store; the next
+start hands it over again (``redispatch_queued``), and the janitor fails it only after
+``queued_timeout``.
 """
 
 from __future__ import annotations
@@ -18,9 +20,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..store.base import Run
+from ..store.base import LogStore, Run, RunStatus
 
-__all__ = ["DispatchError", "Dispatcher", "InlineDispatcher", "JobMessage", "SqsDispatcher"]
+__all__ = [
+    "DispatchError",
+    "Dispatcher",
+    "InlineDispatcher",
+    "JobMessage",
+    "SqsDispatcher",
+    "redispatch_queued",
+]
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
@@ -48,16 +57,17 @@ class InlineDispatcher(Dispatcher):
     def __init__(self, job: Callable[[str], object], max_workers: int = 2) -> None:
         self.job = job
         self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="jobtail-job")
-        self._futures: set[Future[None]] = set()
+        self._futures: dict[Future[None], str] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._drained = False
 
     def submit(self, run: Run) -> None:
         with self._lock:
             if self._closed:
                 raise DispatchError(f"cannot run {run.run_id}: the dispatcher is closed")
             future = self._pool.submit(self._run, run.run_id)
-            self._futures.add(future)
+            self._futures[future] = run.run_id
         future.add_done_callback(self._forget)
 
     def _run(self, run_id: str) -> None:
@@ -68,7 +78,7 @@ class InlineDispatcher(Dispatcher):
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
-            self._futures.discard(future)
+            self._futures.pop(future, None)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every submitted job ended; False on timeout (for tests and shutdown)."""
@@ -76,11 +86,23 @@ class InlineDispatcher(Dispatcher):
             pending = set(self._futures)
         return not wait_for(pending, timeout=timeout).not_done
 
+    def drain(self, timeout: float) -> list[str]:
+        """Stop taking runs, drop those not started (they stay queued in the store for the next
+        start), give the running ones ``timeout`` seconds; return the ids still running."""
+        with self._lock:
+            self._closed = self._drained = True
+            futures = dict(self._futures)
+        running = {future: run_id for future, run_id in futures.items() if not future.cancel()}
+        wait_for(running, timeout=timeout)
+        return [run_id for future, run_id in running.items() if not future.done()]
+
     def close(self, wait: bool = True, cancel_pending: bool = False) -> None:
-        """Stop taking runs; wait for running jobs; optionally drop those not yet started."""
+        """Stop taking runs; wait for running jobs (not after a ``drain``: it bounded that
+        wait already); optionally drop those not yet started."""
         with self._lock:
             self._closed = True
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
+            drained = self._drained
+        self._pool.shutdown(wait=wait and not drained, cancel_futures=cancel_pending or drained)
 
 
 class JobMessage(BaseModel):
@@ -141,3 +163,21 @@ class SqsDispatcher(Dispatcher):
             self.client.send_message(**request)
         except Exception as exc:
             raise DispatchError(f"cannot queue run {run.run_id}: {exc}") from exc
+
+
+def redispatch_queued(store: LogStore, dispatcher: Dispatcher, limit: int = 1000) -> list[str]:
+    """Hand every queued run over again (oldest first): after a crash, runs that sat in a dead
+    process's pool would otherwise wait for the janitor. Safe with several processes on one
+    store: the worker's claim lets only one of them run it."""
+    queued = [run for run in store.list_runs(limit=limit) if run.status is RunStatus.QUEUED]
+    handed: list[str] = []
+    for run in reversed(queued):
+        try:
+            dispatcher.submit(run)
+        except DispatchError as exc:
+            log.warning("cannot hand queued run %s over again: %s", run.run_id, exc)
+            break
+        handed.append(run.run_id)
+    if handed:
+        log.info("handed %d queued run(s) over again: %s", len(handed), ", ".join(handed))
+    return handed

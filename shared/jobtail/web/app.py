@@ -17,10 +17,12 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..fastapi import router
+from ..jobs.dispatch import redispatch_queued
 from ..services import Services
 from . import errors
 from .deps import Authorized
 from .routes import pages, streams
+from .shutdown import DrainingMiddleware, Shutdown
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +37,36 @@ async def _janitor(services: Services) -> None:
         await asyncio.sleep(services.settings.stale_after / 2)
 
 
+async def _redispatch(services: Services) -> None:
+    """Runs left queued by a previous process (killed, or shut down with a backlog)."""
+    assert services.dispatcher is not None
+    try:
+        await anyio.to_thread.run_sync(redispatch_queued, services.store, services.dispatcher)
+    except Exception:
+        log.exception("cannot hand the queued runs over again; the janitor will fail them")
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
-    """Build the app; pass ``services`` to share a store/dispatcher (tests, Lambda)."""
+    """Build the app; pass ``services`` to share a store/dispatcher (tests, Lambda).
+
+    An app that built its own services also owns their lifecycle: at start it hands over the
+    runs a previous process left queued, and at shutdown it drains (``web/shutdown.py``).
+    """
     owned = services is None
     services = services or Services.from_settings(settings)
     jobs = router(services, dependencies=[Authorized])
+    shutdown = Shutdown(services, lambda: jobs.context.tailer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         janitor = None
         if services.settings.dispatcher == "inline":  # on AWS a scheduled function does it
             janitor = asyncio.create_task(_janitor(services))
+            if owned:
+                await _redispatch(services)
         yield
+        if owned:
+            await shutdown.drain()
         if janitor is not None:
             janitor.cancel()
         if owned:
@@ -57,6 +77,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.jobtail = jobs.context
     app.state.tailer = jobs.context.tailer
     app.state.streams = jobs.context.gate
+    app.state.shutdown = shutdown
+    app.add_middleware(DrainingMiddleware, shutdown=shutdown)
     errors.install(app)
     app.include_router(pages.router)
     app.include_router(jobs)  # its lifespan (the tail hub) runs inside the app's

@@ -1,0 +1,103 @@
+"""uvicorn as ``jobtail serve`` runs it: bounded connections and a graceful SIGTERM.
+
+- A connection must send a whole request head within ``header_timeout`` seconds of opening
+  (or of its last response): idle sockets and slowloris clients that trickle header bytes are
+  closed, where uvicorn's keep-alive timer only starts after a first response and restarts on
+  any byte. ``limit_concurrency`` answers 503 beyond a bound instead of exhausting descriptors.
+- The first SIGTERM/SIGINT drains (``web/shutdown.py``) while the listener stays open, so health
+  checks get their fast 503 ``draining``; then uvicorn exits. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import FrameType
+from typing import Any
+
+import h11
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from ..config import Settings
+
+__all__ = ["GracefulServer", "HeadTimeoutH11Protocol", "serve"]
+
+
+class HeadTimeoutH11Protocol(H11Protocol):
+    """h11 with a deadline on each request head, not reset by trickled bytes."""
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if timer := getattr(self, "_head_timer", None):
+            timer.cancel()
+
+    def _arm_head_deadline(self) -> None:
+        if timer := getattr(self, "_head_timer", None):
+            timer.cancel()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_deadline)
+
+    def _head_deadline(self) -> None:
+        """Close if the client still has not sent a whole request head."""
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+class GracefulServer(uvicorn.Server):
+    """On the first signal, drains the app before uvicorn stops listening."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+        self._draining: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining is None and self._loop is not None and not self.should_exit:
+            self._loop.call_soon_threadsafe(self._start_drain, sig, frame)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self, sig: int, frame: FrameType | None) -> None:
+        self._draining = asyncio.create_task(self._drain_then_exit(sig, frame))
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            await self.app.state.shutdown.drain()
+        finally:
+            super().handle_exit(sig, frame)  # now uvicorn stops listening and exits
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Run the app on ``settings.host:port`` until a signal ends it (after the drain)."""
+    protocol = type(
+        "Protocol", (HeadTimeoutH11Protocol,), {"header_timeout": settings.header_timeout}
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        http=protocol,
+        ws="none",
+        timeout_keep_alive=5,
+        limit_concurrency=settings.max_streams + 200,
+        backlog=2048,
+        timeout_graceful_shutdown=5,
+    )
+    GracefulServer(config, app).run()

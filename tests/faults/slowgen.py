@@ -1,0 +1,35 @@
+"""A generator plug-in for the fault suite, loaded by a real ``jobtail serve`` through the
+``jobtail.generators`` entry point (harness.py writes the dist-info that declares it).
+
+It logs ``FAULT_LINES`` lines, one every ``FAULT_PACE`` seconds (the job's own pace, not a
+synchronisation), and journals each message after ``log()`` returned, i.e. once committed, so
+a test can check that every line the job logged is in the store exactly once, in order.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from jobtail.jobs.generators import GeneratedCode, Generator
+from jobtail.logger import RunLogger
+from jobtail.uploads import ParsedUpload
+
+
+class SlowGenerator(Generator):
+    name = "slow"
+    description = "logs numbered lines at a steady pace (fault suite)"
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        lines = int(os.environ.get("FAULT_LINES", "100"))
+        pace = float(os.environ.get("FAULT_PACE", "0.01"))
+        journal = os.open(os.environ["FAULT_JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            for n in range(1, lines + 1):
+                message = f"line {n}"
+                log.info(message, n=n)
+                os.write(journal, f"{log.run_id} {message}\n".encode())
+                time.sleep(pace)
+        finally:
+            os.close(journal)
+        return GeneratedCode(code="VALUE = 1\n", filename="slow.py")

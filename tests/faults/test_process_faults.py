@@ -1,0 +1,181 @@
+"""Faults injected into a real ``jobtail serve`` process on SQLite: each scenario ends with the
+store, the job's journal and an SSE viewer agreeing exactly (harness.check_run)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..waiting import wait_for
+from .harness import Server, Viewer, check_run
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    process = Server(tmp_path, FAULT_LINES="300", FAULT_PACE="0.01")
+    yield process
+    process.stop()
+
+
+def test_sigkill_mid_run_then_restart(server: Server) -> None:
+    server.start()
+    running = server.generate("petstore")
+    queued = server.generate("invoice")  # one worker: this one waits in the pool
+    first = Viewer(server.url, running)
+    second = Viewer(server.url, queued, key="invoice/slow")
+    wait_for(lambda: len(first.lines) >= 30, what="the run to be under way")
+    assert server.status(queued, "invoice/slow")["status"] == "queued"
+    server.kill()
+    server.start()
+    ready = time.monotonic()
+    first.join(30)
+    ended_after = time.monotonic() - ready
+    final = check_run(server, running, [first], "failed", killed=True)
+    assert "stopped sending heartbeats" in final[-1]["message"]
+    assert ended_after < 1.5 + 0.75 + 1  # stale_after + a sweep interval, from the restart
+    second.join(30)  # the queued run is handed over again at the restart, and runs
+    check_run_key(server, queued, second)
+    assert first.connections >= 2 and second.connections >= 2  # both resumed by cursor
+
+
+def check_run_key(server: Server, run_id: str, viewer: Viewer) -> None:
+    final = server.final(run_id, "invoice/slow")
+    assert viewer.end is not None and viewer.end["status"] == "succeeded"
+    assert viewer.lines == final and [x["seq"] for x in final] == list(range(1, len(final) + 1))
+    assert [x["message"] for x in final if x["message"].startswith("line ")] == (
+        server.journaled(run_id)
+    )
+
+
+@pytest.mark.xfail(
+    reason="the job's thread still appends after its run was failed, until the store fences "
+    "writers (CORE_API: RunFencedError)",
+    strict=False,
+)
+def test_sigterm_drains_fails_running_keeps_queued(tmp_path: Path) -> None:
+    server = Server(tmp_path, FAULT_LINES="100000", FAULT_PACE="0.01")
+    try:
+        server.start()
+        running = server.generate("petstore")
+        queued = server.generate("invoice")
+        viewer = Viewer(server.url, running)
+        wait_for(lambda: len(viewer.lines) >= 20, what="the run to be under way")
+        health: list[tuple[int, float]] = []
+        refused: list[int] = []
+        asked = time.monotonic()
+        server.signal(signal.SIGTERM)
+        while server.proc is not None and server.proc.poll() is None:
+            started = time.monotonic()
+            try:
+                answer = httpx.get(f"{server.url}/healthz", timeout=2)
+                health.append((answer.status_code, time.monotonic() - started))
+                if not refused:
+                    refused.append(
+                        httpx.post(f"{server.url}/runs/bookshop/slow/generate").status_code
+                    )
+            except httpx.TransportError:
+                pass
+        took = time.monotonic() - asked
+        assert took < 1 + 2 + 2 + 3, took  # grace + viewers + uvicorn, with room
+        assert health and all(code in (200, 503) for code, _ in health)
+        assert max(seconds for _, seconds in health) < 0.5, health
+        assert refused == [503]
+        viewer.join(10)
+        server.start()  # the next start: the run's end is there; the queued run runs now
+        final = check_run(server, running, [viewer], "failed")
+        assert "server shut down" in final[-1]["message"]
+        later = Viewer(server.url, queued, key="invoice/slow")
+        wait_for(lambda: later.lines, what="the queued run to start after the restart")
+        assert server.status(queued, "invoice/slow")["status"] == "running"
+    finally:
+        server.stop()
+
+
+def test_sqlite_locked_by_another_process(server: Server) -> None:
+    server.start()
+    run_id = server.generate()
+    viewer = Viewer(server.url, run_id)
+    wait_for(lambda: len(viewer.lines) >= 20, what="the run to be under way")
+    db = sqlite3.connect(server.tmp / "data" / "store.db", timeout=10, isolation_level=None)
+    db.execute("begin exclusive")
+    held = time.monotonic()
+    before = len(server.journaled(run_id))
+    threading.Event().wait(2)  # the fault: the lock is held this long
+    stalled = len(server.journaled(run_id)) - before
+    db.execute("rollback")
+    db.close()
+    viewer.join(30)
+    check_run(server, run_id, [viewer], "succeeded")
+    assert stalled <= 2 and time.monotonic() - held >= 2  # the job waited for the store
+
+
+def test_fifty_concurrent_generates_for_one_key(server: Server) -> None:
+    server.start()
+    answers: list[httpx.Response] = []
+    go = threading.Barrier(50)
+    limits = httpx.Limits(max_connections=50)
+    with httpx.Client(timeout=20, limits=limits) as client:  # one client: its TLS setup is slow
+
+        def post() -> None:
+            go.wait()
+            answers.append(client.post(f"{server.url}/runs/petstore/slow/generate"))
+
+        threads = [threading.Thread(target=post) for _ in range(50)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [202] + [409] * 49
+    winner = next(a.json()["run_id"] for a in answers if a.status_code == 202)
+    assert {a.json()["run_id"] for a in answers if a.status_code == 409} == {winner}
+
+
+def test_idle_and_slowloris_connections_are_dropped(server: Server) -> None:
+    server.start()
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+    slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+    for sock in idle + slow:
+        sock.settimeout(0.05)
+    for sock in slow:
+        sock.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    opened = time.monotonic()
+    latencies: list[float] = []
+    closed: set[int] = set()
+    while len(closed) < len(idle) + len(slow) and time.monotonic() - opened < 5:
+        for index, sock in enumerate(slow):  # a header byte now and then: never a whole head
+            if index + len(idle) not in closed:
+                with contextlib.suppress(OSError):
+                    sock.send(b"a")
+        for index, sock in enumerate(idle + slow):
+            if index not in closed and _closed_by_peer(sock):
+                closed.add(index)
+        started = time.monotonic()
+        assert httpx.get(f"{server.url}/healthz", timeout=2).status_code == 200
+        latencies.append(time.monotonic() - started)
+    took = time.monotonic() - opened
+    for sock in idle + slow:
+        sock.close()
+    assert len(closed) == 120, f"{len(closed)} of 120 closed after {took:.1f} s"
+    assert took < 1 + 2  # header_timeout + slack
+    assert max(latencies) < 0.5, max(latencies)
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
