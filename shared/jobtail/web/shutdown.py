@@ -19,9 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..jobs.dispatch import InlineDispatcher
-from ..logger import RunLogger
 from ..services import Services
-from ..store.base import RunStatus
+from ..store.base import LogLine, RunStatus, utcnow
 from ..tail import Tailer
 
 log = logging.getLogger(__name__)
@@ -65,18 +64,14 @@ class Shutdown:
         await tailer.stop_following()  # the rest end with retry: and resume elsewhere
 
     def _fail(self, run_id: str, grace: float) -> None:
-        """Explain, then fail (the line is committed before the status flips)."""
-        store, error = self.services.store, shutdown_error(grace)
+        """Explain and fail in one transaction (the store numbers the line); from then on the
+        store refuses the job's appends (RunFencedError), so nothing lands after the end."""
+        error = shutdown_error(grace)
+        line = LogLine(0, utcnow(), "ERROR", f"Run failed: {error}", {"reason": "shutdown"})
         try:
-            run = store.get_run(run_id)
-            if run is None or run.status is not RunStatus.RUNNING:
-                return
-            logger = RunLogger(store, run_id, start_seq=run.last_seq)
-            logger.error(f"Run failed: {error}", reason="shutdown")
-            logger.close()
-            store.finish_run(run_id, RunStatus.FAILED, error)
-            log.warning("run %s failed: %s", run_id, error)
-        except Exception:  # the janitor fails it later, once its heartbeat is stale
+            if self.services.store.finish_run(run_id, RunStatus.FAILED, error, lines=[line]):
+                log.warning("run %s failed: %s", run_id, error)
+        except Exception:  # finished meanwhile, or the store is down: the janitor ends it
             log.exception("run %s: cannot record the shutdown", run_id)
 
 
