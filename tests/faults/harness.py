@@ -65,7 +65,7 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20) -> Server:
+    def start(self, timeout: float = 60) -> Server:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [str(JOBTAIL), "serve", "--port", str(self.port)],

@@ -45,7 +45,7 @@ def test_sigkill_mid_run_then_restart(server: Server) -> None:
     ended_after = time.monotonic() - ready
     final = check_run(server, running, [first], "failed", killed=True)
     assert "stopped sending heartbeats" in final[-1]["message"]
-    assert ended_after < 1.5 + 0.75 + 1  # stale_after + a sweep interval, from the restart
+    assert ended_after < 1.5 + 0.75 + 3  # stale_after + a sweep interval (+ a loaded machine)
     second.join(30)  # the queued run is handed over again at the restart, and runs
     check_run_key(server, queued, second)
     assert first.connections >= 2 and second.connections >= 2  # both resumed by cursor
