@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 REF_SUFFIX = "_REF"
+EDGE_HEADER = "x-jobtail-edge"
+"""Set by the CloudFront origin (template.yaml): the viewer's URLs have no API Gateway stage."""
 RETRY_FIRST_SECONDS = 5
 RETRY_MAX_SECONDS = 120
 
@@ -105,7 +107,8 @@ class StagePrefix:
 
     Mangum passes the path without the stage; the app's generated links (``stream_url``) then
     miss it. ``requestContext.path`` is the path the client asked for, so the prefix is what it
-    has before the routed path; behind a custom domain with no base path it is empty.
+    has before the routed path; behind a custom domain with no base path it is empty. Behind
+    CloudFront (the template's origin sets ``X-Jobtail-Edge``) viewers see no stage at all.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -114,6 +117,9 @@ class StagePrefix:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         event = scope.get("aws.event") or {}
         prefix = _prefix(event.get("requestContext", {}).get("path", ""), event.get("path", ""))
+        headers = {str(k).lower() for k in (event.get("headers") or {})}
+        if EDGE_HEADER in headers:
+            prefix = ""
         if scope["type"] == "http" and prefix:
             scope = {**scope, "root_path": prefix, "path": prefix + scope["path"]}
         await self.app(scope, receive, send)

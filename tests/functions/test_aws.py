@@ -87,3 +87,10 @@ def test_a_custom_domain_keeps_its_base_path(client_path: str, root: str) -> Non
     event["requestContext"]["path"] = client_path + event["path"]
     scope = scope_seen(event)
     assert scope["root_path"] == root and scope["path"] == root + event["path"]
+
+
+def test_behind_cloudfront_the_viewer_sees_no_stage() -> None:
+    event = load_event("api-status")
+    event["headers"]["X-Jobtail-Edge"] = "cloudfront"
+    scope = scope_seen(event)
+    assert scope["root_path"] == "" and scope["path"] == event["path"]
