@@ -71,13 +71,43 @@ def test_long_messages_are_truncated_with_a_marker(sqlite_store: SQLiteStore) ->
     assert whole.message == "y" * MAX_LINE_CHARS and whole.fields is None
 
 
-def test_line_cap_ends_with_a_warning(sqlite_store: SQLiteStore) -> None:
+def test_line_cap_without_a_tail_ends_with_a_warning(sqlite_store: SQLiteStore) -> None:
     run = sqlite_store.create_run("up", "svc")
-    logger = RunLogger(sqlite_store, run.run_id, max_lines=10)
+    logger = RunLogger(sqlite_store, run.run_id, max_lines=10, keep_tail=0)
     seqs = [logger.info(f"n{n}") for n in range(20)]
+    assert logger.close()
     lines = sqlite_store.read(run.run_id)
-    assert len(lines) == 10 and seqs[10:] == [None] * 10
-    assert lines[-1].log_level == "WARNING" and "line limit of 10" in lines[-1].message
+    assert seqs[10:] == [None] * 10
+    assert [line.message for line in lines[:9]] == [f"n{n}" for n in range(9)]
+    assert lines[9].log_level == "WARNING" and "line limit of 10" in lines[9].message
+    assert lines[10].message == "… 11 lines omitted (line limit of 10) …"
+    assert len(lines) == 11 and logger.omitted == 11
+
+
+def test_past_the_cap_the_head_and_the_tail_are_kept_and_the_gap_is_said(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """A huge log keeps its start and its end (where the error is), never fails the job, and
+    says how many lines it left out, in the log and on the run."""
+    run = sqlite_store.claim_run(sqlite_store.create_run("up", "svc").run_id)
+    assert run is not None
+    logger = RunLogger(sqlite_store, run.run_id, epoch=run.epoch, max_lines=20, keep_tail=5)
+    returned = [logger.log("INFO", f"n{n}") for n in range(1, 101)]
+    assert returned[:13] == list(range(1, 14)) and set(returned[13:]) == {None}
+    live = sqlite_store.read(run.run_id)  # viewers see the head and the warning at once
+    assert [x.message for x in live[:13]] == [f"n{n}" for n in range(1, 14)]
+    assert live[13].log_level == "WARNING" and live[13].fields == {"limit": 20, "kept_tail": 5}
+    assert "except the last 5, shown at the end" in live[13].message and len(live) == 14
+    assert logger.finish(RunStatus.FAILED, "Run failed: boom", error="boom")
+    lines = sqlite_store.read(run.run_id)
+    assert [x.seq for x in lines] == list(range(1, len(lines) + 1))
+    assert lines[14].message == "… 82 lines omitted (line limit of 20) …"
+    assert lines[14].fields == {"omitted": 82}
+    assert [x.message for x in lines[15:20]] == [f"n{n}" for n in range(96, 101)]
+    assert lines[-1].message == "Run failed: boom" and len(lines) == 21  # the end is always kept
+    ended = sqlite_store.get_run(run.run_id)
+    assert ended is not None and ended.omitted == 82
+    assert ended.to_json()["truncated"] is True and ended.to_json()["omitted"] == 82
 
 
 class FlakyStore(SQLiteStore):

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     sse_seconds: float = Field(60.0, gt=0, description="Durable Streams SSE connection length")
     max_line_chars: int = Field(65_536, ge=256)
     max_lines: int = Field(1_000_000, ge=10)
+    keep_tail_lines: int = Field(
+        10_000, ge=0, description="past max_lines, the last lines kept (the head is kept too)"
+    )
     max_upload_bytes: int = Field(1_048_576, ge=1024)
     max_streams: int = Field(1000, ge=1, description="concurrent SSE streams per process")
     heartbeat_interval: float = Field(5.0, gt=0)

@@ -19,6 +19,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -84,6 +85,11 @@ class RunLogger:
     ``epoch`` is the writer's claim (``LogStore.claim_run``): with it, the store refuses this
     logger once the run was claimed again or closed by someone else (the janitor).
 
+    Past ``max_lines`` the log keeps its head and its tail: after the head a WARNING says the
+    cap was reached, the next lines are held in memory (the last ``keep_tail`` of them) and
+    counted, and ``finish``/``close`` write "N lines omitted" then the kept tail, so the end of
+    a huge log (where the error is) is never lost; ``omitted`` is recorded with the run's end.
+
     ``write_behind=seconds`` trades "committed when log() returns" for throughput: lines are
     batched and committed by a background thread at most that many seconds later (and at
     once when ``max_pending`` are waiting, which also holds log() back: the buffer is bounded).
@@ -99,6 +105,7 @@ class RunLogger:
         epoch: int | None = None,
         max_line_chars: int = MAX_LINE_CHARS,
         max_lines: int | None = None,
+        keep_tail: int = 1000,
         retry_delays: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
         sleep: Callable[[float], None] = time.sleep,
         write_behind: float | None = None,
@@ -113,6 +120,12 @@ class RunLogger:
         self.epoch = epoch
         self.max_line_chars = max_line_chars
         self.max_lines = max_lines
+        room = (max_lines - 3) // 2 if max_lines is not None else 0
+        self.keep_tail = max(0, min(keep_tail, room))
+        self._tail: deque[tuple[str, str, dict[str, Any]]] = deque(maxlen=self.keep_tail)
+        self.omitted = 0
+        """Lines dropped past the cap so far (not counting the kept tail)."""
+        self._reported = 0  # of those, already told in an "omitted" line
         self.retry_delays = retry_delays
         self._sleep = sleep
         self._pending: list[LogLine] = []
@@ -176,7 +189,7 @@ class RunLogger:
             behind = self._flusher is not None and not self._closed.is_set()
             if not behind or len(self._pending) >= self.max_pending:
                 self._flush(self.retry_delays[:1])
-            return line.seq
+            return None if self._capped else line.seq
 
     def flush(self) -> bool:
         """Commit what is pending now, retrying with the full backoff; True if all landed."""
@@ -185,9 +198,13 @@ class RunLogger:
             return self._flush(self.retry_delays)
 
     def close(self) -> bool:
-        """Stop the write-behind thread, if any, and flush; True if every line landed."""
+        """Stop the write-behind thread, if any, write the kept tail, and flush; True if every
+        line landed."""
         self._stop_flusher()
-        return self.flush()
+        with self._lock:
+            self._raise_if_refused()
+            self._drain_tail()
+            return self._flush(self.retry_delays)
 
     def finish(
         self,
@@ -208,17 +225,19 @@ class RunLogger:
         level = level or ("INFO" if status is RunStatus.SUCCEEDED else "ERROR")
         with self._lock:
             self._raise_if_refused()
-            self._capped = False  # the closing line is always kept
-            self.max_lines = None
-            line = self._make_line(level, message, dict(fields or {}))
-            assert line is not None
-            self._pending.append(line)
+            self._drain_tail()
+            self._pending.append(self._number(level, message, dict(fields or {})))  # always kept
             deadline = time.monotonic() + timeout
             attempt = 0
             while True:
                 try:
                     self.store.finish_run(
-                        self.run_id, status, error, lines=self._pending, epoch=self.epoch
+                        self.run_id,
+                        status,
+                        error,
+                        lines=self._pending,
+                        epoch=self.epoch,
+                        omitted=self.omitted,
                     )
                 except (RunFencedError, SeqGapError) as exc:
                     self._refuse(exc)
@@ -280,12 +299,36 @@ class RunLogger:
         self._pending.clear()
 
     def _make_line(self, level: str, message: str, fields: dict[str, Any]) -> LogLine | None:
+        """The next line, or None past the cap (then it is held for the tail, or counted)."""
         if self._capped:
+            if len(self._tail) == self.keep_tail:
+                self.omitted += 1  # the oldest held line (or this one, with no tail) drops out
+            if self.keep_tail:
+                self._tail.append((level, message, fields))
             return None
-        if self.max_lines is not None and self.seq >= self.max_lines - 1:
+        reserved = 2 if self.keep_tail else 1  # the cap's warning, and the "omitted" line
+        if self.max_lines is not None and self.seq >= self.max_lines - self.keep_tail - reserved:
             self._capped = True
-            level, fields = "WARNING", {"limit": self.max_lines}
-            message = f"line limit of {self.max_lines} reached: later lines are dropped"
+            warning = f"line limit of {self.max_lines} reached: later lines are dropped" + (
+                f", except the last {self.keep_tail}, shown at the end" if self.keep_tail else ""
+            )
+            cap = {"limit": self.max_lines, "kept_tail": self.keep_tail}
+            line = self._number("WARNING", warning, cap)
+            self._make_line(level, message, fields)  # this call's own line: held or counted
+            return line
+        return self._number(level, message, fields)
+
+    def _drain_tail(self) -> None:
+        """Queue "N lines omitted" and the kept tail, numbered after the head. Holds the lock."""
+        news = self.omitted - self._reported
+        if news:
+            text = f"… {news:,} lines omitted (line limit of {self.max_lines}) …"
+            self._pending.append(self._number("WARNING", text, {"omitted": news}))
+            self._reported = self.omitted
+        while self._tail:
+            self._pending.append(self._number(*self._tail.popleft()))
+
+    def _number(self, level: str, message: str, fields: dict[str, Any]) -> LogLine:
         message, dropped = truncate(storable(message), self.max_line_chars)
         if fields:
             fields, dropped_in_fields = storable_fields(fields, self.max_line_chars)

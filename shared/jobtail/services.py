@@ -71,6 +71,7 @@ class Services:
             max_line_chars=self.settings.max_line_chars,
             max_lines=self.settings.max_lines,
             deadline=deadline,
+            keep_tail=self.settings.keep_tail_lines,
         )
 
     def sweep(self) -> SweepResult:

@@ -221,8 +221,10 @@ def test_the_error_stays_last_when_the_line_cap_is_reached(
     created = store.create_run("bookshop", "nope")
     assert run(created.run_id, max_lines=2) is RunStatus.FAILED
     lines = log_of(created.run_id)
-    assert [line.log_level for line in lines] == ["INFO", "WARNING", "ERROR"]
+    assert [line.log_level for line in lines] == ["INFO", "WARNING", "WARNING", "ERROR"]
+    assert lines[2].message.startswith("… 1 lines omitted")  # said, and counted on the run
     assert lines[-1].message.startswith("Run failed: unknown service 'nope'")
+    assert store.get_run(created.run_id).omitted == 1  # type: ignore[union-attr]
 
 
 def test_a_plug_in_generator_is_used(

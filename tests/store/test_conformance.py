@@ -435,3 +435,12 @@ async def test_async_reads_match_the_sync_ones(store: LogStore) -> None:
     run, lines = await store.apoll(run_id, 7, 100)
     assert run == store.get_run(run_id) and [x.seq for x in lines] == [8, 9, 10]
     await store.aclose()
+
+
+def test_the_end_records_how_many_lines_the_writer_omitted(store: LogStore) -> None:
+    run = store.claim_run(store.create_run("u1", "pydantic").run_id)
+    assert run is not None
+    assert store.get_run(run.run_id).omitted == 0  # type: ignore[union-attr]
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=[line(1)], epoch=run.epoch, omitted=7)
+    ended = store.get_run(run.run_id)
+    assert ended is not None and ended.omitted == 7 and ended.to_json()["truncated"] is True

@@ -95,6 +95,7 @@ def run_job(
     heartbeat_interval: float = 5.0,
     max_line_chars: int = MAX_LINE_CHARS,
     max_lines: int | None = None,
+    keep_tail: int = 1000,
     end_timeout: float = 120.0,
     deadline: float | None = None,
     deadline_margin: float = 5.0,
@@ -117,6 +118,7 @@ def run_job(
         epoch=claimed.epoch,
         max_line_chars=max_line_chars,
         max_lines=max_lines,
+        keep_tail=keep_tail,
     )
     job = _Job(claimed, logger, uploads, blobs, registry)
     with Heartbeat(store, run_id, heartbeat_interval, epoch=claimed.epoch):

@@ -236,6 +236,8 @@ class Run:
     last_seq: int = 0
     error: str | None = None
     epoch: int = 0
+    omitted: int = 0
+    """Lines the writer dropped past the per-run cap (between the head and the tail it kept)."""
 
     @property
     def active(self) -> bool:
@@ -263,6 +265,8 @@ class Run:
             "last_seq": self.last_seq,
             "error": self.error,
             "epoch": self.epoch,
+            "truncated": self.omitted > 0,
+            "omitted": self.omitted,
         }
 
 
@@ -376,6 +380,7 @@ class LogStore(ABC):
         lines: Sequence[LogLine] = (),
         epoch: int | None = None,
         if_stale_before: datetime | None = None,
+        omitted: int = 0,
     ) -> bool:
         """Append ``lines`` and set the final status in one transaction: the run's ``end``.
 
@@ -384,7 +389,7 @@ class LogStore(ABC):
         life is older than that bound, and bump its epoch (the silent writer is fenced); else
         write nothing and return False. A run already finished stays as it is: False for a
         retry that adds no line, RunFencedError("closed") for new lines. True if this call
-        closed the run.
+        closed the run. ``omitted`` records how many lines the writer dropped past its cap.
         """
 
     @abstractmethod

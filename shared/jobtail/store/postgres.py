@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
-    " heartbeat_at, last_seq, error, epoch"
+    " heartbeat_at, last_seq, error, epoch, omitted"
 )
 TABLES = ("runs", "runs_logs")
 FUNCTIONS = (
@@ -109,6 +109,7 @@ def _run(r: Sequence[Any]) -> Run:
         r[8],
         r[9],
         r[10],
+        r[11],
     )
 
 
@@ -325,13 +326,14 @@ class PostgresStore(LogStore):
         lines: Sequence[LogLine] = (),
         epoch: int | None = None,
         if_stale_before: datetime | None = None,
+        omitted: int = 0,
     ) -> bool:
         if status.active:
             raise ValueError(f"finish_run needs a final status, not {status}")
         closed = bool(
             self._value(
-                "select jobtail_finish_run(%s, %s, %s, %s::jsonb, %s, %s)",
-                (run_id, status.value, error, lines_json(lines), epoch, if_stale_before),
+                "select jobtail_finish_run(%s, %s, %s, %s::jsonb, %s, %s, %s)",
+                (run_id, status.value, error, lines_json(lines), epoch, if_stale_before, omitted),
             )
         )
         if closed:

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at  TEXT,
     heartbeat_at TEXT,
     error        TEXT,
-    epoch        INTEGER NOT NULL DEFAULT 0
+    epoch        INTEGER NOT NULL DEFAULT 0,
+    omitted      INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS runs_key ON runs (upload_id, service_name, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (upload_id, service_name)
@@ -71,7 +72,8 @@ CREATE TABLE IF NOT EXISTS runs_logs (
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
     " heartbeat_at,"
-    " (SELECT coalesce(max(seq), 0) FROM runs_logs l WHERE l.run_id = runs.run_id), error, epoch"
+    " (SELECT coalesce(max(seq), 0) FROM runs_logs l WHERE l.run_id = runs.run_id), error, epoch,"
+    " omitted"
 )
 LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM runs_logs WHERE run_id = ?"
 INSERT = (
@@ -117,6 +119,7 @@ def _run(row: sqlite3.Row) -> Run:
         last_seq=row[8],
         error=row[9],
         epoch=row[10],
+        omitted=row[11],
     )
 
 
@@ -150,8 +153,9 @@ class SQLiteStore(LogStore):
         db = self._db()
         db.executescript(SCHEMA)
         columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-        if "epoch" not in columns:  # a database made before fencing
-            db.execute("ALTER TABLE runs ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        for column in ("epoch", "omitted"):  # a database made before these existed
+            if column not in columns:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
     # -- connections ----------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -295,6 +299,7 @@ class SQLiteStore(LogStore):
         lines: Sequence[LogLine] = (),
         epoch: int | None = None,
         if_stale_before: datetime | None = None,
+        omitted: int = 0,
     ) -> bool:
         if status.active:
             raise ValueError(f"finish_run needs a final status, not {status}")
@@ -314,13 +319,14 @@ class SQLiteStore(LogStore):
                 return False  # a retried close: its lines are committed already
             self._insert(db, run_id, fresh)
             db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, error = ?, epoch = ?"
+                "UPDATE runs SET status = ?, finished_at = ?, error = ?, epoch = ?, omitted = ?"
                 " WHERE run_id = ?",
                 (
                     status.value,
                     utcnow().isoformat(),
                     error,
                     run.epoch if epoch is not None else run.epoch + 1,  # fence the old owner
+                    omitted,
                     run_id,
                 ),
             )

@@ -63,6 +63,7 @@ def _run(data: Mapping[str, Any]) -> Run:
         last_seq=int(data.get("last_seq") or 0),
         error=data.get("error"),
         epoch=int(data.get("epoch") or 0),
+        omitted=int(data.get("omitted") or 0),
     )
 
 
@@ -247,6 +248,7 @@ class SupabaseStore(LogStore):
         lines: Sequence[LogLine] = (),
         epoch: int | None = None,
         if_stale_before: datetime | None = None,
+        omitted: int = 0,
     ) -> bool:
         if status.active:
             raise ValueError(f"finish_run needs a final status, not {status}")
@@ -257,6 +259,8 @@ class SupabaseStore(LogStore):
             params["p_epoch"] = epoch
         if if_stale_before is not None:
             params["p_stale_before"] = if_stale_before.isoformat()
+        if omitted:
+            params["p_omitted"] = omitted
         closed = bool(self._rpc("jobtail_finish_run", params))
         if closed:
             self.listeners.notify(run_id)
