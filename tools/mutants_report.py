@@ -12,11 +12,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# mutmut's exit codes (mutmut/stats.py): 1 and 3 killed, 0 survived, 36/-24 timeout (a kill:
-# the mutant made the code hang), 5/33 no test reaches the mutated function.
-KILLED = {1, 3, 36, -24, 37}
-SURVIVED = {0}
-NO_TESTS = {5, 33}
+# mutmut's exit codes (mutmut/stats.py): 1 and 3 killed (a test failed), 36 and -24 timeout
+# (the mutant made a test hang: caught, listed apart), 0 survived, 5 and 33 no test reaches the
+# mutated function, None not run yet.
+KIND = {1: "killed", 3: "killed", 36: "timeout", -24: "timeout", 0: "survived", 5: "no tests"}
+KIND[33] = "no tests"
 
 
 def main(root: Path) -> int:
@@ -24,40 +24,26 @@ def main(root: Path) -> int:
     rows, survivors, totals = [], [], Counter[str]()
     for meta in metas:
         codes = json.loads(meta.read_text())["exit_code_by_key"]
-        checked = {k: v for k, v in codes.items() if v is not None}
-        if not checked:
-            continue
         count = Counter(
-            "killed"
-            if v in KILLED
-            else "survived"
-            if v in SURVIVED
-            else "no tests"
-            if v in NO_TESTS
-            else "other"
-            for v in checked.values()
+            KIND.get(code, "not run" if code is None else "other") for code in codes.values()
         )
-        module = str(meta.relative_to(root / "mutants")).removesuffix(".meta")
-        module = module.removeprefix("src/")
-        total = sum(count.values())
-        rows.append((module, count, total, len(codes) - len(checked)))
+        if not count.keys() - {"not run"}:
+            continue
+        module = str(meta.relative_to(root / "mutants")).removesuffix(".meta").removeprefix("src/")
+        rows.append((module, count))
         totals.update(count)
-        survivors += sorted(k for k, v in checked.items() if v not in KILLED)
-    print("| module | mutants | killed | survived | no test reaches it | kill ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for module, count, total, unchecked in rows:
-        note = f" (+{unchecked} not run)" if unchecked else ""
+        survivors += sorted(k for k, v in codes.items() if KIND.get(v) in ("survived", "no tests"))
+    print("| module | mutants run | killed | timeout | survived | no test reaches it | killed % |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for module, count in [*rows, ("**all**", totals)]:
+        run = sum(v for k, v in count.items() if k != "not run")
+        caught = count["killed"] + count["timeout"]
+        left = f" (of {run + count['not run']})" if count["not run"] else ""
         print(
-            f"| `{module}` | {total}{note} | {count['killed']} | {count['survived']} | "
-            f"{count['no tests']} | {100 * count['killed'] / total:.1f} % |"
+            f"| {module} | {run}{left} | {count['killed']} | {count['timeout']} | "
+            f"{count['survived']} | {count['no tests']} | {100 * caught / run:.1f} % |"
         )
-    total = sum(totals.values())
-    if total:
-        print(
-            f"| **all** | {total} | {totals['killed']} | {totals['survived']} | "
-            f"{totals['no tests']} | **{100 * totals['killed'] / total:.1f} %** |"
-        )
-    print("\nnot killed:")
+    print("\nnot killed (mutmut show NAME prints the change):")
     for name in survivors:
         print(f"  {name}")
     return 0

@@ -1,0 +1,70 @@
+"""The janitor's own contract, without Lambda: its arguments, its words, what it logs.
+
+(tests/functions/test_janitor.py drives it as the scheduled function; the races are in
+tests/store/test_conformance.py and tests/test_fencing_http.py.)
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from jobtail.janitor import explain, stale_error, sweep
+from jobtail.store.base import Run, RunStatus
+from jobtail.store.sqlite import SQLiteStore
+
+MOMENT = datetime(2026, 11, 30, 20, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("stale_after", "retention_days", "queued_after"),
+    [(0, 1, None), (-1, 1, None), (60, 0, None), (60, 1, 0), (60, 1, -5.0)],
+)
+def test_sweep_refuses_bounds_that_would_fail_live_runs_or_purge_everything(
+    sqlite_store: SQLiteStore, stale_after: float, retention_days: int, queued_after: float | None
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        sweep(
+            sqlite_store,
+            stale_after=stale_after,
+            retention_days=retention_days,
+            queued_after=queued_after,
+        )
+    assert str(caught.value) == "stale_after must be positive and retention_days at least 1"
+
+
+def test_the_smallest_valid_bounds_are_accepted(sqlite_store: SQLiteStore) -> None:
+    result = sweep(sqlite_store, stale_after=0.001, retention_days=1, queued_after=0.001)
+    assert result.failed == [] and result.purged == 0
+
+
+def test_the_words_of_a_failed_run() -> None:
+    assert stale_error(90) == (
+        "no heartbeat from the worker for more than 90 s: it was killed, timed out or never started"
+    )
+    running = Run(
+        "r1", "up", "svc", RunStatus.RUNNING, MOMENT - timedelta(hours=2), None, None, MOMENT
+    )
+    assert explain(running, 60, 3600) == (
+        "Run failed: the worker stopped sending heartbeats for more than 60 s "
+        "(last at 2026-11-30T20:00:00+00:00): killed or timed out"
+    )
+    queued = Run("r2", "up", "svc", RunStatus.QUEUED, MOMENT)
+    assert explain(queued, 60, 1.5) == (
+        "Run failed: no worker started it within 1.5 s (queued since 2026-11-30T20:00:00+00:00)"
+    )
+
+
+def test_a_sweep_that_did_something_says_so_in_the_log(
+    sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    caplog.set_level(logging.INFO, logger="jobtail.janitor")
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    sweep(sqlite_store, stale_after=60, retention_days=1, now=later - timedelta(minutes=9))
+    assert caplog.messages == []  # nothing failed, nothing purged: nothing said
+    result = sweep(sqlite_store, stale_after=60, retention_days=1, now=later)
+    assert result.failed == [run.run_id] and result.purged == 0
+    assert caplog.messages == ["janitor: failed 1 stale runs, purged 0 old runs"]
