@@ -10,13 +10,17 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from jobtail.config import Settings
 from jobtail.web.auth import AuthError, check_stream_token, make_stream_token
+from tests.conftest import ServerThread
 
 from .lambdas import ROOT, resource, template
 
@@ -156,3 +160,39 @@ def test_long_polls_and_sse_end_before_cloudfronts_origin_read_timeout() -> None
     assert float(env["JOBTAIL_LONG_POLL_SECONDS"]) + 5 <= read_timeout <= 60
     assert float(env["JOBTAIL_SSE_SECONDS"]) + 5 <= read_timeout
     assert origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+
+
+# -- the origin: what CloudFront may keep ----------------------------------------------------------
+def test_a_token_read_is_public_so_the_edge_can_cache_it_and_a_bearer_read_is_not(
+    tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> None:
+    """CloudFront never caches ``private``: a read opened by a run token (checked at the edge,
+    and again here) must be shareable, one opened by an API key stays private."""
+    from jobtail.store.base import LogLine, RunStatus
+    from jobtail.web.app import create_app
+    from tests.scripted import make_services
+
+    key = "k" * 20
+    services, _ = make_services(tmp_path, auth="apikey", api_keys=key, secret=SECRET)
+    store = services.store
+    run = store.create_run("petstore", "pydantic")
+    claimed = store.claim_run(run.run_id)
+    assert claimed is not None
+    now = datetime.now(UTC)
+    lines = [LogLine(seq, now, "INFO", f"line {seq}") for seq in (1, 2, 3)]
+    store.append(run.run_id, lines, epoch=claimed.epoch)
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED, epoch=claimed.epoch)
+    token = make_stream_token(services.settings, run.run_id)
+    url = f"/v1/stream/runs/{run.run_id}"
+    server = serve(create_app(services=services))
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        by_token = client.get(url, params={"offset": "-1", "token": token})
+        bearer = {"authorization": f"Bearer {key}"}
+        by_key = client.get(url, params={"offset": "-1"}, headers=bearer)
+        refused = client.get(url, params={"offset": "-1", "token": token[:-2] + "xx"})
+    server.stop()
+    services.close()
+    assert by_token.status_code == 200 and by_token.json()[0]["seq"] == 1
+    assert by_token.headers["cache-control"].startswith("public")
+    assert by_key.status_code == 200 and by_key.headers["cache-control"].startswith("private")
+    assert refused.status_code == 401
