@@ -17,23 +17,29 @@ from datetime import UTC, datetime
 
 from ..store.base import ListenerSet
 
-_OFFSET = re.compile(r"^0{16}_([0-9]{16})$")
+_OFFSET = re.compile(r"^([0-9]{16})_([0-9]{16})$")
 MAX_SAFE_INT = 2**53 - 1
 
 
-def format_offset(units: int) -> str:
-    """``0000000000000000_<units, 16 digits>``: the first field is reserved (always zero)."""
-    return f"{0:016d}_{units:016d}"
+def format_offset(units: int, hint: int = 0) -> str:
+    """``<units>_<hint>``, both 16 digits. The hint is how much a read from here returns (run
+    streams: 0 = one line, 1 = the rest of a complete block); generic streams use 0."""
+    return f"{units:016d}_{hint:016d}"
 
 
-def parse_offset(text: str) -> int:
-    """Units before an offset; ``-1`` is the start. ``now`` is handled by callers."""
+def parse_position(text: str) -> tuple[int, int]:
+    """``(units, hint)`` of an offset; ``-1`` is ``(0, 0)``. ``now`` is handled by callers."""
     if text == "-1":
-        return 0
+        return 0, 0
     found = _OFFSET.match(text)
     if found is None:
         raise StreamInvalid(f"malformed offset {text!r}: use -1, now or a Stream-Next-Offset")
-    return int(found.group(1))
+    return int(found.group(1)), int(found.group(2))
+
+
+def parse_offset(text: str) -> int:
+    """Units before an offset."""
+    return parse_position(text)[0]
 
 
 def media_type(content_type: str) -> str:
@@ -162,10 +168,11 @@ class Chunk:
     stop: int
     data: bytes = b""
     messages: tuple[str, ...] = ()
+    next: str | None = None  # the offset to read on from, when the source chose one
 
     @property
     def next_offset(self) -> str:
-        return format_offset(self.stop)
+        return self.next or format_offset(self.stop)
 
     @property
     def up_to_date(self) -> bool:
@@ -238,8 +245,8 @@ class StreamStore(ABC):
         """Metadata; does not reset a sliding TTL."""
 
     @abstractmethod
-    def read(self, path: str, offset: int | None) -> Chunk:
-        """Data from ``offset`` (units; ``None`` = the tail, for ``offset=now``)."""
+    def read(self, path: str, offset: str | None) -> Chunk:
+        """Data from an offset (``-1`` the start; ``None`` the tail, for ``offset=now``)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

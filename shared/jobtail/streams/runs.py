@@ -5,10 +5,12 @@ latest run). The offset is the number of lines before a position (``seq - 1`` of
 the stream is closed once the run is finished, and each message is a line's JSON
 ``{seq, timestamp, log_level, message, fields}``.
 
-Reads are immutable by offset, so any cache may keep them: a read from offset ``X`` returns the
-rest of ``X``'s block of ``BLOCK`` lines once that block is complete, and otherwise exactly one
-line. The same request therefore always returns the same bytes, live or finished; a catch-up
-takes one request per block, and a live follower one per line it waits for.
+Reads are immutable by URL, so any cache may keep them, live or finished. An offset carries a
+hint (``format_offset``) chosen when it was handed out: ``1`` (the block of ``BLOCK`` lines it
+falls in was complete then) reads the rest of that block, ``0`` reads exactly one line (waiting
+for it in long-poll). Blocks never shrink and lines never change, so the same request always
+returns the same bytes; a catch-up takes about one request per block, and a follower at the
+live edge one per line.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import json
 from dataclasses import dataclass
 
 from ..store import LogStore, Run
-from .base import Chunk, StreamMeta, StreamNotFound, StreamUnsupported
+from .base import (
+    Chunk,
+    StreamInvalid,
+    StreamMeta,
+    StreamNotFound,
+    StreamUnsupported,
+    format_offset,
+    parse_position,
+)
 
 PREFIX = "runs/"
 BLOCK = 1000
@@ -33,12 +43,13 @@ def line_json(line: object) -> str:
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
 
-def read_window(offset: int, tail: int, block: int = BLOCK) -> int:
-    """Where a read from ``offset`` stops: the end of its block if complete, else one line."""
-    if offset >= tail:
-        return offset
-    end = (offset // block + 1) * block
-    return end if tail >= end else offset + 1
+def block_end(units: int, block: int = BLOCK) -> int:
+    return (units // block + 1) * block
+
+
+def next_offset(stop: int, tail: int, block: int = BLOCK) -> str:
+    """The offset to read on from: with the block hint when that block is already complete."""
+    return format_offset(stop, 1 if tail >= block_end(stop, block) else 0)
 
 
 @dataclass
@@ -68,14 +79,20 @@ class RunStreams:
     def head(self, path: str) -> StreamMeta:
         return self.meta(self.run_of(path))
 
-    def read(self, path: str, offset: int | None) -> Chunk:
+    def read(self, path: str, offset: str | None) -> Chunk:
         run = self.run_of(path)  # status first: a finished run's lines are all committed
         meta = self.meta(run)
-        start = meta.tail if offset is None else min(offset, meta.tail)
-        stop = read_window(start, meta.tail, self.block)
+        start, whole_block = (meta.tail, 0) if offset is None else parse_position(offset)
+        if start > meta.tail:
+            raise StreamInvalid("offset is beyond the run's last line")
+        wanted = block_end(start, self.block) if whole_block else start + 1
+        stop = min(wanted, meta.tail)
         lines = self.store.read(run.run_id, after=start, before=stop + 1, limit=stop - start)
         texts = tuple(line_json(line.to_json()) for line in lines)
-        return Chunk(meta, start, start + len(texts), messages=texts)
+        stop = start + len(texts)
+        return Chunk(
+            meta, start, stop, messages=texts, next=next_offset(stop, meta.tail, self.block)
+        )
 
     def write(self, path: str) -> None:
         raise StreamUnsupported(

@@ -103,20 +103,21 @@ class Streams:
         store = self.generic()
         return await self._call(lambda: store.head(path))
 
-    async def read(self, path: str, offset: int | None) -> Chunk:
+    async def read(self, path: str, offset: str | None) -> Chunk:
         if is_run_path(path):
             return await self._call(lambda: self.runs.read(path, offset))
         store = self.generic()
         return await self._call(lambda: store.read(path, offset))
 
-    async def wait_read(self, path: str, offset: int | None, timeout: float) -> Chunk:
+    async def wait_read(self, path: str, offset: str | None, timeout: float) -> Chunk:
         """Read; while there is nothing new and the stream is open, wait up to ``timeout``."""
         deadline = time.monotonic() + timeout
         changed = asyncio.Event()
         remove = self._watch(path, changed)
         try:
             chunk = await self.read(path, offset)
-            start = chunk.start
+            if offset is None:  # offset=now: wait from the tail as it was
+                offset = chunk.next_offset
             while chunk.empty and not chunk.meta.closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -127,7 +128,7 @@ class Streams:
                 except TimeoutError:
                     pass
                 changed.clear()
-                chunk = await self.read(path, start)
+                chunk = await self.read(path, offset)
             return chunk
         finally:
             remove()

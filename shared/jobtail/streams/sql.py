@@ -387,10 +387,11 @@ class SqlStreamStore(StreamStore):
             return self._open(tx, path).meta()
 
     # -- read -------------------------------------------------------------------------------------
-    def read(self, path: str, offset: int | None) -> Chunk:
+    def read(self, path: str, offset: str | None) -> Chunk:
+        units = None if offset is None else parse_offset(offset)
         with self._read_tx() as tx:
             row = self._open(tx, path)
-            start = row.tail if offset is None else offset
+            start = row.tail if units is None else units
             if start > row.tail:
                 raise StreamInvalid("offset is beyond the stream's tail")
             pieces = self._pieces(tx, row, start, row.tail, self.max_read_bytes)

@@ -39,7 +39,6 @@ from ...streams import (
     is_text,
     next_cursor,
     open_streams,
-    parse_offset,
 )
 from ...streams.base import MAX_SAFE_INT
 from ...streams.runs import is_run_path
@@ -366,7 +365,7 @@ async def read(request: Request, path: str, mounted: MountedDep) -> Response:
         if live is not None and offset_text is None:
             raise StreamInvalid(f"live={live} needs an offset (-1 for the start, or now)")
         now = offset_text == "now"
-        offset = None if now else parse_offset("-1" if offset_text is None else offset_text)
+        offset = None if now else ("-1" if offset_text is None else offset_text)
         cursor = next_cursor(query.get("cursor"))
         if live == "sse":
             first = await streams.read(path, offset)  # 404 before the stream starts
@@ -449,4 +448,4 @@ async def sse_events(path: str, streams: Streams, chunk: Chunk, cursor: str) -> 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return
-        chunk = await streams.wait_read(path, chunk.stop, remaining)
+        chunk = await streams.wait_read(path, chunk.next_offset, remaining)
