@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import figures
+from . import figures, streams
 
 Figure = Callable[[Path], list[tuple[str, str, str, bool]]]
 
@@ -22,6 +22,7 @@ ALL: dict[str, Figure] = {
     "viewers": figures.many_viewers,
     "replay": figures.late_replay,
     "churn": figures.connect_churn,
+    "cdn": streams.cdn_readers,
 }
 
 
