@@ -14,6 +14,7 @@ from collections.abc import Callable
 import pytest
 from durable_streams import stream
 
+from jobtail.streams.client import follow
 from tests.conformance.harness import HERE as NODE_DIR
 from tests.conformance.harness import node_available, npm_ci
 from tests.waiting import wait_for
@@ -85,3 +86,24 @@ def test_typescript_client_reads_a_live_run_to_its_close(
     assert reader.returncode == 0, err
     received += [json.loads(line) for line in out.splitlines()]
     assert seqs(received) == list(range(1, 9))
+
+
+def test_jobtail_reader_catches_up_then_long_polls_to_the_close(
+    new_run: Callable[..., LiveRun],
+) -> None:
+    run = new_run()
+    run.write(1500)  # one whole block and a partial one to catch up on
+    received: list[dict[str, object]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        received.extend(follow(run.url))
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    wait_for(lambda: len(received) >= 1500, 20, "the catch-up")
+    run.write(3)
+    wait_for(lambda: len(received) >= 1503, 20, "the live lines")
+    run.finish()
+    assert done.wait(20), "the reader did not stop at the close"
+    assert seqs(received) == list(range(1, 1504))

@@ -6,11 +6,12 @@ the stream is closed once the run is finished, and each message is a line's JSON
 ``{seq, timestamp, log_level, message, fields}``.
 
 Reads are immutable by URL, so any cache may keep them, live or finished. An offset carries a
-hint (``format_offset``) chosen when it was handed out: ``1`` (the block of ``BLOCK`` lines it
-falls in was complete then) reads the rest of that block, ``0`` reads exactly one line (waiting
-for it in long-poll). Blocks never shrink and lines never change, so the same request always
-returns the same bytes; a catch-up takes about one request per block, and a follower at the
-live edge one per line.
+hint (``format_offset``) chosen when it was handed out: the largest of the aligned blocks of
+``BLOCKS`` lines (1, 32, 1024) around it that was complete then; a read from it returns the rest
+of that block (hint 0: exactly one line, waited for in long-poll). Lines never change and a
+complete block stays complete, so the same request always returns the same bytes; a catch-up
+takes about one request per 1,024 lines (plus at most 31 + 31 for the last partial blocks), and
+a follower at the live edge one per line.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .base import (
 )
 
 PREFIX = "runs/"
-BLOCK = 1000
+BLOCKS = (1, 32, 1024)
+BLOCK = BLOCKS[-1]
 CONTENT_TYPE = "application/json"
 
 
@@ -43,13 +45,14 @@ def line_json(line: object) -> str:
     return json.dumps(line, separators=(",", ":"), ensure_ascii=False)
 
 
-def block_end(units: int, block: int = BLOCK) -> int:
-    return (units // block + 1) * block
+def block_end(units: int, size: int) -> int:
+    return (units // size + 1) * size
 
 
-def next_offset(stop: int, tail: int, block: int = BLOCK) -> str:
-    """The offset to read on from: with the block hint when that block is already complete."""
-    return format_offset(stop, 1 if tail >= block_end(stop, block) else 0)
+def next_offset(stop: int, tail: int, blocks: tuple[int, ...] = BLOCKS) -> str:
+    """The offset to read on from, hinting the largest complete block around it."""
+    hint = max(i for i, size in enumerate(blocks) if i == 0 or tail >= block_end(stop, size))
+    return format_offset(stop, hint)
 
 
 @dataclass
@@ -57,7 +60,7 @@ class RunStreams:
     """Read-only streams over a LogStore; the run id is also the internal stream id."""
 
     store: LogStore
-    block: int = BLOCK
+    blocks: tuple[int, ...] = BLOCKS
 
     def run_of(self, path: str) -> Run:
         parts = path[len(PREFIX) :].split("/")
@@ -82,16 +85,16 @@ class RunStreams:
     def read(self, path: str, offset: str | None) -> Chunk:
         run = self.run_of(path)  # status first: a finished run's lines are all committed
         meta = self.meta(run)
-        start, whole_block = (meta.tail, 0) if offset is None else parse_position(offset)
-        if start > meta.tail:
-            raise StreamInvalid("offset is beyond the run's last line")
-        wanted = block_end(start, self.block) if whole_block else start + 1
+        start, hint = (meta.tail, 0) if offset is None else parse_position(offset)
+        if start > meta.tail or hint >= len(self.blocks):
+            raise StreamInvalid("offset is beyond the run's last line, or not one of ours")
+        wanted = block_end(start, self.blocks[hint])
         stop = min(wanted, meta.tail)
         lines = self.store.read(run.run_id, after=start, before=stop + 1, limit=stop - start)
         texts = tuple(line_json(line.to_json()) for line in lines)
         stop = start + len(texts)
         return Chunk(
-            meta, start, stop, messages=texts, next=next_offset(stop, meta.tail, self.block)
+            meta, start, stop, messages=texts, next=next_offset(stop, meta.tail, self.blocks)
         )
 
     def write(self, path: str) -> None:
