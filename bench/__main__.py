@@ -7,12 +7,13 @@ httpx-sse clients. Run ``python -m bench --only append,latency`` for a subset.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import figures, streams
+from . import figures, scale, streams
 
 Figure = Callable[[Path], list[tuple[str, str, str, bool]]]
 
@@ -23,18 +24,28 @@ ALL: dict[str, Figure] = {
     "replay": figures.late_replay,
     "churn": figures.connect_churn,
     "cdn": streams.cdn_readers,
+    "fanout": scale.fanout_rows,
+    "floors": scale.replay_rows,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", default=",".join(ALL), help="comma-separated: " + ", ".join(ALL))
+    parser.add_argument(
+        "--viewers",
+        default=",".join(map(str, scale.VIEWERS)),
+        help="fan-out sizes, e.g. 1000,5000,10000 (10,000 takes a few minutes more)",
+    )
     args = parser.parse_args(argv)
+    viewers = tuple(int(n) for n in args.viewers.split(","))
+    ALL["fanout"] = lambda tmp: scale.fanout_rows(tmp, viewers)
     rows: list[tuple[str, str, str, bool]] = []
     for name in args.only.split(","):
         with tempfile.TemporaryDirectory(prefix=f"jobtail-bench-{name}-") as tmp:
             print(f"running {name}...", file=sys.stderr, flush=True)
             rows += ALL[name](Path(tmp))
+    print(f"\n{os.cpu_count()} cores, shared with the load clients and anything else running")
     width = max(len(r[0]) for r in rows)
     print(f"\n| {'figure':<{width}} | {'measured':<24} | {'target':<22} | ok |")
     print(f"|{'-' * (width + 2)}|{'-' * 26}|{'-' * 24}|----|")

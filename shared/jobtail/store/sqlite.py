@@ -92,11 +92,11 @@ INSERT_NEXT = (
 )
 
 # A line's JSON built by SQLite itself, the same bytes as msgspec makes of LogLine.to_json():
-# json_quote escapes exactly as msgspec does, timestamps are stored in isoformat and fields as
-# the compact JSON dump_json wrote. group_concat turns a page into one string: no Python object
-# per line.
+# json_quote escapes exactly as msgspec does, timestamps are stored in isoformat (nothing to
+# escape) and fields as the compact JSON dump_json wrote. group_concat turns a page into one
+# string: no Python object per line.
 LINE_JSON = (
-    """'{"seq":' || seq || ',"timestamp":' || json_quote(timestamp)"""
+    """'{"seq":' || seq || ',"timestamp":"' || timestamp || '"'"""
     """ || ',"log_level":' || json_quote(log_level) || ',"message":' || json_quote(message)"""
     """ || coalesce(',"fields":' || fields, '') || '}'"""
 )

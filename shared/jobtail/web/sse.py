@@ -13,7 +13,8 @@ import re
 from typing import Any
 
 import msgspec
-from sse_starlette import ServerSentEvent
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Message, Send
 
 from ..store.base import Framing, LogLine, frame_lines
 from ..tail import (
@@ -131,3 +132,16 @@ def store_down(event: StoreDownEvent, run_id: str) -> ServerSentEvent:
         "retry_in": event.retry_in,
     }
     return ServerSentEvent(_json(data), event="status", sep=SEP)
+
+
+class StreamResponse(EventSourceResponse):
+    """sse-starlette's response, sending each chunk directly when there is no send timeout:
+    its per-send cancel scope was a fifth of the server's CPU per event with thousands of
+    viewers (``python -m bench --only fanout``), and a slow client is already bounded by the
+    tail (it lags, then resyncs) and by TCP."""
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        if self.send_timeout is None:
+            await send(message)
+        else:
+            await super()._send_with_timeout(send, message)

@@ -24,7 +24,7 @@ from ...levels import Level
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
 from ..deps import Context, ContextDep, Routes, StreamGate, TokenQuery, check_token
-from ..sse import SEP, encode, encode_within, framing, parse_event_id
+from ..sse import SEP, StreamResponse, encode, encode_within, framing, parse_event_id
 from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
 
 EXPORT_PAGE = 5000
@@ -94,7 +94,7 @@ async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Respon
     )
 
 
-class GatedEventSourceResponse(EventSourceResponse):
+class GatedEventSourceResponse(StreamResponse):
     """Gives its stream slot back when the response is over, however it ended (even when the
     client left before the body was first read)."""
 

@@ -1,0 +1,463 @@
+"""Fan-out: N viewers of one run at 10 lines/s, every line to every viewer, measured end to end.
+
+Three kinds of process, so the server's CPU and memory are its own:
+- the server (``python -m bench.fanout serve``): jobtail's app under uvicorn on an SQLite store,
+  with the run's writer inside it (the embedded case: a commit wakes the follower at once); it
+  takes commands on stdin (``subs``, ``stats``, ``write N RATE``) and answers one JSON line each;
+- load clients (``python -m bench.fanout client``): raw sockets, no HTTP library, each holding a
+  share of the viewers, reading with epoll; the latency of a line is the client's clock at
+  receipt minus the writer's clock when it logged it (both CLOCK_REALTIME, one machine);
+- this module's ``measure``, which starts them, waits until every viewer is subscribed, has
+  the server write, then collects p50/p99/max latency, lines per viewer, the server's CPU while
+  writing and its RSS growth per viewer.
+
+The clients share the machine's cores with the server, so absolute figures are pessimistic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MARK = b'"message":"t='
+PATH = "/runs/bench/fanout/logs"
+
+
+# -- the server process ----------------------------------------------------------------------
+def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
+    import uvicorn
+
+    from jobtail.config import Settings
+    from jobtail.logger import RunLogger
+    from jobtail.services import Services
+    from jobtail.store.base import RunStatus
+    from jobtail.store.sqlite import SQLiteStore
+    from jobtail.web.app import create_app
+
+    store = SQLiteStore(data_dir / "s.db")
+    run = store.create_run("bench", "fanout")
+    store.start_run(run.run_id)
+    settings = Settings(data_dir=data_dir, max_streams=viewers + 100)
+    app = create_app(services=Services.from_settings(settings, store=store))
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        app, log_level="warning", loop=loop, http=http, backlog=4096, timeout_keep_alive=60
+    )
+    server = uvicorn.Server(config)
+
+    def answer(data: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.flush()
+
+    def control() -> None:
+        while not server.started:
+            time.sleep(0.01)
+        answer({"port": sock.getsockname()[1], "pid": os.getpid()})
+        logger = RunLogger(store, run.run_id)
+        for command in sys.stdin:
+            words = command.split()
+            if words[0] == "subs":
+                tailer = app.state.tailer
+                follower = tailer._followers.get(run.run_id)
+                answer({"subs": len(follower.subscribers) if follower else 0})
+            elif words[0] == "stats":
+                answer(_stats())
+            elif words[0] == "write":
+                count, rate = int(words[1]), float(words[2])
+                profiler = _profile_loop(app.state.tailer._loop)
+                started = time.monotonic()
+                for n in range(count):
+                    pause = started + n / rate - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)  # the writer's pace (10 lines/s), not synchronisation
+                    logger.info(f"t={time.time_ns()}")
+                store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+                if profiler is not None:
+                    profiler()
+                answer({"written": count})
+            elif words[0] == "exit":
+                break
+        server.should_exit = True
+
+    threading.Thread(target=control, daemon=True).start()
+    server.run(sockets=[sock])
+
+
+def _profile_loop(loop: Any) -> Any:
+    """With BENCH_PROFILE=<file>, profile the event loop's thread (CPU time) while the lines
+    are written; returns the call that stops and saves it."""
+    path = os.environ.get("BENCH_PROFILE")
+    if not path:
+        return None
+    import cProfile
+
+    profiler = cProfile.Profile(time.thread_time)
+    loop.call_soon_threadsafe(profiler.enable)
+
+    def stop() -> None:
+        done = threading.Event()
+
+        def disable() -> None:
+            profiler.disable()
+            done.set()
+
+        loop.call_soon_threadsafe(disable)
+        done.wait(10)
+        profiler.dump_stats(path)
+
+    return stop
+
+
+def serve_floor(loop_name: str) -> None:
+    """The floor: the least a Python process can do to fan a line out, in the same harness. A
+    bare asyncio protocol answers every request with SSE headers and keeps the transport; each
+    line is written, as the same bytes, to every transport. No store, no framework, no HTTP
+    parsing beyond waiting for the blank line."""
+    import asyncio
+
+    if loop_name == "uvloop":
+        import uvloop
+
+        uvloop.install()
+    transports: set[asyncio.Transport] = set()
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        b'event: status\ndata: {"status":"running"}\n\n'
+    )
+
+    class Viewer(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+            self.request = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.request += data
+            if b"\r\n\r\n" in self.request and self.transport not in transports:
+                self.transport.write(head)  # type: ignore[attr-defined]
+                transports.add(self.transport)  # type: ignore[arg-type]
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            transports.discard(self.transport)  # type: ignore[arg-type]
+
+    def broadcast(chunk: bytes, last: bool) -> None:
+        for transport in list(transports):
+            transport.write(chunk)
+            if last:
+                transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Viewer, "127.0.0.1", 0, backlog=4096)
+        done = asyncio.Event()
+
+        def answer(data: dict[str, Any]) -> None:
+            sys.stdout.write(json.dumps(data) + "\n")
+            sys.stdout.flush()
+
+        def control() -> None:
+            answer({"port": server.sockets[0].getsockname()[1], "pid": os.getpid()})
+            for command in sys.stdin:
+                words = command.split()
+                if words[0] == "subs":
+                    answer({"subs": len(transports)})
+                elif words[0] == "stats":
+                    answer(_stats())
+                elif words[0] == "write":
+                    count, rate = int(words[1]), float(words[2])
+                    started = time.monotonic()
+                    for n in range(count):
+                        pause = started + n / rate - time.monotonic()
+                        if pause > 0:
+                            time.sleep(pause)  # the writer's pace
+                        stamp = time.time_ns()
+                        line = f'{{"seq":{n + 1},"message":"t={stamp}"}}'
+                        chunk = f"id: r:{n + 1}\ndata: {line}\n\n".encode()
+                        loop.call_soon_threadsafe(broadcast, chunk, False)
+                    end = b'event: end\ndata: {"status":"succeeded"}\n\n'
+                    loop.call_soon_threadsafe(broadcast, end, True)
+                    answer({"written": count})
+                elif words[0] == "exit":
+                    break
+            loop.call_soon_threadsafe(done.set)
+
+        threading.Thread(target=control, daemon=True).start()
+        await done.wait()
+        server.close()
+
+    asyncio.run(main())
+
+
+def serve_store(data_dir: Path, loop: str, http: str) -> None:
+    """jobtail's app over an existing SQLite store in ``data_dir`` (for replays and exports);
+    prints its port, answers each stdin line with its stats, stops when stdin closes."""
+    import uvicorn
+
+    from jobtail.config import Settings
+    from jobtail.services import Services
+    from jobtail.store.sqlite import SQLiteStore
+    from jobtail.web.app import create_app
+
+    store = SQLiteStore(data_dir / "s.db")
+    app = create_app(services=Services.from_settings(Settings(data_dir=data_dir), store=store))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=loop, http=http))
+
+    def control() -> None:
+        while not server.started:
+            time.sleep(0.01)
+        sys.stdout.write(json.dumps({"port": sock.getsockname()[1]}) + "\n")
+        sys.stdout.flush()
+        for _ in sys.stdin:  # any line: this process's stats; end of input: stop
+            sys.stdout.write(json.dumps(_stats()) + "\n")
+            sys.stdout.flush()
+        server.should_exit = True
+
+    threading.Thread(target=control, daemon=True).start()
+    server.run(sockets=[sock])
+
+
+def fetch(port: int, path: str, marker: bytes) -> tuple[float, int, int]:
+    """GET ``path`` over a raw socket to the end of the body: (seconds, bytes, how many times
+    ``marker`` occurs). What a browser's native SSE parser costs is left out, as it is not
+    Python's to pay."""
+    request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    carry, count, size = b"", 0, 0
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request)
+        while got := sock.recv_into(buffer):
+            chunk = carry + bytes(view[:got])
+            count += chunk.count(marker)
+            carry = chunk[-(len(marker) - 1) :]
+            size += got
+    return time.perf_counter() - started, size, count
+
+
+def _stats() -> dict[str, float]:
+    """This process's RSS (MB) and CPU seconds so far."""
+    rss = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) / 1024
+    times = os.times()
+    return {"rss_mb": rss, "cpu_s": times.user + times.system, "wall": time.monotonic()}
+
+
+# -- a load client process -------------------------------------------------------------------
+@dataclass
+class _Viewer:
+    sock: socket.socket
+    buffer: bytes = b""
+    lines: int = 0
+    ready: bool = False
+    ended: bool = False
+
+
+def client(port: int, count: int, timeout: float) -> None:
+    """Open ``count`` SSE streams; report "ready" once every one has its status event, then,
+    when every stream has ended (or ``timeout``), the latencies (µs) and lines per viewer."""
+    request = f"GET {PATH} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    selector = selectors.DefaultSelector()
+    viewers: list[_Viewer] = []
+    for n in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(request.encode())
+        sock.setblocking(False)
+        viewer = _Viewer(sock)
+        viewers.append(viewer)
+        selector.register(sock, selectors.EVENT_READ, viewer)
+        if n % 100 == 99:
+            _pump(selector, 0)  # drain what arrived while connecting
+    latencies: list[int] = []
+    deadline = time.monotonic() + timeout
+    said_ready = False
+    open_ = count
+    while open_ and time.monotonic() < deadline:
+        for viewer, delays in _pump(selector, 1.0):
+            latencies += delays
+            if viewer.ended:
+                open_ -= 1
+        if not said_ready and all(v.ready for v in viewers):
+            print(json.dumps({"ready": True}), flush=True)
+            said_ready = True
+    lines = [v.lines for v in viewers]
+    cpu = os.times()
+    report = {"latencies_us": latencies, "lines": lines, "cpu_s": cpu.user + cpu.system}
+    print(json.dumps(report), flush=True)
+    for viewer in viewers:
+        viewer.sock.close()
+
+
+_BUFFER = bytearray(1 << 16)
+_VIEW = memoryview(_BUFFER)
+
+
+def _pump(selector: selectors.BaseSelector, wait: float) -> list[tuple[_Viewer, list[int]]]:
+    got = []
+    for key, _ in selector.select(wait):
+        viewer: _Viewer = key.data
+        try:
+            size = viewer.sock.recv_into(_BUFFER)  # no allocation per read
+        except BlockingIOError:
+            continue
+        now = time.time_ns()
+        data = bytes(_VIEW[:size])
+        if not data:
+            selector.unregister(viewer.sock)
+            viewer.ended = True
+            got.append((viewer, []))
+            continue
+        text = viewer.buffer + data
+        cut = text.rfind(b"\n\n") + 2
+        whole, viewer.buffer = text[:cut], text[cut:]
+        if not viewer.ready and b"event: status" in whole:
+            viewer.ready = True
+        delays = []
+        at = whole.find(MARK)
+        while at >= 0:
+            start = at + len(MARK)
+            stamp = int(whole[start : whole.index(b'"', start)])
+            delays.append((now - stamp) // 1000)
+            at = whole.find(MARK, start)
+        viewer.lines += len(delays)
+        got.append((viewer, delays))
+    return got
+
+
+# -- the orchestration -----------------------------------------------------------------------
+@dataclass
+class Result:
+    viewers: int
+    lines: int
+    everyone: bool
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_percent: float
+    rss_kb_per_viewer: float
+
+
+def _ask(server: subprocess.Popen[str], command: str) -> dict[str, Any]:
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write(command + "\n")
+    server.stdin.flush()
+    return dict(json.loads(server.stdout.readline()))
+
+
+def measure(
+    data_dir: Path,
+    viewers: int,
+    lines: int = 50,
+    rate: float = 10.0,
+    clients: int = 4,
+    loop: str = "auto",
+    http: str = "auto",
+    floor: bool = False,
+) -> Result:
+    """One scenario; ``floor`` measures the bare asyncio fan-out instead of jobtail."""
+    python = sys.executable
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
+    role = ["serve-floor", loop] if floor else ["serve", str(data_dir), str(viewers), loop, http]
+    server = subprocess.Popen(
+        [python, "-m", "bench.fanout", *role],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        assert server.stdout is not None
+        port = json.loads(server.stdout.readline())["port"]
+        before = _ask(server, "stats")
+        shares = [viewers // clients + (1 if i < viewers % clients else 0) for i in range(clients)]
+        timeout = lines / rate + 60 + viewers / 200
+        for share in shares:
+            procs.append(
+                subprocess.Popen(
+                    [python, "-m", "bench.fanout", "client", str(port), str(share), str(timeout)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+            )
+        for proc in procs:
+            assert proc.stdout is not None
+            json.loads(proc.stdout.readline())  # ready: every stream has its status
+        deadline = time.monotonic() + 60
+        while _ask(server, "subs")["subs"] < viewers and time.monotonic() < deadline:
+            time.sleep(0.1)  # the server subscribes them as it reads their first event
+        connected = _ask(server, "stats")
+        _ask(server, f"write {lines} {rate}")
+        written = _ask(server, "stats")
+        latencies: list[int] = []
+        per_viewer: list[int] = []
+        for proc in procs:
+            assert proc.stdout is not None
+            report = json.loads(proc.stdout.readline())
+            latencies += report["latencies_us"]
+            per_viewer += report["lines"]
+            proc.wait(30)
+        _ask_quietly(server, "exit")
+        server.wait(30)
+    finally:
+        for proc in [*procs, server]:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    ms = sorted(value / 1000 for value in latencies) or [float("nan")]
+    cut = statistics.quantiles(ms, n=100) if len(ms) > 2 else [float("nan")] * 99
+    busy = written["cpu_s"] - connected["cpu_s"]
+    return Result(
+        viewers=viewers,
+        lines=lines,
+        everyone=len(per_viewer) == viewers and all(n == lines for n in per_viewer),
+        p50_ms=cut[49],
+        p99_ms=cut[98],
+        max_ms=ms[-1],
+        cpu_percent=100 * busy / max(1e-9, written["wall"] - connected["wall"]),
+        rss_kb_per_viewer=1024 * (connected["rss_mb"] - before["rss_mb"]) / viewers,
+    )
+
+
+def _ask_quietly(server: subprocess.Popen[str], command: str) -> None:
+    assert server.stdin is not None
+    try:
+        server.stdin.write(command + "\n")
+        server.stdin.flush()
+    except BrokenPipeError:
+        pass
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "serve-store":
+        serve_store(Path(sys.argv[2]), sys.argv[3], sys.argv[4])
+    elif role == "serve-floor":
+        serve_floor(sys.argv[2])
+    elif role == "serve":
+        serve(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
+    elif role == "client":
+        client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            floor = "floor" in sys.argv
+            kwargs = dict(arg.split("=") for arg in sys.argv[2:] if "=" in arg)
+            print(measure(Path(tmp), int(role), lines=30, floor=floor, **kwargs))

@@ -1,0 +1,195 @@
+"""Figures at scale, each beside a floor measured in the same run: fan-out to thousands of
+viewers (beside a bare asyncio fan-out), replay and export of large finished runs (beside the
+store's own SELECT of the same rows). On a shared machine the absolute figures move a lot
+between runs; the ratios are what to compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jobtail.store.base import LogLine, RunStatus, utcnow
+from jobtail.store.sqlite import SQLiteStore
+
+from . import fanout
+
+Row = tuple[str, str, str, bool]
+CORES = os.cpu_count() or 1
+VIEWERS = (1000, 5000)  # `python -m bench --viewers 1000,5000,10000` adds the largest
+
+
+def _target(viewers: int) -> tuple[float | None, str]:
+    if viewers >= 10_000:
+        return 250.0, "p99 <= 250 ms, <= 25 KB/viewer"
+    if viewers >= 5000:
+        return 100.0, "p99 <= 100 ms, <= 25 KB/viewer"
+    return None, "every line to every viewer"
+
+
+def fanout_rows(tmp: Path, viewers: tuple[int, ...] = VIEWERS, lines: int = 30) -> list[Row]:
+    rows: list[Row] = []
+    for count in viewers:
+        floor = fanout.measure(tmp / f"floor{count}", count, lines, floor=True)
+        got = fanout.measure(_fresh(tmp / f"jobtail{count}"), count, lines)
+        p99_target, target = _target(count)
+        ok = got.everyone and (
+            p99_target is None or (got.p99_ms <= p99_target and got.rss_kb_per_viewer <= 25)
+        )
+        rows += [
+            (
+                f"{count:,} viewers of one run at 10 lines/s, p50 / p99 / max",
+                f"{got.p50_ms:,.0f} / {got.p99_ms:,.0f} / {got.max_ms:,.0f} ms"
+                f" ({'all lines' if got.everyone else 'LINES MISSING'})",
+                target,
+                ok,
+            ),
+            (
+                f"  (server CPU {got.cpu_percent:.0f} % of a core, RSS {got.rss_kb_per_viewer:.0f}"
+                f" KB/viewer; {CORES} cores shared with the load clients)",
+                "",
+                "",
+                True,
+            ),
+            (
+                f"  (floor: bare asyncio fan-out, p99 {floor.p99_ms:,.0f} ms, CPU"
+                f" {floor.cpu_percent:.0f} %, {floor.rss_kb_per_viewer:.0f} KB/viewer)",
+                f"p99 {_ratio(got.p99_ms, floor.p99_ms)} the floor",
+                "",
+                True,
+            ),
+        ]
+    return rows
+
+
+def _fresh(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.1f}x" if floor > 0 else "n/a"
+
+
+# -- replay and export beside the SELECT floor -------------------------------------------------
+def _fill(store: SQLiteStore, total: int, batch: int = 10_000) -> str:
+    run = store.create_run("bench", f"replay{total}")
+    store.start_run(run.run_id)
+    now = utcnow()
+    for start in range(1, total + 1, batch):
+        end = min(total + 1, start + batch)
+        lines = [LogLine(n, now, "INFO", f"line {n} of the benchmark") for n in range(start, end)]
+        store.append(run.run_id, lines)
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    return run.run_id
+
+
+def _select_floor(path: Path, run_id: str) -> tuple[float, float]:
+    """Seconds (wall, CPU) for a plain SELECT of the run's rows into Python, best of three."""
+    db = sqlite3.connect(path)
+    wall = cpu = float("inf")
+    for _ in range(3):
+        started, busy = time.perf_counter(), time.process_time()
+        rows = db.execute(
+            "SELECT seq, timestamp, log_level, message, fields FROM runs_logs"
+            " WHERE run_id = ? AND seq > 0 ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        wall = min(wall, time.perf_counter() - started)
+        cpu = min(cpu, time.process_time() - busy)
+        del rows
+    db.close()
+    return wall, cpu
+
+
+@contextmanager
+def _server(data_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fanout", "serve-store", str(data_dir), "auto", "auto"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.port = int(json.loads(proc.stdout.readline())["port"])  # type: ignore[attr-defined]
+        yield proc
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _best(
+    server: subprocess.Popen[str], path: str, marker: bytes, rounds: int = 3
+) -> tuple[float, int, float]:
+    """The fastest of ``rounds`` GETs: (seconds, markers counted, server CPU seconds)."""
+    best: tuple[float, int, float] = (float("inf"), 0, 0.0)
+    for _ in range(rounds):
+        before = _stats(server)
+        seconds, _, count = fanout.fetch(server.port, path, marker)  # type: ignore[attr-defined]
+        cpu = _stats(server)["cpu_s"] - before["cpu_s"]
+        if seconds < best[0]:
+            best = (seconds, count, cpu)
+    return best
+
+
+def _stats(server: subprocess.Popen[str]) -> dict[str, float]:
+    assert server.stdin is not None and server.stdout is not None
+    server.stdin.write("stats\n")
+    server.stdin.flush()
+    return dict(json.loads(server.stdout.readline()))
+
+
+def replay_rows(tmp: Path, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> list[Row]:
+    rows: list[Row] = []
+    store = SQLiteStore(tmp / "s.db")
+    runs = {total: _fill(store, total) for total in sizes}
+    store.close()
+    with _server(tmp) as server:
+        for total, run_id in runs.items():
+            floor, floor_cpu = _select_floor(tmp / "s.db", run_id)
+            base = f"/runs/bench/replay{total}"
+            replay, count, cpu = _best(server, f"{base}/logs", b'data: {"seq":')
+            ratio = replay / floor
+            rows += [
+                (
+                    f"late replay of a finished {total:,}-line run (SSE, raw socket)",
+                    f"{replay:.2f} s = {ratio:.1f}x SELECT ({count:,} lines)",
+                    "<= 2x the SELECT",
+                    count == total and ratio <= 2,
+                ),
+                (
+                    f"  (floor: the store's own SELECT of the rows {floor:.2f} s, CPU"
+                    f" {floor_cpu:.2f} s; the server's CPU for the replay {cpu:.2f} s ="
+                    f" {cpu / floor_cpu:.1f}x)",
+                    "",
+                    "",
+                    True,
+                ),
+            ]
+            if total != min(sizes):
+                continue
+            jsonl, exported, _ = _best(server, f"{base}/logs/final?format=jsonl", b'"seq":', 1)
+            text, lines, _ = _best(server, f"{base}/logs/final?format=text", b"\n", 1)
+            rows += [
+                (
+                    f"  export of the {total:,} lines, jsonl / text",
+                    f"{total / jsonl:,.0f} / {total / text:,.0f} lines/s",
+                    f">= replay ({total / replay:,.0f}/s)",
+                    exported == total and lines >= total and max(jsonl, text) <= replay,
+                ),
+            ]
+    return rows
