@@ -16,12 +16,14 @@ which adds the job routes (uploads, generate, result).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse
@@ -31,6 +33,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from .config import Settings
+from .janitor import sweep
 from .services import Services
 from .store import LogStore, StoreError, from_url
 from .tail import Tailer
@@ -64,11 +67,14 @@ def router(
     dependencies: Sequence[Depends] = (),
     secret: str | None = None,
     settings: Settings | None = None,
+    janitor: bool = False,
 ) -> JobtailRouter:
     """The routes over ``store`` (a LogStore, a store URL, or jobtail's ``Services``).
 
     ``dependencies`` guard every route (your auth); ``secret`` enables stream tokens;
     ``settings`` tunes streams (ping, windows, stream cap; default: ``JOBTAIL_*`` variables).
+    ``janitor``: sweep from this app (every ``stale_after / 2`` s), so a run whose worker was
+    killed (a Celery or arq worker, a server) ends for its viewers; one sweeper is enough.
     """
     owned = isinstance(store, str)
     services = store if isinstance(store, Services) else None
@@ -81,7 +87,7 @@ def router(
         store = from_url(store, settings.data_dir)
     context = Context(store, settings, Tailer(store), StreamGate(settings.max_streams), services)
     route, token_route = _route_classes(context)
-    built = JobtailRouter(route_class=route, lifespan=_lifespan(context, owned))
+    built = JobtailRouter(route_class=route, lifespan=_lifespan(context, owned, janitor))
     built.context = context
     routes = Routes(built, tuple(dependencies), token_route if context.tokens else None)
     for add in (*READ_ROUTES, *(JOB_ROUTES if services else ())):
@@ -94,7 +100,9 @@ def lifespan(built: JobtailRouter) -> Callable[[Any], AbstractAsyncContextManage
     return built.lifespan_context
 
 
-def _lifespan(context: Context, owned: bool) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+def _lifespan(
+    context: Context, owned: bool, janitor: bool
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
     closed = False
 
     @asynccontextmanager
@@ -102,15 +110,35 @@ def _lifespan(context: Context, owned: bool) -> Callable[[Any], AbstractAsyncCon
         nonlocal closed
         if closed:  # started again (a test client per test): a fresh hub
             context.tailer = Tailer(context.store)
+        sweeper = asyncio.create_task(_sweep_now_and_then(context)) if janitor else None
         try:
             yield
         finally:
             closed = True
+            if sweeper is not None:
+                sweeper.cancel()
             await context.tailer.close()
             if owned:
                 context.store.close()
 
     return span
+
+
+async def _sweep_now_and_then(context: Context) -> None:
+    settings = context.settings
+    while True:
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: sweep(
+                    context.store,
+                    stale_after=settings.stale_after,
+                    retention_days=settings.retention_days,
+                    queued_after=settings.queued_timeout,
+                )
+            )
+        except Exception:
+            log.exception("janitor sweep failed; retrying later")
+        await asyncio.sleep(settings.stale_after / 2)
 
 
 def _route_classes(context: Context) -> tuple[type[APIRoute], type[APIRoute]]:

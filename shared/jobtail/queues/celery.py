@@ -1,0 +1,68 @@
+"""Celery: the run travels as the task's first argument.
+
+    @app.task(name="imports.run")
+    @jobtail.queues.celery.with_run(STORE_URL)
+    def do_import(log: RunLogger, path: str) -> int: ...
+
+    run = jobtail.queues.celery.enqueue(do_import, store, upload_id, "import", "/data/x.csv")
+
+The task's exception ends the run failed and is raised on, so Celery's own failure handling
+(retries, result backend, ``task_failure``) sees it. A redelivered message whose run already
+ran (or runs elsewhere) does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..run import RunClaimError, run
+from ..store import LogStore, Run
+from . import create_run, fail_unsent
+
+__all__ = ["enqueue", "with_run"]
+
+log = logging.getLogger(__name__)
+
+
+def enqueue(
+    task: Any, store: LogStore | str, upload_id: str, service: str, *args: Any, **kwargs: Any
+) -> Run:
+    """Create the run, then send ``task(run_id, *args, **kwargs)``; the run is failed at once
+    if the message cannot be sent."""
+    created = create_run(store, upload_id, service)
+    try:
+        task.apply_async(args=(created.run_id, *args), kwargs=kwargs)
+    except Exception as exc:
+        fail_unsent(store, created, exc)
+        raise
+    return created
+
+
+def with_run(store: LogStore | str, **run_options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Turns ``job(log, *args)`` into a task body ``(run_id, *args)`` that runs inside the run
+    (``run_options`` go to ``jobtail.run``)."""
+
+    def wrap(job: Callable[..., Any]) -> Callable[..., Any]:
+        def task(run_id: str, *args: Any, **kwargs: Any) -> Any:
+            try:
+                handle = run(store, run_id=run_id, **run_options)
+                logger = handle.__enter__()
+            except RunClaimError as exc:
+                log.info("%s", exc)  # a redelivery: at most once
+                return None
+            try:
+                result = job(logger, *args, **kwargs)
+            except BaseException as exc:
+                handle.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            handle.__exit__(None, None, None)
+            return result
+
+        # Celery names and checks a task by these (not by __wrapped__: the signature differs)
+        task.__name__, task.__qualname__ = job.__name__, job.__qualname__
+        task.__module__, task.__doc__ = job.__module__, job.__doc__
+        return task
+
+    return wrap
