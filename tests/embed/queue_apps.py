@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from arq.connections import RedisSettings
 from celery import Celery
@@ -51,7 +51,7 @@ async def arq_import(ctx: dict[str, Any], log: RunLogger, rows: int, block: bool
 
 
 class WorkerSettings:
-    functions = [arq_import]
+    functions: ClassVar[list[Any]] = [arq_import]
     redis_settings = RedisSettings.from_dsn(REDIS)
     job_timeout = 300
 
