@@ -28,6 +28,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 from starlette.routing import Match
 from starlette.types import Scope
@@ -39,6 +40,7 @@ from .store import LogStore, StoreError, from_url
 from .tail import Tailer
 from .web.deps import Context, Routes, StreamGate
 from .web.routes import logs, recent, runs, uploads
+from .web.routes.pages import STATIC
 
 __all__ = ["JobtailRouter", "lifespan", "router"]
 
@@ -92,6 +94,8 @@ def router(
     routes = Routes(built, tuple(dependencies), token_route if context.tokens else None)
     for add in (*READ_ROUTES, *(JOB_ROUTES if services else ())):
         add(routes)
+    # the browser client (ES modules, the <jobtail-log> element) beside the routes it reads
+    built.mount("/static", StaticFiles(directory=STATIC), name="jobtail-static")
     return built
 
 

@@ -89,6 +89,8 @@ def test_no_job_routes_without_services_and_no_token_twins_in_the_schema(
     user, _ = clients
     assert user.post("/runs/a/b/generate").status_code in (404, 405)
     assert user.post("/uploads").status_code in (404, 405)
+    page = user.get("/static/index.html")  # the browser client is served beside the routes
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     paths = user.get(user.base_url.join("/openapi.json")).json()["paths"]
     assert sorted(p for p in paths if p.startswith(PREFIX)) == [
         f"{PREFIX}/run/{{run_id}}/logs",
