@@ -2,8 +2,10 @@
 
 An upload is untrusted. ``parse_document`` accepts one self-contained JSON or YAML object that is
 an OpenAPI 3.x (or Swagger 2.0) document or a JSON Schema, within size, depth and value limits
-(a YAML alias bomb or a 10,000-deep nesting is refused, never expanded). It refuses external
-``$ref`` (so the worker never reads local files or fetches URLs for a user) and drops
+(a YAML alias bomb or a 10,000-deep nesting is refused, never expanded). Every reference keyword
+(``$ref``, ``$dynamicRef``, ``$recursiveRef``) must be local (``#...``), and ``$id`` (a base URI
+that relative references would resolve against) is dropped, so the worker never reads local
+files or fetches URLs for a user. Numbers must be finite and at most 100 digits. It drops
 datamodel-code-generator's Python hints (``customTypePath``, ``x-python-import`` ...), which
 would make the generated module import whatever the document names. YAML timestamps stay
 strings so the document stays JSON-compatible.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -30,6 +33,11 @@ SCHEMA_KEYWORDS = frozenset(
     | {"items", "prefixItems", "enum", "const", "$ref", "patternProperties", "additionalProperties"}
 )
 PYTHON_HINTS = frozenset({"customTypePath", "customBasePath", "x-python-import", "x-python-type"})
+REF_KEYWORDS = frozenset({"$ref", "$dynamicRef", "$recursiveRef"})
+"""Keywords whose value names another document: only local ``#...`` pointers may pass."""
+BASE_KEYWORDS = frozenset({"$id"})
+"""Keywords that rebase relative references (a ``file:`` or URL ``$id``): dropped silently."""
+MAX_DIGITS = 100
 MAX_NOTES = 20
 
 log = logging.getLogger(__name__)
@@ -160,6 +168,8 @@ def _load(text: str, filename: str | None) -> tuple[Any, Literal["json", "yaml"]
         raise UploadError(f"not valid JSON or YAML: {problem}{where}") from None
     except RecursionError:
         raise UploadError(f"the document nests deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise UploadError(f"a value cannot be read: {exc}") from None
 
 
 def _describe(value: Any) -> str:
@@ -194,19 +204,23 @@ class _Walker:
             return self._mapping(value, path, depth)
         if isinstance(value, list):
             return [self.walk(item, [*path, str(i)], depth + 1) for i, item in enumerate(value)]
-        if value is None or isinstance(value, str | bool | int | float):
+        if isinstance(value, bool) or value is None or isinstance(value, str):
             return value
+        if isinstance(value, int | float):
+            return _number(value, path)
         raise UploadError(f"unsupported YAML value ({type(value).__name__}) at {_pointer(path)}")
 
     def _mapping(self, value: dict[Any, Any], path: list[str], depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for raw_key, item in value.items():
             key = str(raw_key)
-            if key == "$ref" and isinstance(item, str) and not item.startswith("#"):
+            if key in REF_KEYWORDS and isinstance(item, str) and not item.startswith("#"):
                 raise UploadError(
-                    f"external $ref {item!r} at {_pointer(path)}: upload one self-contained "
-                    "document (only local '#/...' references are supported)"
+                    f"external {key} {item[:200]!r} at {_pointer(path)}: upload one "
+                    "self-contained document (only local '#/...' references are supported)"
                 )
+            if key in BASE_KEYWORDS and isinstance(item, str):
+                continue  # an identifier only: references resolve within this upload
             if key in PYTHON_HINTS and (not isinstance(item, dict) or "module" in item):
                 self._note(f"ignored {key} at {_pointer(path)}: Python hints are not honoured")
                 continue
@@ -219,6 +233,15 @@ class _Walker:
             self.notes.append(note)
         elif self.ignored == MAX_NOTES + 1:
             self.notes.append("more Python hints were ignored")
+
+
+def _number(value: int | float, path: list[str]) -> int | float:
+    """Finite numbers of sane size: a 5,000-digit integer or 1e999 (inf) is refused."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UploadError(f"the number at {_pointer(path)} is not finite")
+    if isinstance(value, int) and abs(value) >= 10**MAX_DIGITS:
+        raise UploadError(f"the number at {_pointer(path)} has more than {MAX_DIGITS} digits")
+    return value
 
 
 def _detect(doc: dict[str, Any]) -> tuple[Literal["openapi", "jsonschema"], str]:

@@ -28,6 +28,7 @@ from ..logger import MAX_LINE_CHARS, RunLogger
 from ..store.base import LogStore, Run, RunFencedError, RunStatus, SeqGapError, StoreError
 from ..tracebacks import format_exception, shorten_paths
 from ..uploads import UploadNotFoundError, Uploads
+from . import sandbox
 from .generators import (
     GeneratedCode,
     Generator,
@@ -340,15 +341,15 @@ class _Job:
             self.log.info(f"Checks skipped: the output is {generated.language}, not Python")
             return None
         try:
-            code = compile(generated.code, generated.filename, "exec")
+            compile(generated.code, generated.filename, "exec")
         except (SyntaxError, ValueError) as exc:
             where = f" at line {exc.lineno}" if isinstance(exc, SyntaxError) else ""
             reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
             raise GeneratorError(f"the generated code does not compile: {reason}{where}") from exc
         self.log.info("Compile check passed")
         classes = None
-        if generator.import_check:
-            classes = import_check(code, self.log)
+        if generator.import_check:  # in a separate process without secrets (jobs/sandbox.py)
+            classes = sandbox.import_check(generated.code, generated.filename, self.log)
         else:
             self.log.info(f"Import check skipped: {generator.name!r} output is not executed here")
         self.log.progress(85, "Checks done")

@@ -31,7 +31,10 @@ EXPORT_PAGE = 5000
 
 
 LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
-AfterQuery = Annotated[int | None, Query(ge=0, description="only lines with seq > after")]
+MAX_SEQ = 2**63 - 1  # a BIGINT: larger cursors are a 422, not a database error
+AfterQuery = Annotated[
+    int | None, Query(ge=0, le=MAX_SEQ, description="only lines with seq > after")
+]
 
 
 @dataclass
@@ -154,8 +157,8 @@ def _export(store: LogStore, run: Run, level: str | None, fmt: str) -> Iterator[
 class FinalParams:
     """A page of stored lines, or the whole run as a download."""
 
-    after: Annotated[int, Query(ge=0)] = 0
-    before: Annotated[int | None, Query(ge=1)] = None
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
+    before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000
     level: LevelQuery = None
     format: Annotated[str, Query(pattern="^(json|text|jsonl)$")] = "json"
