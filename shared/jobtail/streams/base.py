@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..store.base import ListenerSet
+from ..store.base import ListenerSet, RunStatus
 
 _OFFSET = re.compile(r"^([0-9]{16})_([0-9]{16})$")
 MAX_SAFE_INT = 2**53 - 1
@@ -136,6 +136,7 @@ class StreamMeta:
     tail: int
     closed: bool
     expiry: Expiry = Expiry()
+    extra: tuple[tuple[str, str], ...] = ()  # extension headers for HEAD (a run's status...)
 
     @property
     def json(self) -> bool:
@@ -211,6 +212,9 @@ class AppendRequest:
     close: bool = False
     producer: Producer | None = None
     stream_seq: str | None = None
+    status: RunStatus = RunStatus.SUCCEEDED  # run streams: how a close ends the run
+    error: str | None = None
+    omitted: int = 0  # run streams: lines a capped logger left out
 
 
 def utcnow() -> datetime:

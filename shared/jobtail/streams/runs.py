@@ -18,10 +18,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
-from ..store import LogStore, Run
+from ..store import LogLine, LogStore, Run, RunStatus
+from ..store.base import RunFencedError, SeqGapError, normalize_level, utcnow
 from .base import (
+    Appended,
+    AppendRequest,
     Chunk,
+    Producer,
+    SequenceGapError,
+    StaleEpochError,
+    StreamClosedError,
     StreamInvalid,
     StreamMeta,
     StreamNotFound,
@@ -77,7 +85,13 @@ class RunStreams:
 
     @staticmethod
     def meta(run: Run) -> StreamMeta:
-        return StreamMeta(run.run_id, CONTENT_TYPE, run.last_seq, closed=not run.active)
+        extra = (
+            ("Jobtail-Run-Status", run.status.value),
+            ("Jobtail-Run-Epoch", str(run.epoch)),
+            ("Jobtail-Upload-Id", run.upload_id),
+            ("Jobtail-Service", run.service_name),
+        )
+        return StreamMeta(run.run_id, CONTENT_TYPE, run.last_seq, not run.active, extra=extra)
 
     def head(self, path: str) -> StreamMeta:
         return self.meta(self.run_of(path))
@@ -97,7 +111,76 @@ class RunStreams:
             meta, start, stop, messages=texts, next=next_offset(stop, meta.tail, self.blocks)
         )
 
-    def write(self, path: str) -> None:
-        raise StreamUnsupported(
-            "a run's stream is written by its worker: appends over HTTP are not enabled here"
-        )
+    def write(self, path: str, request: AppendRequest, heartbeat: bool = False) -> Appended:
+        """A worker's batch of lines (or heartbeat, or end) onto the store's fenced writes.
+
+        ``Producer-Epoch`` is the run's claim epoch; the run's epoch + 1 with ``Producer-Seq``
+        0 claims a queued run. Lines carry their ``seq`` and the store's append is idempotent
+        on it, so ``Producer-Seq`` is the seq before the batch: a retry is a no-op (204), a gap
+        is refused (409 naming the expected seq), a stale epoch is 403 and a finished run 409
+        with ``Stream-Closed``. Closing stores the final lines and status in one transaction."""
+        parts = path[len(PREFIX) :].split("/")
+        if len(parts) != 1 or request.producer is None:
+            raise StreamUnsupported("write to runs/<run_id> with Producer-Id/-Epoch/-Seq headers")
+        producer = request.producer
+        run = self._owned(self.run_of(path), producer)
+        try:
+            if heartbeat and not request.body and not request.close:
+                self.store.heartbeat(run.run_id, epoch=producer.epoch)
+                return Appended(self.meta(run), duplicate=True, producer=producer)
+            lines = parse_lines(request.body) if request.body else []
+            if request.close:
+                closed = self.store.finish_run(
+                    run.run_id,
+                    request.status,
+                    request.error,
+                    lines=lines,
+                    epoch=producer.epoch,
+                    omitted=request.omitted,
+                )
+                return Appended(self.meta(self.run_of(path)), not closed, producer)
+            before = run.last_seq
+            last = self.store.append(run.run_id, lines, epoch=producer.epoch)
+        except RunFencedError as exc:
+            if exc.reason == "closed":
+                raise StreamClosedError(format_offset(self.run_of(path).last_seq)) from exc
+            raise StaleEpochError(exc.epoch or producer.epoch + 1) from exc
+        except SeqGapError as exc:
+            raise SequenceGapError(exc.expected - 1, lines[0].seq - 1 if lines else 0) from exc
+        meta = StreamMeta(run.run_id, CONTENT_TYPE, last, closed=False)
+        return Appended(meta, duplicate=last == before, producer=producer)
+
+    def _owned(self, run: Run, producer: Producer) -> Run:
+        """The run, claimed for this producer's epoch if it asks to claim a queued run."""
+        if producer.epoch == run.epoch + 1 and run.status is RunStatus.QUEUED:
+            if producer.seq != 0:
+                raise StreamInvalid("a claim (Producer-Epoch = run epoch + 1) starts at seq 0")
+            claimed = self.store.claim_run(run.run_id)
+            if claimed is None or claimed.epoch != producer.epoch:
+                raise StaleEpochError(claimed.epoch if claimed else run.epoch)
+            return claimed
+        if producer.epoch != run.epoch:
+            raise StaleEpochError(run.epoch)
+        return run
+
+
+def parse_lines(body: bytes) -> list[LogLine]:
+    """A batch body: a JSON array (or one object) of ``{seq, log_level, message, fields?,
+    timestamp?}``; a missing timestamp is the time of arrival."""
+    try:
+        value = json.loads(body)
+        items = value if isinstance(value, list) else [value]
+        return [
+            LogLine(
+                int(item["seq"]),
+                datetime.fromisoformat(item["timestamp"]) if item.get("timestamp") else utcnow(),
+                normalize_level(str(item.get("log_level", "INFO"))),
+                str(item["message"]),
+                item.get("fields") or None,
+            )
+            for item in items
+        ]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StreamInvalid(
+            f"a run's lines are JSON objects with seq, log_level and message: {exc}"
+        ) from exc

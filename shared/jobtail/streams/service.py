@@ -83,7 +83,9 @@ class Streams:
         store = self._writable(path)
         return await self._call(lambda: store.create(path, request))
 
-    async def append(self, path: str, request: AppendRequest) -> Appended:
+    async def append(self, path: str, request: AppendRequest, heartbeat: bool = False) -> Appended:
+        if is_run_path(path):
+            return await self._call(lambda: self.runs.write(path, request, heartbeat))
         store = self._writable(path)
         return await self._call(lambda: store.append(path, request))
 
@@ -93,7 +95,7 @@ class Streams:
 
     def _writable(self, path: str) -> StreamStore:
         if is_run_path(path):
-            self.runs.write(path)
+            raise StreamUnsupported("a run's stream is created and deleted with its run")
         return self.generic()
 
     # -- reads ------------------------------------------------------------------------------

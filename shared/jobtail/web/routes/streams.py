@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...config import Settings
 from ...services import Services
+from ...store import RunStatus
 from ...streams import (
     AppendRequest,
     Chunk,
@@ -50,7 +51,8 @@ PROTOCOL_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL,"
     " Stream-Expires-At, Stream-Seq, Stream-Forked-From, Stream-Fork-Offset,"
     " Stream-Fork-Sub-Offset, Producer-Id, Producer-Epoch, Producer-Seq,"
-    " Producer-Expected-Seq, Producer-Received-Seq, stream-sse-data-encoding"
+    " Producer-Expected-Seq, Producer-Received-Seq, stream-sse-data-encoding,"
+    " Jobtail-Run-Status, Jobtail-Run-Epoch, Jobtail-Upload-Id, Jobtail-Service"
 )
 SECURITY = {
     "X-Content-Type-Options": "nosniff",
@@ -143,6 +145,21 @@ def producer(request: Request) -> Producer | None:
             raise StreamInvalid(f"{name} must be an integer from 0 to 2^53-1")
         numbers.append(int(text))
     return Producer(pid, numbers[0], numbers[1])
+
+
+def count(request: Request, name: str) -> int:
+    text = request.headers.get(name, "0").strip()
+    if not _INT.match(text):
+        raise StreamInvalid(f"{name} must be a non-negative integer")
+    return int(text)
+
+
+def run_status(request: Request) -> RunStatus:
+    """Extension for run streams: how a close ends the run (``Jobtail-Run-Status``)."""
+    value = request.headers.get("jobtail-run-status", "succeeded").strip().lower()
+    if value not in ("succeeded", "failed"):
+        raise StreamInvalid("Jobtail-Run-Status must be succeeded or failed")
+    return RunStatus(value)
 
 
 def fork_source(request: Request) -> str | None:
@@ -311,8 +328,11 @@ async def append(request: Request, path: str, mounted: MountedDep) -> Response:
             close=flag(request, "stream-closed"),
             producer=producer(request),
             stream_seq=request.headers.get("stream-seq"),
+            status=run_status(request),
+            error=request.headers.get("jobtail-run-error"),
+            omitted=count(request, "jobtail-run-omitted"),
         )
-        result = await streams.append(path, wanted)
+        result = await streams.append(path, wanted, flag(request, "jobtail-heartbeat"))
     except StreamError as exc:
         return error_response(exc)
     headers = {**meta_headers(result.meta), **SECURITY}
@@ -344,7 +364,7 @@ async def head(request: Request, path: str, mounted: MountedDep) -> Response:
     except StreamError as exc:
         failed = error_response(exc)
         return Response(status_code=failed.status_code, headers=dict(failed.headers))
-    headers = {**meta_headers(meta), **SECURITY, "Cache-Control": "no-store"}
+    headers = {**meta_headers(meta), **SECURITY, "Cache-Control": "no-store", **dict(meta.extra)}
     headers["Content-Type"] = meta.content_type
     if meta.expiry.ttl is not None:
         headers["Stream-TTL"] = str(meta.expiry.ttl)

@@ -1,0 +1,191 @@
+"""``HttpStore``: a job in another process, language runtime or Lambda logs into a run over HTTP,
+as a Durable Streams producer, with an API key instead of database credentials::
+
+    store = HttpStore("https://jobtail.example.com", api_key="...")
+    with jobtail.run(store, run_id=run_id) as log:   # the run was created where it was enqueued
+        log.info("parsing")
+
+Only what a worker does is here: claim (``Producer-Epoch`` = the run's epoch + 1), append lines
+(``Producer-Seq`` = the seq before the batch; the server's append is idempotent on each line's
+seq, so RunLogger's retries and write-behind batches land exactly once), heartbeat (an empty
+POST with ``Jobtail-Heartbeat: true``) and end the run (``Stream-Closed: true`` with the last
+lines and ``Jobtail-Run-Status``, one transaction on the server). Refusals come back as the
+store's own errors: 403 -> RunFencedError("stale_epoch"), 409 with Stream-Closed ->
+RunFencedError("closed"), 409 naming the expected seq -> SeqGapError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from ..store import LogLine, LogStore, Run, RunStatus, StoreError
+from ..store.base import RunFencedError, SeqGapError, dump_json, utcnow
+
+PRODUCER_ID = "jobtail-worker"
+HEARTBEAT = {"Jobtail-Heartbeat": "true"}
+
+
+class HttpStore(LogStore):
+    """The worker's side of a LogStore, over a jobtail server's ``/v1/stream/runs/{run_id}``."""
+
+    def __init__(
+        self, url: str, *, api_key: str | None = None, client: httpx.Client | None = None
+    ) -> None:
+        super().__init__()
+        self.url = url.rstrip("/")
+        self._own = client is None
+        self._client = client or httpx.Client(timeout=httpx.Timeout(10, read=30))
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def _stream(self, run_id: str) -> str:
+        return f"{self.url}/v1/stream/runs/{run_id}"
+
+    def _post(
+        self,
+        run_id: str,
+        epoch: int,
+        seq: int,
+        body: bytes = b"",
+        extra: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        headers = {
+            **self._headers, **(extra or {}), "Producer-Id": PRODUCER_ID,
+            "Producer-Epoch": str(epoch), "Producer-Seq": str(seq),
+        }  # fmt: skip
+        if body:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._client.post(self._stream(run_id), content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise StoreError(f"jobtail server at {self.url} unreachable: {exc}") from exc
+        self._raise_for(run_id, response)
+        return response
+
+    def _raise_for(self, run_id: str, response: httpx.Response) -> None:
+        code = response.status_code
+        if code < 400:
+            return
+        if code == 403 and "producer-epoch" in response.headers:
+            epoch = int(response.headers["producer-epoch"])
+            raise RunFencedError(run_id, "stale_epoch", epoch=epoch)
+        if code == 409 and response.headers.get("stream-closed") == "true":
+            raise RunFencedError(run_id, "closed")
+        if code == 409 and "producer-expected-seq" in response.headers:
+            expected = int(response.headers["producer-expected-seq"]) + 1
+            received = int(response.headers["producer-received-seq"]) + 1
+            raise SeqGapError(run_id, expected, received)
+        raise StoreError(f"jobtail server refused ({code}): {response.text}")
+
+    # -- what a worker needs ------------------------------------------------------------------
+    def get_run(self, run_id: str) -> Run | None:
+        try:
+            response = self._client.head(self._stream(run_id), headers=self._headers)
+        except httpx.TransportError as exc:
+            raise StoreError(f"jobtail server at {self.url} unreachable: {exc}") from exc
+        if response.status_code == 404:
+            return None
+        self._raise_for(run_id, response)
+        h = response.headers
+        return Run(
+            run_id=run_id,
+            upload_id=h.get("jobtail-upload-id", ""),
+            service_name=h.get("jobtail-service", ""),
+            status=RunStatus(h["jobtail-run-status"]),
+            created_at=utcnow(),
+            last_seq=int(h["stream-next-offset"].split("_")[0]),
+            epoch=int(h["jobtail-run-epoch"]),
+        )
+
+    def claim_run(
+        self, run_id: str, *, takeover_stale_before: datetime | None = None
+    ) -> Run | None:
+        run = self.get_run(run_id)
+        if run is None or run.status is not RunStatus.QUEUED:
+            return None
+        try:
+            self._post(run_id, run.epoch + 1, 0, extra=HEARTBEAT)
+        except RunFencedError:
+            return None  # another worker claimed it first
+        return self.get_run(run_id)
+
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        self._post(run_id, self._epoch(run_id, epoch), 0, extra=HEARTBEAT)
+
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        if not lines:
+            run = self.get_run(run_id)
+            return run.last_seq if run else 0
+        response = self._post(run_id, self._epoch(run_id, epoch), lines[0].seq - 1, _body(lines))
+        return int(response.headers["stream-next-offset"].split("_")[0])
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        *,
+        lines: Sequence[LogLine] = (),
+        epoch: int | None = None,
+        if_stale_before: datetime | None = None,
+        omitted: int = 0,
+    ) -> bool:
+        extra = {"Stream-Closed": "true", "Jobtail-Run-Status": status.value}
+        if omitted:
+            extra["Jobtail-Run-Omitted"] = str(omitted)
+        if error:
+            extra["Jobtail-Run-Error"] = error.encode("ascii", "replace").decode()[:1000]
+        seq = lines[0].seq - 1 if lines else 0
+        body = _body(lines) if lines else b""
+        response = self._post(run_id, self._epoch(run_id, epoch), seq, body, extra)
+        return response.status_code == 200 or (not lines and response.status_code == 204)
+
+    def _epoch(self, run_id: str, epoch: int | None) -> int:
+        if epoch is not None:
+            return epoch
+        run = self.get_run(run_id)
+        if run is None:
+            raise StoreError(f"no run {run_id!r} at {self.url}")
+        return run.epoch
+
+    def close(self) -> None:
+        if self._own:
+            self._client.close()
+
+    # -- not a worker's business ----------------------------------------------------------------
+    def _server_side(self, what: str) -> StoreError:
+        return StoreError(f"{what} is done by the jobtail server, not over HttpStore")
+
+    def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:
+        raise self._server_side("creating runs")
+
+    def list_runs(
+        self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
+    ) -> list[Run]:
+        raise self._server_side("listing runs")
+
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        raise self._server_side("the janitor")
+
+    def purge(self, finished_before: datetime) -> int:
+        raise self._server_side("purging")
+
+    def read(
+        self,
+        run_id: str,
+        after: int = 0,
+        limit: int = 1000,
+        min_level: str | None = None,
+        before: int | None = None,
+    ) -> list[LogLine]:
+        raise self._server_side("reading (use jobtail.streams.client.follow)")
+
+
+def _body(lines: Sequence[LogLine]) -> bytes:
+    rows: list[dict[str, Any]] = [line.to_json() for line in lines]
+    return dump_json(rows).encode()
