@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import anyio.to_thread
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -170,5 +170,23 @@ def _route_classes(context: Context) -> tuple[type[APIRoute], type[APIRoute]]:
             if "token" not in parse_qs(query, keep_blank_values=True):
                 return Match.NONE, {}
             return super().matches(scope)
+
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def answer(request: Request) -> Response:
+                """A token names one run: for a run that does not exist, the same 401 as a
+                wrong token, so a token-bearer cannot tell which keys exist (#10)."""
+                try:
+                    response: Response = await handler(request)
+                except HTTPException as exc:
+                    if exc.status_code != 404:
+                        raise
+                    token = request.query_params.get("token", "")
+                    bad = "stream token is not valid for this run" if "." in token else None
+                    return JSONResponse({"detail": bad or "malformed stream token"}, 401)
+                return response
+
+            return answer
 
     return Route, TokenRoute

@@ -4,6 +4,7 @@
   (or of its last response): idle sockets and slowloris clients that trickle header bytes are
   closed, where uvicorn's keep-alive timer only starts after a first response and restarts on
   any byte. ``limit_concurrency`` answers 503 beyond a bound instead of exhausting descriptors.
+- The access log never holds a stream token: ``token=`` values in logged paths are redacted.
 - The first SIGTERM/SIGINT drains (``web/shutdown.py``) while the listener stays open, so health
   checks get their fast 503 ``draining``; then uvicorn exits. A second signal exits at once.
 """
@@ -11,6 +12,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from types import FrameType
 from typing import Any
 
@@ -21,7 +24,21 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import Settings
 
-__all__ = ["GracefulServer", "HeadTimeoutH11Protocol", "serve"]
+__all__ = ["GracefulServer", "HeadTimeoutH11Protocol", "RedactTokens", "serve"]
+
+_TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
+
+
+class RedactTokens(logging.Filter):
+    """Replaces ``token=...`` in uvicorn's access-log paths with ``token=[redacted]``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN.sub(r"\1[redacted]", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
 
 
 class HeadTimeoutH11Protocol(H11Protocol):
@@ -100,4 +117,6 @@ def serve(app: FastAPI, settings: Settings) -> None:
         backlog=2048,
         timeout_graceful_shutdown=5,
     )
-    GracefulServer(config, app).run()
+    server = GracefulServer(config, app)  # its Config configured uvicorn's loggers already
+    logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    server.run()
