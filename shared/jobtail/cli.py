@@ -288,6 +288,7 @@ def _tail(
     since: str | None,
     as_json: bool,
     retries: int,
+    cdn: bool = False,
 ) -> NoReturn:
     moment = _since(since) if since else None
     try:  # one short call first: no answer here is an error now, not a minute of retries
@@ -299,6 +300,8 @@ def _tail(
     if status.status_code != 200:
         _fail(f"{status.status_code}: {_detail(status)}")
     run = status.json()
+    if cdn:
+        _follow_stream(client, key, run, level, lines, _printer(as_json, moment))
     params = {"run_id": run["run_id"]} | ({"level": level.upper()} if level else {})
     if lines:
         params["tail"] = str(lines)
@@ -307,16 +310,56 @@ def _tail(
     _follow_run(client, key, params, _printer(as_json, moment), retries)
 
 
+def _follow_stream(
+    client: httpx.Client,
+    key: str,
+    run: dict[str, Any],
+    level: str | None,
+    lines: int | None,
+    show: Callable[[dict[str, Any]], None],
+) -> NoReturn:
+    """Read the run's Durable Stream (catch-up, then long-poll, echoing the cursor): requests a
+    CDN can cache and collapse. The level filter applies here; ids keep the global seq."""
+    from .store.base import level_number
+    from .streams.base import format_offset
+    from .streams.client import StreamReadError, follow
+
+    skip = max(0, run["last_seq"] - lines) if lines is not None else 0
+    floor = level_number(level) if level else 0
+    api_key = client.headers.get("authorization", "").removeprefix("Bearer ") or None
+    url = f"{str(client.base_url).rstrip('/')}/v1/stream/runs/{run['run_id']}"
+    try:
+        for line in follow(
+            url, offset=format_offset(skip), token=run.get("token"), api_key=api_key
+        ):
+            if level_number(str(line.get("log_level", "INFO"))) >= floor:
+                show(line)
+    except StreamReadError as exc:
+        _fail(f"the run's stream refused the read: {exc}")
+    status = _call(client, "GET", f"{key}/status", params={"run_id": run["run_id"]})
+    if status.status_code != 200:
+        _fail(f"the run ended but its outcome cannot be read: {status.status_code}")
+    outcome = status.json().get("status")
+    click.echo(f"-- run {outcome}", err=True)
+    sys.exit({"succeeded": 0, "failed": 1}.get(str(outcome), 2))
+
+
 @main.command()
 @click.argument("upload_id")
 @click.argument("service")
 @click.option("--run-id", help="an older run of the key (default: the latest)")
+@click.option(
+    "--cdn",
+    is_flag=True,
+    help="read the run's Durable Stream (catch-up, then long-poll): cacheable by a CDN",
+)
 @follow_options
 @client_options
 def tail(
     upload_id: str,
     service: str,
     run_id: str | None,
+    cdn: bool,
     level: str | None,
     lines: int | None,
     since: str | None,
@@ -328,17 +371,21 @@ def tail(
     """Follow a run in the terminal; exit 0 if it succeeded, 1 if it failed.
 
     Resumes with Last-Event-ID after a network loss, so no line is printed twice. Levels are
-    coloured on a terminal (not when piped, nor with NO_COLOR set).
+    coloured on a terminal (not when piped, nor with NO_COLOR set). With --cdn it reads the
+    run's Durable Stream instead of SSE (what a CDN in front of the server caches), merging
+    by seq so a repeat from a cache is never printed twice.
 
     \b
     Example:
       jobtail tail petstore pydantic --level WARNING -n 50
+      JOBTAIL_URL=https://d111.cloudfront.net jobtail tail petstore pydantic --cdn
     """
     if since:
         _since(since)  # a bad value is a usage error before anything is fetched
     base = server_url(url)
     with _client(base, api_key, read=60) as client:
-        _tail(client, f"/runs/{upload_id}/{service}", run_id, level, lines, since, as_json, retries)
+        key = f"/runs/{upload_id}/{service}"
+        _tail(client, key, run_id, level, lines, since, as_json, retries, cdn)
 
 
 @main.command()
