@@ -343,7 +343,8 @@ class _Job:
         try:
             compile(generated.code, generated.filename, "exec")
         except (SyntaxError, ValueError) as exc:
-            where = f" at line {exc.lineno}" if isinstance(exc, SyntaxError) else ""
+            line = exc.lineno if isinstance(exc, SyntaxError) else None  # None: no position
+            where = f" at line {line}" if line else ""
             reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
             raise GeneratorError(f"the generated code does not compile: {reason}{where}") from exc
         self.log.info("Compile check passed")

@@ -1,0 +1,82 @@
+"""The runner's checks of generated code: what they say, and that they leave nothing behind."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
+from jobtail.jobs.runner import import_check
+from jobtail.logger import RunLogger
+from jobtail.store.base import LogLine, RunStatus
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.uploads import ParsedUpload
+
+
+class Fixed(Generator):
+    """Returns the code it was given, whatever the upload."""
+
+    description = "returns fixed code"
+
+    def __init__(self, name: str, output: GeneratedCode, import_check: bool = False) -> None:
+        self.name, self.output, self.import_check = name, output, import_check
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        return self.output
+
+
+def test_the_import_check_counts_classes_and_leaves_no_module_behind(
+    store: SQLiteStore, log_of: Callable[[str], list[LogLine]]
+) -> None:
+    run = store.create_run("up", "svc")
+    before = {name for name in sys.modules if name.startswith("_jobtail_check_")}
+    with RunLogger(store, run.run_id) as log:
+        code = compile("class A: pass\nclass B(A): pass\nimport os\nX = os.sep\n", "m.py", "exec")
+        assert import_check(code, log) == 2
+    assert {name for name in sys.modules if name.startswith("_jobtail_check_")} == before
+    messages = [line.message for line in log_of(run.run_id)]
+    assert messages[0].startswith("Import check passed: 2 classes defined in ")
+    assert messages[0].endswith(" ms") and messages[1] == "Classes: A, B"
+
+
+def test_a_failed_import_check_leaves_no_module_behind(store: SQLiteStore) -> None:
+    run = store.create_run("up", "svc")
+    before = set(sys.modules)
+    with RunLogger(store, run.run_id) as log, pytest.raises(Exception, match="fails on import"):
+        import_check(compile("raise RuntimeError('boom')", "m.py", "exec"), log)
+    assert not {name for name in set(sys.modules) - before if name.startswith("_jobtail_check_")}
+
+
+@pytest.mark.parametrize(
+    ("output", "says"),
+    [
+        (
+            GeneratedCode("x: number = 1", "x.ts", "typescript"),
+            "Checks skipped: the output is typescript, not Python",
+        ),
+        (
+            GeneratedCode("def f(:\n", "bad.py"),
+            "Run failed: the generated code does not compile: invalid syntax at line 1",
+        ),
+        (
+            GeneratedCode("x = 1\x00", "nul.py"),
+            "Run failed: the generated code does not compile: source code string cannot contain "
+            "null bytes",
+        ),
+    ],
+)
+def test_checks_say_why_in_the_runs_own_words(
+    output: GeneratedCode,
+    says: str,
+    store: SQLiteStore,
+    registry: GeneratorRegistry,
+    run: Callable[..., RunStatus],
+    log_of: Callable[[str], list[LogLine]],
+) -> None:
+    registry.register(Fixed("fixed", output))
+    created = store.create_run("petstore", "fixed")
+    run(created.run_id)
+    messages = [line.message for line in log_of(created.run_id)]
+    assert says in messages, messages[-3:]
