@@ -118,3 +118,22 @@ def test_an_expired_stream_is_gone(streams: StreamStore) -> None:
     with pytest.raises(StreamNotFound):
         streams.read("brief", "-1")
     assert streams.create("brief", CreateRequest("text/plain")).created
+
+
+@pytest.mark.postgres
+def test_another_process_writes_wake_this_ones_waiters(pg_url: str) -> None:
+    from jobtail.streams.postgres import PostgresStreams
+
+    writer, reader = PostgresStreams(pg_url), PostgresStreams(pg_url)
+    woken = threading.Event()
+    reader.listeners.add(lambda path: path == "shared" and woken.set())
+    try:
+        assert reader.listening.wait(10), "the LISTEN connection did not come up"
+        writer.create("shared", CreateRequest("text/plain"))
+        assert woken.wait(10), "no NOTIFY reached the other store"
+        woken.clear()
+        writer.append("shared", AppendRequest(b"x", "text/plain"))
+        assert woken.wait(10)
+    finally:
+        writer.close()
+        reader.close()

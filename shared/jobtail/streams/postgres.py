@@ -2,15 +2,20 @@
 
 Each write is one transaction that starts with ``SELECT ... FOR UPDATE`` on the stream's row,
 which serializes appends per stream (so per ``(stream, producer)``) across every server process,
-and commits producer state, data, tail and closed flag together. Readers in other processes
-poll; writers in this process wake their waiters at once.
+and commits producer state, data, tail and closed flag together. Each write also NOTIFYs
+``jobtail_streams`` with the path (delivered at commit); a daemon thread LISTENs on a session
+connection of its own and wakes this process's waiters, so long-polls and SSE answer at once
+whichever process wrote. Polling (every second) only covers a lost LISTEN connection.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -18,6 +23,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..store.postgres import PostgresStore
 from .base import StreamError
 from .sql import Cursor, SqlStreamStore, Tx
+
+log = logging.getLogger(__name__)
 
 
 class _PgTx:
@@ -30,13 +37,28 @@ class _PgTx:
         return self.conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
 
 
+CHANNEL = "jobtail_streams"
+
+
 class PostgresStreams(SqlStreamStore):
     lock_suffix = " FOR UPDATE"
     race_errors = (psycopg.errors.UniqueViolation,)
-    poll_interval = 0.1
+    poll_interval = 1.0
 
-    def __init__(self, conninfo: str, *, max_size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(
+        self, conninfo: str, *, max_size: int = 10, timeout: float = 5.0, listen: bool = True
+    ) -> None:
         super().__init__()
+        self._stopping = threading.Event()
+        self.listening = threading.Event()  # set while the LISTEN connection is up
+        self._listener: threading.Thread | None = None
+        if listen:
+            self._listener = threading.Thread(
+                target=self._listen, args=(conninfo,), name="jobtail-streams-listen", daemon=True
+            )
+            self._listener.start()
+        else:
+            self.poll_interval = 0.1
         self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             conninfo,
             kwargs={"autocommit": True},
@@ -55,7 +77,32 @@ class PostgresStreams(SqlStreamStore):
 
     @classmethod
     def from_store(cls, store: PostgresStore) -> PostgresStreams:
-        return cls(store.conninfo, max_size=store.max_size)
+        try:  # no LISTEN through Supabase's transaction pooler, as for the log store
+            listen = urlsplit(store.conninfo).port != 6543
+        except ValueError:
+            listen = False
+        return cls(store.conninfo, max_size=store.max_size, listen=listen)
+
+    def _notify(self, tx: Tx, path: str) -> None:
+        tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, path))
+
+    def _listen(self, conninfo: str) -> None:
+        """LISTEN until closed; reconnect with backoff when the connection drops."""
+        delay = 0.05
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    delay = 0.05
+                    while not self._stopping.is_set():
+                        for notice in conn.notifies(timeout=1.0):
+                            self.listeners.notify(notice.payload)
+            except psycopg.Error as exc:
+                self.listening.clear()
+                log.warning("streams LISTEN lost, retrying in %.2fs: %s", delay, exc)
+            self._stopping.wait(delay)
+            delay = min(delay * 2, 2.0)
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
@@ -74,4 +121,7 @@ class PostgresStreams(SqlStreamStore):
             raise StreamError(f"PostgreSQL failed: {exc}".strip()) from exc
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
         self._pool.close()
