@@ -28,13 +28,17 @@ def import_rows(log: RunLogger, rows: int, block: bool = False) -> int:
     for n in range(1, rows + 1):
         log.info(f"row {n}", row=n)
     if block:
-        log.info("waiting for a slow upstream")
+        log.info("waiting for a slow upstream", pid=os.getpid())
         threading.Event().wait(300)
     return rows
 
 
 celery_app = Celery("jobtail-tests", broker=REDIS)
-celery_app.conf.update(broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+celery_app.conf.update(
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_lost_wait=0.2,  # how long the worker waits for a dead pool process's result
+)
 celery_import = celery_app.task(name="tests.import_rows")(
     jobtail.queues.celery.with_run(STORE, **RUN_OPTIONS)(import_rows)
 )

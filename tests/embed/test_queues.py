@@ -61,7 +61,8 @@ def queues(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     os.environ.update(JOBTAIL_TEST_STORE=store_url, JOBTAIL_TEST_REDIS=redis_url)
     sys.modules.pop("tests.embed.queue_apps", None)
     apps = importlib.import_module("tests.embed.queue_apps")
-    settings = Settings(stale_after=1.0, heartbeat_interval=0.2, ping_seconds=1.0)
+    # the janitor fails a silent run after 3 s: long enough for a queue's own hook to be first
+    settings = Settings(stale_after=3.0, heartbeat_interval=0.2, ping_seconds=1.0)
     app = FastAPI()
     app.include_router(
         jobtail.fastapi.router(store_url, settings=settings, janitor=True), prefix="/jobs"
@@ -81,7 +82,7 @@ def queues(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 class Worker:
     """A worker in its own process (its own session, so nothing it starts outlives the test)."""
 
-    def __init__(self, kind: str, queues: Queues, log: Path) -> None:
+    def __init__(self, kind: str, queues: Queues, log: Path, pool: str = "solo") -> None:
         self.kind, self.port = kind, free_port()
         python = sys.executable
         commands = {
@@ -102,7 +103,8 @@ class Worker:
                 "-A",
                 "tests.embed.queue_apps:celery_app",
                 "worker",
-                "--pool=solo",
+                f"--pool={pool}",
+                "--concurrency=1",
                 "--loglevel=WARNING",
                 "--without-gossip",
                 "--without-mingle",
@@ -214,5 +216,28 @@ def test_a_queued_job_logs_into_its_run_and_a_killed_worker_still_ends_it(
         assert name == "end" and end["status"] == "failed"
         last = [data for name, data in got[0] if name == "message"][-1]
         assert last["log_level"] == "ERROR" and "heartbeat" in last["message"]
+    finally:
+        worker.stop()
+
+
+def test_a_celery_pool_process_killed_mid_job_ends_its_run_at_once(
+    queues: Queues, tmp_path: Path
+) -> None:
+    """Prefork: the pool process dies, the worker's main process reports it (task_failure),
+    and the run ends with a line saying so, before the janitor's stale_after."""
+    worker = Worker("celery", queues, tmp_path / "prefork.log", pool="prefork")
+    try:
+        run_id = enqueue("celery", worker, queues, "celery-lost", rows=1, block=True)
+        viewer, got = in_background(lambda: follow(queues, run_id))
+        wait_for(lambda: (queues.store.get_run(run_id) or run_id).last_seq >= 2, 30, "the job")
+        pid = queues.store.read(run_id)[1].fields["pid"]  # type: ignore[index]
+        assert pid != worker.process.pid  # the pool's process, not the worker's
+        os.kill(pid, signal.SIGKILL)
+        viewer.join(30)
+        assert got and got[0][-1][0] == "end" and got[0][-1][1]["status"] == "failed"
+        last = [data for name, data in got[0] if name == "message"][-1]
+        assert last["message"].startswith("Run failed: the worker process was lost")
+        assert last["fields"]["reason"] == "worker_lost"
+        assert worker.process.poll() is None  # the worker itself lives on
     finally:
         worker.stop()

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from ..store import LogStore, Run, RunStatus, from_url
+from ..capture import line_fields
+from ..store import LogLine, LogStore, Run, RunStatus, StoreError, from_url
+from ..store.base import utcnow
+from ..tracebacks import shorten_paths
 
-__all__ = ["create_run", "fail_unsent"]
+__all__ = ["create_run", "end_lost_run", "fail_unsent"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,34 @@ def fail_unsent(store: LogStore | str, run: Run, exc: BaseException) -> None:
         opened.finish_run(run.run_id, RunStatus.FAILED, f"could not enqueue the job: {exc}")
     except Exception:
         log.exception("run %s: could not record that its job was never enqueued", run.run_id)
+    finally:
+        if isinstance(store, str):
+            opened.close()
+
+
+def end_lost_run(store: LogStore | str, run_id: str, exc: BaseException | None) -> bool:
+    """A queue's failure hook saw the worker process die (killed, out of memory, a hard time
+    limit): end its run now, with a last line saying so, instead of after the janitor's wait.
+    Nothing happens to a run that already ended (the job's own exception ended it)."""
+    opened = from_url(store) if isinstance(store, str) else store
+    try:
+        run = opened.get_run(run_id)
+        if run is None or not run.active:
+            return False
+        why = "the worker process was lost" + (
+            f" ({shorten_paths(f'{type(exc).__name__}: {exc}')})" if exc is not None else ""
+        )
+        line = LogLine(  # seq 0: numbered by the store, after the dead writer's last line
+            seq=0,
+            timestamp=utcnow(),
+            log_level="ERROR",
+            message=f"Run failed: {why}",
+            fields=line_fields("ERROR", {"reason": "worker_lost"}),
+        )
+        return opened.finish_run(run_id, RunStatus.FAILED, why, lines=[line])
+    except StoreError as error:  # the janitor ends it later
+        log.warning("run %s: could not end it after its worker was lost: %s", run_id, error)
+        return False
     finally:
         if isinstance(store, str):
             opened.close()

@@ -8,7 +8,9 @@
 
 The task's exception ends the run failed and is raised on, so Celery's own failure handling
 (retries, result backend, ``task_failure``) sees it. A redelivered message whose run already
-ran (or runs elsewhere) does nothing.
+ran (or runs elsewhere) does nothing. When the pool process running the task dies (killed,
+out of memory, a hard time limit), Celery's ``task_failure`` signal ends the run at once with a
+line saying so (the janitor would, but only after ``stale_after``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from ..run import RunClaimError, run
 from ..store import LogStore, Run
-from . import create_run, fail_unsent
+from . import create_run, end_lost_run, fail_unsent
 
 __all__ = ["enqueue", "with_run"]
 
@@ -44,6 +46,8 @@ def with_run(store: LogStore | str, **run_options: Any) -> Callable[[Callable[..
     """Turns ``job(log, *args)`` into a task body ``(run_id, *args)`` that runs inside the run
     (``run_options`` go to ``jobtail.run``)."""
 
+    _listen_for_lost_workers()
+
     def wrap(job: Callable[..., Any]) -> Callable[..., Any]:
         def task(run_id: str, *args: Any, **kwargs: Any) -> Any:
             try:
@@ -63,6 +67,23 @@ def with_run(store: LogStore | str, **run_options: Any) -> Callable[[Callable[..
         # Celery names and checks a task by these (not by __wrapped__: the signature differs)
         task.__name__, task.__qualname__ = job.__name__, job.__qualname__
         task.__module__, task.__doc__ = job.__module__, job.__doc__
+        task.jobtail_store = store  # type: ignore[attr-defined]  # for the failure hook
         return task
 
     return wrap
+
+
+def _listen_for_lost_workers() -> None:
+    from celery.signals import task_failure
+
+    task_failure.connect(_on_task_failure, weak=False, dispatch_uid="jobtail-lost-worker")
+
+
+def _on_task_failure(
+    sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
+) -> None:
+    """In the worker's main process, after a task failed: a run still active means the process
+    that ran it is gone (an exception inside the task would have ended the run)."""
+    store = getattr(getattr(sender, "run", None), "jobtail_store", None)
+    if store is not None and args:
+        end_lost_run(store, str(args[0]), exception)
