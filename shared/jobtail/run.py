@@ -192,10 +192,12 @@ class RunHandle:
                 return
             status, message, error, fields = _outcome(exc, time.monotonic() - self._started)
             try:
-                self.logger.finish(
+                if self.logger.finish(
                     status, message, error=error, fields=fields, timeout=self.end_timeout
-                )
-                self.status = status
+                ):
+                    self.status = status
+                else:  # the store stayed down: the janitor ends it once the heartbeat stops
+                    log.error("run %s: could not store its end (%s)", self.logger.run_id, status)
             except (RunFencedError, SeqGapError) as refused:
                 log.warning("run %s: ended by someone else (%s)", self.logger.run_id, refused)
                 self.status = _current_status(self.logger)

@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 import jobtail.fastapi
 from jobtail.logger import RunLogger
@@ -122,3 +124,20 @@ def test_the_lifespan_starts_and_stops_the_tail_hub_and_a_store_url_is_opened_an
         finally:
             server.stop()
         assert store.listeners._listeners == []
+
+
+def test_the_lifespan_helper_for_a_mounted_sub_app(sqlite_store: SQLiteStore) -> None:
+    """A sub-app's lifespan never runs under a Starlette Mount: the outer app runs the hub's."""
+    jobs = jobtail.fastapi.router(sqlite_store)
+    inner = FastAPI()
+    inner.include_router(jobs)
+    outer = Starlette(routes=[Mount("/jobs", app=inner)], lifespan=jobtail.fastapi.lifespan(jobs))
+    run = sqlite_store.create_run("u", "s")
+    server = ServerThread(outer).start()
+    try:
+        assert len(sqlite_store.listeners._listeners) == 1
+        stream = httpx.get(f"{server.url}/jobs/run/{run.run_id}/status")
+        assert stream.json()["status"] == "queued"
+    finally:
+        server.stop()
+    assert sqlite_store.listeners._listeners == []
