@@ -36,7 +36,6 @@ def import_rows(log: RunLogger, rows: int, block: bool = False) -> int:
 celery_app = Celery("jobtail-tests", broker=REDIS)
 celery_app.conf.update(
     broker_connection_retry_on_startup=True,
-    worker_hijack_root_logger=False,
     worker_lost_wait=0.2,  # how long the worker waits for a dead pool process's result
 )
 celery_import = celery_app.task(name="tests.import_rows")(

@@ -49,6 +49,7 @@ class Queues:
             "JOBTAIL_TEST_STORE": store_url,
             "JOBTAIL_TEST_REDIS": redis_url,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "shared"), str(ROOT)]),
+            "PYTHONUNBUFFERED": "1",
         }
         self.store = jobtail.from_url(store_url)
 
@@ -82,7 +83,9 @@ def queues(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 class Worker:
     """A worker in its own process (its own session, so nothing it starts outlives the test)."""
 
-    def __init__(self, kind: str, queues: Queues, log: Path, pool: str = "solo") -> None:
+    def __init__(
+        self, kind: str, queues: Queues, log: Path, pool: str = "solo", store: str | None = None
+    ) -> None:
         self.kind, self.port = kind, free_port()
         python = sys.executable
         commands = {
@@ -116,7 +119,7 @@ class Worker:
         self.process = subprocess.Popen(
             commands[kind],
             cwd=ROOT,
-            env=queues.env,
+            env={**queues.env, "JOBTAIL_TEST_STORE": store or queues.store_url},
             stdout=self.output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -224,20 +227,24 @@ def test_a_celery_pool_process_killed_mid_job_ends_its_run_at_once(
     queues: Queues, tmp_path: Path
 ) -> None:
     """Prefork: the pool process dies, the worker's main process reports it (task_failure),
-    and the run ends with a line saying so, before the janitor's stale_after."""
-    worker = Worker("celery", queues, tmp_path / "prefork.log", pool="prefork")
+    and the run ends with a line saying so. Its own store, which no janitor sweeps: the end can
+    only come from the hook."""
+    url = f"sqlite:///{tmp_path / 'lost.db'}"
+    store = jobtail.from_url(url)
+    worker = Worker("celery", queues, tmp_path / "prefork.log", pool="prefork", store=url)
     try:
-        run_id = enqueue("celery", worker, queues, "celery-lost", rows=1, block=True)
-        viewer, got = in_background(lambda: follow(queues, run_id))
-        wait_for(lambda: (queues.store.get_run(run_id) or run_id).last_seq >= 2, 30, "the job")
-        pid = queues.store.read(run_id)[1].fields["pid"]  # type: ignore[index]
+        task = queues.apps.celery_import
+        run_id = jobtail.queues.celery.enqueue(task, url, "lost", "import", 1, True).run_id
+        wait_for(lambda: (store.get_run(run_id) or run_id).last_seq >= 2, 30, "the job")
+        pid = store.read(run_id)[1].fields["pid"]  # type: ignore[index]
         assert pid != worker.process.pid  # the pool's process, not the worker's
         os.kill(pid, signal.SIGKILL)
-        viewer.join(30)
-        assert got and got[0][-1][0] == "end" and got[0][-1][1]["status"] == "failed"
-        last = [data for name, data in got[0] if name == "message"][-1]
-        assert last["message"].startswith("Run failed: the worker process was lost")
-        assert last["fields"]["reason"] == "worker_lost"
+        wait_for(lambda: not store.get_run(run_id).active, 30, "the hook")  # type: ignore[union-attr]
+        last = store.read(run_id)[-1]
+        assert last.message.startswith("Run failed: the worker process was lost (WorkerLostError")
+        assert last.log_level == "ERROR" and last.fields is not None
+        assert last.fields["reason"] == "worker_lost" and last.seq == 3
         assert worker.process.poll() is None  # the worker itself lives on
     finally:
         worker.stop()
+        store.close()
