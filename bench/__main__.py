@@ -26,6 +26,7 @@ ALL: dict[str, Figure] = {
     "cdn": streams.cdn_readers,
     "fanout": scale.fanout_rows,
     "floors": scale.replay_rows,
+    "pgwriters": scale.pg_writer_rows,
 }
 
 

@@ -193,3 +193,41 @@ def replay_rows(tmp: Path, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> lis
                 ),
             ]
     return rows
+
+
+# -- PostgreSQL under 100 writers ---------------------------------------------------------------
+def pg_writer_rows(tmp: Path, writers: int = 100, seconds: float = 5.0) -> list[Row]:
+    """100 runs each logging per line; NOTIFY on every append, coalesced (the default), off."""
+    from . import pgwriters
+
+    try:
+        from jobtail.store.migrate import apply_migrations
+        from tests.pg import PgCluster
+    except ImportError:
+        return [("PostgreSQL, 100 per-line writers", "not available", "", False)]
+    results = {}
+    with PgCluster.temporary() as cluster:
+        with cluster.connect() as conn:
+            conn.execute("alter system set max_connections = 300")  # 100 writers + readers
+        cluster.stop("fast")
+        cluster.start()
+        for mode in ("every", "coalesced", "off"):
+            url = cluster.url(cluster.create_database())
+            apply_migrations(url)
+            results[mode] = pgwriters.measure(url, mode, writers, seconds)
+    got, every, off = results["coalesced"], results["every"], results["off"]
+    return [
+        (
+            f"PostgreSQL, {writers} concurrent per-line writers (coalesced NOTIFY)",
+            f"{got.lines_per_s:,.0f} lines/s, p99 {got.p99_ms:,.0f} ms",
+            ">= 20,000 lines/s, p99 <= 10 ms",
+            got.lines_per_s >= 20_000 and got.p99_ms <= 10,
+        ),
+        (
+            f"  (NOTIFY every append: {every.lines_per_s:,.0f} lines/s, p99 {every.p99_ms:,.0f} ms;"
+            f" no NOTIFY, polling only: {off.lines_per_s:,.0f} lines/s, p99 {off.p99_ms:,.0f} ms)",
+            f"{_ratio(got.lines_per_s, off.lines_per_s)} the no-NOTIFY rate",
+            "",
+            True,
+        ),
+    ]

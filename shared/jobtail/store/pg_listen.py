@@ -19,6 +19,9 @@ import psycopg
 from .base import StoreError
 
 CHANNEL = "jobtail"
+NOTIFY_WINDOW = 0.005
+"""Seconds within which the SQL functions send a run no second NOTIFY for an append
+(``jobtail.notify_window_ms``, migration 0006); tails poll that long after each wake-up."""
 log = logging.getLogger(__name__)
 
 

@@ -40,7 +40,7 @@ from .base import (
     refusal,
     utcnow,
 )
-from .pg_listen import Listener
+from .pg_listen import NOTIFY_WINDOW, Listener
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,11 @@ class PostgresStore(LogStore):
     """Runs and lines in PostgreSQL. ``conninfo`` is a ``postgresql://`` URL or a DSN."""
 
     poll_interval = 1.0  # NOTIFY wakes tails; polling only covers a lost LISTEN connection
+
+    def next_poll_interval(self, idle_polls: int) -> float:
+        """Right after lines came, poll the NOTIFY window's trailing edge twice (appends within
+        a window of the last NOTIFY do not send another: migration 0006); then wait for one."""
+        return NOTIFY_WINDOW if idle_polls <= 1 else self.poll_interval
 
     def __init__(
         self,

@@ -1,0 +1,194 @@
+"""PostgreSQL under many writers: 100 runs, each logging line by line (each line committed
+before ``log()`` returns), from writer processes, while a viewer process tails every run.
+
+Figures: committed lines/s in total, and log -> viewer latency (the viewer's clock at receipt
+minus the writer's clock in the line, both CLOCK_REALTIME on one machine). ``notify`` picks how
+the SQL functions announce appends: ``every`` (each append NOTIFYs, as migration 0004 does),
+``coalesced`` (0006: at most one NOTIFY per run per window; the tail polls the window's trailing
+edge) or ``off`` (no NOTIFY at all: polling only, the floor for the commit rate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MARK = "t="
+
+
+def writer(url: str, run_ids: list[str], seconds: float) -> None:
+    """One thread per run, logging per line until ``seconds`` after "go" on stdin."""
+    from jobtail.logger import RunLogger
+    from jobtail.store.postgres import PostgresStore
+
+    store = PostgresStore(url, max_size=len(run_ids) + 1, listen=False)
+    counts = [0] * len(run_ids)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    stop = time.monotonic() + seconds
+
+    def log(i: int, run_id: str) -> None:
+        logger = RunLogger(store, run_id)
+        while time.monotonic() < stop:
+            logger.info(f"{MARK}{time.time_ns()}")
+            counts[i] += 1
+
+    threads = [threading.Thread(target=log, args=(i, r)) for i, r in enumerate(run_ids)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"lines": sum(counts)}), flush=True)
+    store.close()
+
+
+def viewer(url: str, run_ids: list[str], seconds: float) -> None:
+    """Tail every run through one Tailer (as one server process would); report latencies."""
+    import faulthandler
+
+    from jobtail.store.postgres import PostgresStore
+    from jobtail.tail import EncodedLinesEvent, Tailer
+
+    faulthandler.dump_traceback_later(seconds + 30, exit=True)  # never hang the benchmark
+    store = PostgresStore(url, max_size=20)
+    latencies: list[int] = []
+
+    async def main() -> None:
+        tailer = Tailer(store)
+
+        async def follow(run_id: str) -> None:
+            framing_ = _framing()
+            async for event in tailer.follow(run_id, framing=framing_):
+                if isinstance(event, EncodedLinesEvent):
+                    now = time.time_ns()
+                    data = event.data
+                    at = data.find(b'"message":"t=')
+                    while at >= 0:
+                        start = at + 13
+                        stamp = int(data[start : data.index(b'"', start)])
+                        latencies.append((now - stamp) // 1000)
+                        at = data.find(b'"message":"t=', start)
+
+        tasks = [asyncio.create_task(follow(run_id)) for run_id in run_ids]
+        assert len(tasks) == len(run_ids)  # referenced, so none is collected
+        while tailer.followers < len(run_ids):
+            await asyncio.sleep(0.05)  # waiting for the followers to start: a benchmark's setup
+        print(json.dumps({"ready": True}), flush=True)
+        await asyncio.sleep(seconds + 2)
+        print(json.dumps({"latencies_us": latencies}), flush=True)
+        os._exit(0)  # a benchmark process: no orderly close of 100 live tails needed
+
+    asyncio.run(main())
+
+
+def _framing() -> Any:
+    from jobtail.store.base import Framing
+
+    return Framing(None, "", "\n")
+
+
+@dataclass
+class Result:
+    notify: str
+    writers: int
+    lines_per_s: float
+    p50_ms: float
+    p99_ms: float
+    seen: int
+
+
+def measure(
+    url: str, notify: str, writers: int = 100, seconds: float = 5.0, procs: int = 4
+) -> Result:
+    from jobtail.store.postgres import PostgresStore
+
+    store = PostgresStore(url, listen=False)
+    with store._pool.connection() as conn:  # the bench's own switch, on this database only
+        conn.execute("select set_config('jobtail.notify', %s, false)", (notify,))
+        dbname = conn.execute("select current_database()").fetchone()[0]  # type: ignore[index]
+        conn.execute(f"alter database {dbname} set jobtail.notify = '{notify}'")
+    run_ids = []
+    for n in range(writers):
+        run = store.create_run("bench", f"w{n}")
+        store.start_run(run.run_id)
+        run_ids.append(run.run_id)
+    store.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
+    python = sys.executable
+    ids = ",".join(run_ids)
+    watcher = subprocess.Popen(
+        [python, "-m", "bench.pgwriters", "viewer", url, ids, str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    shares = [run_ids[i::procs] for i in range(procs)]
+    workers = [
+        subprocess.Popen(
+            [python, "-m", "bench.pgwriters", "writer", url, ",".join(share), str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for share in shares
+    ]
+    try:
+        assert watcher.stdout is not None
+        json.loads(watcher.stdout.readline())
+        for proc in workers:
+            assert proc.stdout is not None
+            json.loads(proc.stdout.readline())
+        started = time.monotonic()
+        for proc in workers:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        total = 0
+        for proc in workers:
+            assert proc.stdout is not None
+            total += json.loads(proc.stdout.readline())["lines"]
+        elapsed = time.monotonic() - started
+        latencies = json.loads(watcher.stdout.readline())["latencies_us"]
+    finally:
+        for proc in [*workers, watcher]:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    ms = sorted(value / 1000 for value in latencies)
+    cut = statistics.quantiles(ms, n=100) if len(ms) > 2 else [float("nan")] * 99
+    return Result(notify, writers, total / elapsed, cut[49], cut[98], len(ms))
+
+
+if __name__ == "__main__":
+    role = sys.argv[1]
+    if role == "writer":
+        writer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
+    elif role == "viewer":
+        viewer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
+    else:
+        sys.path[:0] = ["."]
+        from jobtail.store.migrate import apply_migrations
+        from tests.pg import PgCluster
+
+        with PgCluster.temporary() as cluster:
+            with cluster.connect() as conn:
+                conn.execute("alter system set max_connections = 300")
+            cluster.stop("fast")
+            cluster.start()
+            for mode in sys.argv[1:]:
+                url = cluster.url(cluster.create_database())
+                apply_migrations(url)
+                print(measure(url, mode), flush=True)
+    _ = Path
