@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import lru_cache
 from typing import Any, TextIO
 
 from .logger import RunLogger
@@ -49,13 +48,10 @@ def severity_number(level: str) -> int:
     return SEVERITY_NUMBERS.get(level.upper(), SEVERITY_NUMBERS["INFO"])
 
 
-@lru_cache(maxsize=1)
 def _otel_trace() -> Any:
-    try:
-        from opentelemetry import trace
-    except ImportError:
-        return None
-    return trace
+    """OpenTelemetry's trace API if the application uses it: a span can only be active when
+    something imported it, so a job without OpenTelemetry pays neither the import nor a lookup."""
+    return sys.modules.get("opentelemetry.trace")
 
 
 def line_fields(level: str, fields: dict[str, Any]) -> dict[str, Any]:

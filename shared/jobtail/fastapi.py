@@ -51,7 +51,9 @@ READ_ROUTES: tuple[Callable[[Routes], None], ...] = (
     runs.add_read_routes,
     logs.add_routes,
 )
-"""Route sets every router serves. The Durable Streams reads join here as one more module."""
+"""Route sets every router serves. The Durable Streams reads (``/v1/stream/...``) are still
+mounted by jobtail's app alone (``web/routes/streams.py`` keeps its state on ``app.state``):
+they join here as one more ``add_routes`` once they read the router's ``Context``."""
 
 JOB_ROUTES: tuple[Callable[[Routes], None], ...] = (uploads.add_routes, runs.add_job_routes)
 """jobtail's own job (uploads, generate, result): only with ``Services``."""
