@@ -39,7 +39,7 @@ from .services import Services
 from .store import LogStore, StoreError, from_url
 from .tail import Tailer
 from .web.deps import Context, Routes, StreamGate
-from .web.routes import logs, recent, runs, uploads
+from .web.routes import logs, recent, runs, search, uploads
 from .web.routes.pages import STATIC
 
 __all__ = ["JobtailRouter", "lifespan", "router"]
@@ -50,6 +50,7 @@ READ_ROUTES: tuple[Callable[[Routes], None], ...] = (
     recent.add_routes,
     runs.add_read_routes,
     logs.add_routes,
+    search.add_routes,
 )
 """Route sets every router serves. The Durable Streams reads (``/v1/stream/...``) are still
 mounted by jobtail's app alone (``web/routes/streams.py`` keeps its state on ``app.state``):

@@ -7,15 +7,13 @@ cursor is a JSON 4xx and a reconnect after the end is a 204 that stops EventSour
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import Depends, Header, HTTPException, Query, Response
-from fastapi.responses import StreamingResponse
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
@@ -24,11 +22,9 @@ from ...levels import Level
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
 from ..deps import Context, ContextDep, Routes, StreamGate, TokenQuery, check_token
+from ..export import export_response
 from ..sse import SEP, StreamResponse, encode, encode_within, framing, parse_event_id
 from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
-
-EXPORT_PAGE = 5000
-
 
 LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
 MAX_SEQ = 2**63 - 1  # a BIGINT: larger cursors are a 422, not a database error
@@ -138,21 +134,6 @@ def _page(
     return store.read(run.run_id, after=after, limit=limit, min_level=level, before=before)
 
 
-def _export(store: LogStore, run: Run, level: str | None, fmt: str) -> Iterator[bytes]:
-    after = 0
-    while True:
-        lines = store.read(run.run_id, after=after, limit=EXPORT_PAGE, min_level=level)
-        for line in lines:
-            if fmt == "jsonl":
-                yield json.dumps(line.to_json(), ensure_ascii=False).encode() + b"\n"
-            else:
-                stamp = line.timestamp.isoformat(timespec="milliseconds")
-                yield f"{stamp} {line.log_level:<8} {line.message}\n".encode()
-        if len(lines) < EXPORT_PAGE:
-            return
-        after = lines[-1].seq
-
-
 @dataclass
 class FinalParams:
     """A page of stored lines, or the whole run as a download."""
@@ -183,14 +164,7 @@ def _final(context: Context, ref: RunRef, params: FinalParams) -> Any:
     check_token(context, run.run_id, params.token)
     min_level = params.level.value if params.level else None
     if params.format != "json":
-        jsonl = params.format == "jsonl"
-        media = "application/x-ndjson" if jsonl else "text/plain; charset=utf-8"
-        name = f"{run.upload_id}-{run.service_name}-{run.run_id}.{'jsonl' if jsonl else 'log'}"
-        return StreamingResponse(
-            _export(context.store, run, min_level, params.format),
-            media_type=media,
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
+        return export_response(context.store, run, min_level, params.format, params.before)
     lines = _page(context.store, run, params.after, params.before, params.limit, min_level)
     return {
         "run_id": run.run_id,

@@ -1,0 +1,66 @@
+"""A run's lines as a text or JSON Lines download, up to a seq the file name states.
+
+Lines at or below ``run.last_seq`` are committed and never change, so an export taken while the
+run goes on is consistent up to that seq. Each store page becomes one chunk of bytes (one
+thread hop per 5,000 lines, not per line), which keeps the export faster than the SSE replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+from fastapi.responses import StreamingResponse
+
+from ..store import LogStore, Run
+
+PAGE = 5000
+_json = msgspec.json.Encoder()
+
+
+def export_name(run: Run, upto: int, fmt: str) -> str:
+    key = f"{run.upload_id}-{run.service_name}-{run.run_id}"
+    return f"{key}-upto-{upto}.{'jsonl' if fmt == 'jsonl' else 'log'}"
+
+
+def export_chunks(
+    store: LogStore, run_id: str, upto: int, min_level: str | None, fmt: str
+) -> Iterator[bytes]:
+    """One chunk per page of lines with seq <= upto."""
+    after = 0
+    while after < upto:
+        lines = store.read(run_id, after=after, limit=PAGE, min_level=min_level, before=upto + 1)
+        if not lines:
+            return
+        if fmt == "jsonl":
+            yield b"".join(_json.encode(line.to_json()) + b"\n" for line in lines)
+        else:
+            yield "".join(
+                f"{line.timestamp.isoformat(timespec='milliseconds')} "
+                f"{line.log_level:<8} {line.message}\n"
+                for line in lines
+            ).encode()
+        if len(lines) < PAGE:
+            return
+        after = lines[-1].seq
+
+
+def export_response(
+    store: LogStore,
+    run: Run,
+    min_level: str | None,
+    fmt: str,
+    before: int | None = None,
+) -> StreamingResponse:
+    """The download: ``…-upto-<seq>.log|.jsonl``; ``X-Jobtail-Upto`` says the same seq."""
+    upto = run.last_seq if before is None else min(run.last_seq, before - 1)
+    media = "application/x-ndjson" if fmt == "jsonl" else "text/plain; charset=utf-8"
+    name = export_name(run, upto, fmt)
+    return StreamingResponse(
+        export_chunks(store, run.run_id, upto, min_level, fmt),
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "X-Jobtail-Upto": str(upto),
+        },
+    )

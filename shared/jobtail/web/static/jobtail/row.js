@@ -1,0 +1,135 @@
+/**
+ * One log line as DOM: `<div.line><a.seq><span.ts><span.lvl><span.body><span.msg>…`.
+ * Text is only ever set with textContent; styles from ANSI become classes or style properties.
+ */
+
+import { fieldsText, formatTime, groupMarker, levelOf, parseAnsi, stripAnsi } from "./lines.js";
+
+const STYLE_CLASSES = ["bold", "dim", "italic", "underline", "inverse", "strike"];
+
+function span(className, text) {
+  const el = document.createElement("span");
+  el.className = className;
+  if (text !== undefined) el.textContent = text;
+  return el;
+}
+
+/** Spans for the ANSI segments of text; `marks` is a RegExp (global) to highlight, or null. */
+export function renderText(target, text, marks = null) {
+  for (const segment of parseAnsi(text)) {
+    const { style } = segment;
+    const classes = STYLE_CLASSES.filter((name) => style[name]);
+    if (style.fg && style.fg.name) classes.push(`fg-${style.fg.name}`);
+    if (style.bg && style.bg.name) classes.push(`bg-${style.bg.name}`);
+    const plain = !classes.length && !(style.fg && style.fg.rgb) && !(style.bg && style.bg.rgb);
+    const holder = plain ? target : span(classes.map((c) => `a-${c}`).join(" "));
+    if (!plain) {
+      if (style.fg && style.fg.rgb) holder.style.color = style.fg.rgb;
+      if (style.bg && style.bg.rgb) holder.style.backgroundColor = style.bg.rgb;
+      target.append(holder);
+    }
+    appendMarked(holder, segment.text, marks);
+  }
+}
+
+function appendMarked(holder, text, marks) {
+  if (!marks) {
+    holder.append(text);
+    return;
+  }
+  let at = 0;
+  marks.lastIndex = 0;
+  for (const match of text.matchAll(marks)) {
+    if (!match[0]) continue;
+    holder.append(text.slice(at, match.index));
+    const mark = document.createElement("mark");
+    mark.textContent = match[0];
+    holder.append(mark);
+    at = match.index + match[0].length;
+  }
+  holder.append(text.slice(at));
+}
+
+/**
+ * @param {object} line a log line ({seq, timestamp, log_level, message, fields}) or a
+ *   placeholder ({seq, missing}) or undefined while loading
+ * @param {object} options seq, timeMode, start, marks, expanded, group ({name, collapsed,
+ *   duration}), selected, current, permalinks
+ */
+export function renderRow(line, options) {
+  const row = document.createElement("div");
+  const seq = options.seq;
+  row.className = "line";
+  row.dataset.seq = String(seq);
+  const number = document.createElement("a");
+  number.className = "seq";
+  number.textContent = String(seq);
+  number.href = `#L${seq}`;
+  number.setAttribute("aria-label", `line ${seq}`);
+  if (!line) {
+    row.classList.add("pending");
+    row.append(number, span("ts"), span("lvl"), span("body", "…"));
+    return row;
+  }
+  if (line.missing) {
+    row.classList.add("omitted");
+    row.append(number, span("ts"), span("lvl"), span("body", "(line not stored)"));
+    return row;
+  }
+  const level = levelOf(line.log_level);
+  row.dataset.level = level;
+  const ts = span("ts", formatTime(line.timestamp, options.timeMode, options.start));
+  ts.title = String(line.timestamp || "");
+  const body = span("body");
+  const message = String(line.message ?? "");
+  const omitted = line.fields && Number(line.fields.omitted);
+  if (omitted) {
+    row.classList.add("omitted");
+    body.append(span("omitted-note", `${omitted.toLocaleString("en")} lines omitted`));
+  }
+  if (options.group) body.append(groupToggle(options.group, seq));
+  const msg = span("msg");
+  renderText(msg, message, options.marks);
+  const plain = stripAnsi(message);
+  const extraRows = plain.split("\n").length - 1;
+  if (extraRows > 0 || plain.length > 160) {
+    const more = document.createElement("button");
+    more.type = "button";
+    more.className = "more";
+    more.dataset.action = "expand";
+    more.setAttribute("aria-expanded", String(Boolean(options.expanded)));
+    more.textContent = extraRows > 0 ? `+${extraRows} lines` : "wrap";
+    more.setAttribute("aria-label", options.expanded ? `fold line ${seq}` : `unfold line ${seq}`);
+    body.append(more);
+  }
+  body.append(msg);
+  const extra = fieldsText(line.fields);
+  if (extra) body.append(span("fields", `  ${extra}`));
+  if (options.expanded) row.classList.add("expanded");
+  if (options.selected) row.classList.add("selected");
+  if (options.match) row.classList.add("match");
+  if (options.current) row.classList.add("current");
+  row.append(number, ts, span("lvl", level), body);
+  return row;
+}
+
+function groupToggle(group, seq) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "group";
+  button.dataset.action = "group";
+  button.setAttribute("aria-expanded", String(!group.collapsed));
+  button.setAttribute("aria-label", `${group.collapsed ? "unfold" : "fold"} group ${group.name} at line ${seq}`);
+  button.textContent = `${group.collapsed ? "▸" : "▾"} ${group.name}`;
+  if (group.duration) button.append(span("duration", ` ${group.duration}`));
+  return button;
+}
+
+/** A line as the text export writes it (for copy). */
+export function lineText(line) {
+  if (!line || line.missing) return "";
+  const stamp = String(line.timestamp || "");
+  return `${stamp} ${levelOf(line.log_level).padEnd(8)} ${stripAnsi(String(line.message ?? ""))}`;
+}
+
+export { groupMarker };
