@@ -27,8 +27,9 @@ export function parseEventId(id) {
  */
 export function follow(url, options = {}) {
   const opts = { batchMs: 16, ...options };
+  const given = new URL(url, document.baseURI).searchParams.get("after");
   const state = {
-    last: Number(opts.after) || 0, // the highest seq delivered: the cursor to resume from
+    last: Number(opts.after ?? given) || 0, // the highest seq delivered: the cursor to resume from
     runId: opts.runId || null,
     duplicates: 0,
     closed: false,
