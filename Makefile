@@ -35,7 +35,12 @@ dist: $(STAMP) ## build a wheel and an sdist into dist/
 	rm -rf dist
 	$(BIN)/python -m build --outdir dist .
 
-test: $(STAMP) ## run the whole test suite
+AXE := tests/browser/node_modules/axe-core/axe.min.js
+$(AXE): tests/browser/package-lock.json  # axe-core for the browser tests' accessibility checks
+	cd tests/browser && npm ci --no-audit --no-fund
+	touch $(AXE)
+
+test: $(STAMP) $(AXE) ## run the whole test suite
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff and mypy (strict, on the package)

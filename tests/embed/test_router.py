@@ -97,10 +97,12 @@ def test_no_job_routes_without_services_and_no_token_twins_in_the_schema(
     assert sorted(p for p in paths if p.startswith(PREFIX)) == [
         f"{PREFIX}/run/{{run_id}}/logs",
         f"{PREFIX}/run/{{run_id}}/logs/final",
+        f"{PREFIX}/run/{{run_id}}/logs/search",
         f"{PREFIX}/run/{{run_id}}/status",
         f"{PREFIX}/runs",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/logs",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/logs/final",
+        f"{PREFIX}/runs/{{upload_id}}/{{service}}/logs/search",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/runs",
         f"{PREFIX}/runs/{{upload_id}}/{{service}}/status",
     ]
