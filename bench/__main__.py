@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import figures, scale, streams
+from . import browser, figures, scale, streams
 
 Figure = Callable[[Path], list[tuple[str, str, str, bool]]]
 
@@ -27,6 +27,7 @@ ALL: dict[str, Figure] = {
     "fanout": scale.fanout_rows,
     "floors": scale.replay_rows,
     "pgwriters": scale.pg_writer_rows,
+    "browser": browser.browser_figures,
 }
 
 

@@ -78,8 +78,10 @@ def write_run(
     return run.run_id
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Per module: Playwright's sync API runs an event loop on this thread while it is open,
+    which must not outlive the browser tests (other tests call asyncio.run)."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield browser

@@ -31,6 +31,7 @@ const enc = encodeURIComponent;
 const BASE = location.pathname.endsWith("/") ? location.pathname : `${location.pathname}/`;
 const keyPath = () => `${BASE}runs/${enc(view.upload)}/${enc(view.service)}`;
 const apiKey = () => el.apiKey.value.trim();
+const statusPath = () => `${keyPath()}/status${view.pinnedRun ? `?run_id=${enc(view.pinnedRun)}` : ""}`;
 
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
@@ -339,15 +340,14 @@ el.log.addEventListener("jobtail-select", () => {
 });
 
 /* ---- showing a key, generating, uploading ------------------------------------------------- */
-async function showKey() {
+async function showKey(prefetched = null) {
   const epoch = ++view.epoch;
   resetView();
   writeUrl(true);
   updateHint();
   setConn("idle");
   if (!view.upload || !view.service) return;
-  const query = view.pinnedRun ? `?run_id=${enc(view.pinnedRun)}` : "";
-  const res = await api(`${keyPath()}/status${query}`);
+  const res = await (prefetched || api(statusPath()));
   if (epoch !== view.epoch) return;
   if (res.status === 404 && !view.pinnedRun) {
     el.runs.hidden = true;
@@ -507,8 +507,14 @@ window.addEventListener("pageshow", (event) => {
 /** Fill the pickers, select what the URL names, and show that key's run. */
 async function start() {
   document.body.dataset.ready = "false";
-  await loadPickers();
   const wanted = readUrl();
+  // The run's status is asked for while the pickers load: the log shows up a round trip sooner.
+  let early = null;
+  if (wanted.upload && wanted.service) {
+    Object.assign(view, { upload: wanted.upload, service: wanted.service, pinnedRun: wanted.run || null });
+    early = { key: statusPath(), res: api(statusPath()) };
+  }
+  await loadPickers();
   if (wanted.upload && ![...el.sample.options].some((o) => o.value === wanted.upload)) {
     addUploadOption({ upload_id: wanted.upload, filename: wanted.upload });
   }
@@ -517,7 +523,7 @@ async function start() {
   view.upload = el.sample.value;
   view.service = el.service.value;
   view.pinnedRun = wanted.run || null;
-  await showKey();
+  await showKey(early && early.key === statusPath() ? early.res : null);
   document.body.dataset.ready = "true";
 }
 if (el.apiKey.value) $("access").open = true;
