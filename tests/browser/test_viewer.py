@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
+from jobtail.logger import RunLogger
 from jobtail.store import LogLine, RunStatus
 
 from .conftest import LINES, LogSite, errors_of, write_run
@@ -217,13 +218,14 @@ def test_a_failed_run_shows_its_error_first_and_what_was_omitted(
         '  File "/home/ci/build/project/src/pipeline/steps.py", line 42, in load\n'
         "ValueError: the input has no rows"
     )
-    lines: list[Any] = [f"head {n}" for n in range(1, 4)]
-    lines.append(
-        ("WARNING", "[5,000 lines omitted: the run passed its line cap]", {"omitted": 5000})
+    run = site.store.create_run(*KEY)
+    site.store.start_run(run.run_id)
+    log = RunLogger(site.store, run.run_id, max_lines=20, keep_tail=3)  # the real line cap
+    for n in range(1, 101):
+        log.info(f"step {n}")
+    log.finish(
+        RunStatus.FAILED, f"Run failed: ValueError: the input has no rows\n{error}", error=error
     )
-    lines += [f"tail {n}" for n in range(1, 4)]
-    lines.append(("ERROR", f"Run failed: ValueError: the input has no rows\n{error}"))
-    write_run(site.store, lines, key=KEY, status=RunStatus.FAILED, error=error)
     page, errors = open_run(context, site)
     expect(page.locator("#status")).to_have_text("failed")
     headline = page.locator("#run-error .first")
@@ -235,8 +237,11 @@ def test_a_failed_run_shows_its_error_first_and_what_was_omitted(
     expect(trace.locator("pre")).to_contain_text("steps.py")
     assert "/srv/app" not in page.locator("#run-error").inner_text()
     assert "/home/ci" not in page.locator("#run-error").inner_text()
-    expect(row(page, 4)).to_contain_text("5,000 lines omitted")
-    last = row(page, 8)
+    omitted = page.locator("#lines .line.omitted")
+    expect(omitted).to_contain_text("lines omitted")
+    expect(page.locator("#run-meta")).to_contain_text("lines omitted (line cap)")
+    assert "step 100" in page.locator("#lines").inner_text()  # the tail is kept, and shown
+    last = page.locator("#lines .line").last
     expect(last).to_have_attribute("data-level", "ERROR")
     expect(last.locator(".msg")).to_be_visible()
     last.locator("button.more").click()  # the folded traceback of the last line unfolds

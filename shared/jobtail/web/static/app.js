@@ -242,6 +242,7 @@ function applyRun(run) {
   const parts = [];
   if (r.run_id) parts.push(["run ", r.run_id]);
   if (r.created_at) parts.push([" · started ", formatTime(r.created_at)]);
+  if (r.omitted) parts.push([" · ", `${Number(r.omitted).toLocaleString("en")} lines omitted (line cap)`]);
   el.meta.replaceChildren();
   for (const [label, value] of parts) {
     const code = document.createElement("code");

@@ -84,8 +84,8 @@ export function renderRow(line, options) {
   const message = String(line.message ?? "");
   const omitted = line.fields && Number(line.fields.omitted);
   if (omitted) {
-    row.classList.add("omitted");
-    body.append(span("omitted-note", `${omitted.toLocaleString("en")} lines omitted`));
+    row.classList.add("omitted"); // the logger's marker where its line cap dropped lines
+    if (!/omitted/.test(message)) body.append(span("omitted-note", `${omitted.toLocaleString("en")} lines omitted`));
   }
   if (options.group) body.append(groupToggle(options.group, seq));
   const msg = span("msg");
