@@ -21,6 +21,7 @@ from ..jobs.dispatch import redispatch_queued
 from ..services import Services
 from . import errors
 from .deps import Authorized
+from .openapi import AllowMiddleware, document_errors
 from .routes import pages, streams
 from .shutdown import DrainingMiddleware, Shutdown
 
@@ -79,9 +80,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.streams = jobs.context.gate
     app.state.shutdown = shutdown
     app.add_middleware(DrainingMiddleware, shutdown=shutdown)
+    app.add_middleware(AllowMiddleware, spec=app.openapi)
     errors.install(app)
     app.include_router(pages.router)
     app.include_router(jobs)  # its lifespan (the tail hub) runs inside the app's
     app.include_router(streams.router(services))  # Durable Streams under /v1/stream/
     app.get("/livez", include_in_schema=False)(lambda: {"status": "alive"})  # no store: LWA ready
+    document_errors(app, services.registry.names)
     return app

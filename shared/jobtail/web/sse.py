@@ -28,6 +28,7 @@ from ..tail import (
 )
 
 SEP = "\n"
+CURSOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}:\d{1,18}$"
 _CURSOR = re.compile(r"^(?P<run>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<seq>\d{1,18})$")
 
 
