@@ -366,3 +366,18 @@ def test_a_write_the_database_refuses_keeps_the_line_pending(sqlite_store: SQLit
         "and this one",
         "taken",
     ]
+
+
+def test_after_its_end_a_logger_refuses_without_asking_the_store(tmp_path: Path) -> None:
+    """A job left running past its deadline may log after the worker closed the store: the
+    line is refused at once (the job stops), never an error from a closed database."""
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.claim_run(store.create_run("up", "svc").run_id)
+    assert run is not None
+    logger = RunLogger(store, run.run_id, epoch=run.epoch)
+    assert logger.finish(RunStatus.FAILED, "Run failed: worker timeout (9 s)")
+    store.close()
+    with pytest.raises(RunFencedError) as refused:
+        logger.info("the job carries on")
+    assert refused.value.reason == "closed"
+    assert logger.close() is True

@@ -133,6 +133,7 @@ class RunLogger:
         self._capped = False
         self.refused: StoreError | None = None
         """The refusal that fenced this logger off its run, once one came."""
+        self._ended: RunFencedError | None = None  # set once this logger stored the run's end
         self.write_behind = write_behind
         self.max_pending = max_pending
         self._closed = threading.Event()
@@ -182,6 +183,8 @@ class RunLogger:
         """
         with self._lock:
             self._raise_if_refused()
+            if self._ended is not None:  # a line after our own end: refused here, no store trip
+                raise self._ended
             line = self._make_line(level, str(message), fields)
             if line is None:
                 return None
@@ -203,6 +206,8 @@ class RunLogger:
         self._stop_flusher()
         with self._lock:
             self._raise_if_refused()
+            if self._ended is not None:
+                return True  # the end stored everything
             self._drain_tail()
             return self._flush(self.retry_delays)
 
@@ -251,6 +256,7 @@ class RunLogger:
                     attempt += 1
                 else:
                     self._pending.clear()
+                    self._ended = RunFencedError(self.run_id, "closed", status=status.value)
                     return True
 
     def _stop_flusher(self) -> None:

@@ -147,9 +147,14 @@ def _execute(job: _Job, deadline: float | None, margin: float) -> Outcome | None
     if deadline is None:
         return job.execute()
     result: list[Outcome | None] = []
-    thread = threading.Thread(
-        target=lambda: result.append(job.execute()), name=f"job-{job.run.run_id}", daemon=True
-    )
+
+    def execute() -> None:
+        try:
+            result.append(job.execute())
+        except BaseException:  # after the deadline nobody waits for it: say, never raise
+            log.exception("run %s: the job failed after its worker moved on", job.run.run_id)
+
+    thread = threading.Thread(target=execute, name=f"job-{job.run.run_id}", daemon=True)
     thread.start()
     budget = deadline - margin - time.monotonic()
     thread.join(timeout=max(0.0, budget))
