@@ -25,6 +25,7 @@ from jobtail.web.app import create_app
 from jobtail.web.sse import encode
 
 from .conftest import ServerThread
+from .figures import FIGURES
 from .scripted import make_services
 
 # -- uploads ----------------------------------------------------------------------------------
@@ -40,6 +41,7 @@ def client(tmp_path: Path, serve: Callable[[object], ServerThread]) -> Iterator[
 
 
 def upload(client: httpx.Client, data: bytes, name: str = "doc.json") -> httpx.Response:
+    FIGURES["hostile uploads"] += 1
     return client.post("/uploads", files={"file": (name, data)})
 
 
@@ -200,6 +202,7 @@ def through_the_wire(store: SQLiteStore, write: Callable[[RunLogger], None]) -> 
     write(logger)
     logger.close()
     lines = store.read(run.run_id)
+    FIGURES["fuzzed messages through logger, store, SSE and a parser"] += len(lines)
     return [json.loads(e.data) for e in parse_sse(encode(LinesEvent(tuple(lines)), run.run_id))]
 
 

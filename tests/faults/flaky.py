@@ -5,6 +5,8 @@ from __future__ import annotations
 from jobtail.store.base import StoreError
 from jobtail.store.sqlite import SQLiteStore
 
+from ..figures import FIGURES
+
 
 class FlakyStore(SQLiteStore):
     """A real SQLite store whose async reads fail on demand: the next ``fail_polls`` polls, and
@@ -19,9 +21,11 @@ class FlakyStore(SQLiteStore):
         if counter and getattr(self, counter) > 0:
             setattr(self, counter, getattr(self, counter) - 1)
             self.failures += 1
+            FIGURES["store reads failed on purpose"] += 1
             raise StoreError("injected: store unreachable")
         if self.down:
             self.failures += 1
+            FIGURES["store reads failed on purpose"] += 1
             raise StoreError("injected: store down")
 
     async def apoll(self, run_id: str, after: int, limit: int):  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ import httpx
 from httpx_sse import connect_sse
 
 from ..conftest import free_port
+from ..figures import FIGURES
 from ..waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,4 +221,7 @@ def check_run(
         assert viewer.end is not None, f"no end: {viewer.errors[-3:]}"
         assert viewer.end["status"] == status and viewer.end["last_seq"] == len(final)
         assert viewer.lines == final, "a viewer's lines differ from the store's"
+        FIGURES["lines checked against an SSE viewer"] += len(viewer.lines)
+    FIGURES["runs checked end to end"] += 1
+    FIGURES["stored lines checked against the job's journal"] += len(final)
     return final

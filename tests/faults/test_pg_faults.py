@@ -11,6 +11,7 @@ import pytest
 
 from jobtail.store.migrate import apply_migrations
 
+from ..figures import FIGURES
 from ..pg import PgCluster
 from ..waiting import wait_for
 from .harness import Server, Viewer, check_run
@@ -42,6 +43,7 @@ def test_postgres_stopped_for_seconds_mid_run(cluster: PgCluster, tmp_path: Path
         viewer = Viewer(server.url, run_id)
         wait_for(lambda: len(viewer.lines) >= 30, what="the run to be under way")
         cluster.stop()
+        FIGURES["process faults injected"] += 1
         threading.Event().wait(3)  # the fault: the database is gone this long
         cluster.start()
         viewer.join(60)

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..figures import FIGURES
 from ..waiting import wait_for
 from .harness import Server, Viewer, check_run
 
@@ -39,6 +40,7 @@ def test_sigkill_mid_run_then_restart(server: Server) -> None:
     wait_for(lambda: len(first.lines) >= 30, what="the run to be under way")
     assert server.status(queued, "invoice/slow")["status"] == "queued"
     server.kill()
+    FIGURES["process faults injected"] += 1
     server.start()
     ready = time.monotonic()
     first.join(30)
@@ -72,6 +74,7 @@ def test_sigterm_drains_fails_running_keeps_queued(tmp_path: Path) -> None:
         refused: list[int] = []
         asked = time.monotonic()
         server.signal(signal.SIGTERM)
+        FIGURES["process faults injected"] += 1
         while server.proc is not None and server.proc.poll() is None:
             started = time.monotonic()
             try:
@@ -106,6 +109,7 @@ def test_sqlite_locked_by_another_process(server: Server) -> None:
     wait_for(lambda: len(viewer.lines) >= 20, what="the run to be under way")
     db = sqlite3.connect(server.tmp / "data" / "store.db", timeout=10, isolation_level=None)
     db.execute("begin exclusive")
+    FIGURES["process faults injected"] += 1
     held = time.monotonic()
     before = len(server.journaled(run_id))
     threading.Event().wait(2)  # the fault: the lock is held this long
@@ -133,6 +137,7 @@ def test_fifty_concurrent_generates_for_one_key(server: Server) -> None:
             thread.start()
         for thread in threads:
             thread.join(30)
+    FIGURES["concurrent generate requests"] += len(answers)
     codes = sorted(answer.status_code for answer in answers)
     assert codes == [202] + [409] * 49
     winner = next(a.json()["run_id"] for a in answers if a.status_code == 202)
@@ -159,6 +164,7 @@ def test_idle_and_slowloris_connections_are_dropped(server: Server) -> None:
             assert client.get("/healthz").status_code == 200
             latencies.append(time.monotonic() - started)
     took = time.monotonic() - opened
+    FIGURES["idle and slowloris sockets dropped"] += 120 - len(open_)
     for sock in idle + slow:
         sock.close()
     assert not open_, f"{len(open_)} of 120 still open after {took:.1f} s"
@@ -171,3 +177,32 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return sock.recv(1024) == b""
     except OSError:
         return True
+
+
+def test_a_stalled_worker_resumed_after_its_run_was_failed_lands_nothing(tmp_path: Path) -> None:
+    worker = Server(tmp_path, FAULT_LINES="100000", FAULT_PACE="0.01")
+    data = {"JOBTAIL_DATA_DIR": str(tmp_path / "data")}
+    janitor = Server(tmp_path / "janitor", **data)  # a second process on the same SQLite file
+    try:
+        worker.start()
+        janitor.start()
+        run_id = worker.generate()
+        viewer = Viewer(janitor.url, run_id)
+        wait_for(lambda: len(viewer.lines) >= 20, what="the run to be under way")
+        worker.signal(signal.SIGSTOP)  # stalled: no heartbeat, no lines
+        FIGURES["process faults injected"] += 1
+        viewer.join(30)  # the janitor process fails it once stale_after has passed
+        assert viewer.end is not None and viewer.end["status"] == "failed"
+        worker.signal(signal.SIGCONT)  # the stalled job wakes up and tries to go on
+        stopped = ("fenced off", "ended by someone else")
+        wait_for(lambda: any(s in worker.log.read_text() for s in stopped), what="the fence")
+        ended = janitor.final(run_id)
+        assert janitor.status(run_id)["last_seq"] == len(ended) == viewer.end["last_seq"]
+        assert "stopped sending heartbeats" in ended[-1]["message"]
+        assert viewer.lines == ended
+        resumed = httpx.get(f"{worker.url}/runs/petstore/slow/logs/final", params={"limit": 5000})
+        assert resumed.json()["logs"] == ended  # nothing landed after the end
+    finally:
+        worker.signal(signal.SIGCONT) if worker.proc and worker.proc.poll() is None else None
+        worker.stop()
+        janitor.stop()
