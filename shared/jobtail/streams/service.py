@@ -99,6 +99,11 @@ class Streams:
         return self.generic()
 
     # -- reads ------------------------------------------------------------------------------
+    async def run_id(self, path: str) -> str:
+        """The run a ``runs/...`` path names (to check a run's stream token against)."""
+        run = await self._call(lambda: self.runs.run_of(path))
+        return run.run_id
+
     async def head(self, path: str) -> StreamMeta:
         if is_run_path(path):
             return await self._call(lambda: self.runs.head(path))

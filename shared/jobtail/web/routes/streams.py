@@ -190,8 +190,7 @@ async def authorize(request: Request, mounted: Mounted, path: str, write: bool) 
     token = request.query_params.get("token")
     try:
         if token is not None and is_run_path(path) and not write:
-            run = await streams._call(lambda: streams.runs.run_of(path))
-            check_stream_token(settings, run.run_id, token)
+            check_stream_token(settings, await streams.run_id(path), token)
             return False  # same bytes for every holder of a run token: shared caches may keep it
         else:
             check_bearer(settings, request.headers.get("authorization"))
