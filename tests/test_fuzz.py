@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse._decoders import SSEDecoder
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from jobtail.logger import RunLogger, RunLogHandler, storable
@@ -208,6 +208,7 @@ def through_the_wire(store: SQLiteStore, write: Callable[[RunLogger], None]) -> 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=st.lists(HOSTILE_TEXT, min_size=1, max_size=5))
+@example(messages=["\ud800", "a line after a lone surrogate", "\udcff\x00\r\ndata: x"])
 def test_any_message_arrives_as_logged(text_store: SQLiteStore, messages: list[str]) -> None:
     got = through_the_wire(text_store, lambda log: [log.info(m) for m in messages])
     assert [line["message"] for line in got] == [storable(m) for m in messages]
