@@ -46,7 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only.split(","):
         with tempfile.TemporaryDirectory(prefix=f"jobtail-bench-{name}-") as tmp:
             print(f"running {name}...", file=sys.stderr, flush=True)
-            rows += ALL[name](Path(tmp))
+            got = ALL[name](Path(tmp))
+            for row in got:  # as they come, so a run cut short still shows what it measured
+                print(
+                    f"  {row[0]} | {row[1]} | {row[2]} | {'ok' if row[3] else 'NOT ok'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            rows += got
     print(f"\n{os.cpu_count()} cores, shared with the load clients and anything else running")
     width = max(len(r[0]) for r in rows)
     print(f"\n| {'figure':<{width}} | {'measured':<24} | {'target':<22} | ok |")

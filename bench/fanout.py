@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import socket
 import statistics
@@ -352,10 +353,14 @@ class Result:
     rss_kb_per_viewer: float
 
 
-def _ask(server: subprocess.Popen[str], command: str) -> dict[str, Any]:
+def _ask(server: subprocess.Popen[str], command: str, timeout: float = 180) -> dict[str, Any]:
+    """One command to the server process and its answer; TimeoutError if none comes."""
     assert server.stdin is not None and server.stdout is not None
     server.stdin.write(command + "\n")
     server.stdin.flush()
+    ready, _, _ = select.select([server.stdout], [], [], timeout)
+    if not ready:
+        raise TimeoutError(f"the server did not answer {command!r} within {timeout} s")
     return dict(json.loads(server.stdout.readline()))
 
 

@@ -220,6 +220,7 @@ def sse_latency(tmp: Path) -> list[Row]:
                 )
             )
             writer.close()
+            server_side.close()  # else its LISTEN thread outlives the database
     return rows
 
 
