@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
-from jobtail.jobs.runner import import_check
+from jobtail.jobs.runner import describe_schema, import_check
 from jobtail.logger import RunLogger
 from jobtail.store.base import LogLine, RunStatus
 from jobtail.store.sqlite import SQLiteStore
@@ -80,3 +80,26 @@ def test_checks_say_why_in_the_runs_own_words(
     run(created.run_id)
     messages = [line.message for line in log_of(created.run_id)]
     assert says in messages, messages[-3:]
+
+
+@pytest.mark.parametrize(
+    ("schema", "words"),
+    [
+        ([1], "not an object"),
+        ({"oneOf": [{}, {}]}, "oneOf with 2 schemas"),
+        ({"anyOf": [{}]}, "anyOf with 1 schemas"),
+        ({"allOf": [{}, {}, {}]}, "allOf with 3 schemas"),
+        ({"oneOf": "not a list", "type": "string"}, "string"),
+        ({"enum": ["a", "b"]}, "enum of 2 values"),
+        (
+            {"properties": {"a": {}, "b": {}}, "required": ["a"]},
+            "object, 2 properties (1 required)",
+        ),
+        ({"properties": {"a": {}}, "required": None}, "object, 1 properties (0 required)"),
+        ({"$ref": "#/$defs/A"}, "reference to #/$defs/A"),
+        ({"type": "integer"}, "integer"),
+        ({}, "any"),
+    ],
+)
+def test_a_schema_is_described_in_a_few_words(schema: object, words: str) -> None:
+    assert describe_schema(schema) == words
