@@ -38,6 +38,8 @@ def main(root: Path) -> int:
     for module, count in [*rows, ("**all**", totals)]:
         run = sum(v for k, v in count.items() if k != "not run")
         caught = count["killed"] + count["timeout"]
+        if not run:
+            continue
         left = f" (of {run + count['not run']})" if count["not run"] else ""
         print(
             f"| {module} | {run}{left} | {count['killed']} | {count['timeout']} | "
