@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import msgspec
 from fastapi.responses import StreamingResponse
 
 from ..store import LogStore, Run
+from ..store.base import JSON_LINES
 
 PAGE = 5000
-_json = msgspec.json.Encoder()
 
 
 def export_name(run: Run, upto: int, fmt: str) -> str:
@@ -27,19 +26,34 @@ def export_chunks(
     store: LogStore, run_id: str, upto: int, min_level: str | None, fmt: str
 ) -> Iterator[bytes]:
     """One chunk per page of lines with seq <= upto."""
+    pages = _jsonl if fmt == "jsonl" else _text
+    return pages(store, run_id, upto, min_level)
+
+
+def _jsonl(store: LogStore, run_id: str, upto: int, min_level: str | None) -> Iterator[bytes]:
+    """Already encoded by the store (``read_framed``: no Python object per line where the
+    backend can avoid one), the same bytes as each line's JSON in the stream."""
+    after = 0
+    while after < upto:
+        framed = store.read_framed(run_id, after, PAGE, min_level, upto + 1, JSON_LINES)
+        if framed.count:
+            yield framed.data
+        if framed.count < PAGE:
+            return
+        after = framed.last_seq
+
+
+def _text(store: LogStore, run_id: str, upto: int, min_level: str | None) -> Iterator[bytes]:
     after = 0
     while after < upto:
         lines = store.read(run_id, after=after, limit=PAGE, min_level=min_level, before=upto + 1)
         if not lines:
             return
-        if fmt == "jsonl":
-            yield b"".join(_json.encode(line.to_json()) + b"\n" for line in lines)
-        else:
-            yield "".join(
-                f"{line.timestamp.isoformat(timespec='milliseconds')} "
-                f"{line.log_level:<8} {line.message}\n"
-                for line in lines
-            ).encode()
+        yield "".join(
+            f"{line.timestamp.isoformat(timespec='milliseconds')} "
+            f"{line.log_level:<8} {line.message}\n"
+            for line in lines
+        ).encode()
         if len(lines) < PAGE:
             return
         after = lines[-1].seq

@@ -175,16 +175,22 @@ export class JobtailLog extends HTMLElement {
       onError: (detail) => this.emit("jobtail-error", { status: 0, detail }),
     });
     this.setDownloads();
+    const tail = Number(this.getAttribute("tail")) || 1000;
+    this.streamFloor = Infinity; // lines above it come over the stream: do not page them in
     this.stream = follow(this.src, {
       token: this.token,
-      tail: Number(this.getAttribute("tail")) || 1000,
+      tail,
       onLines: (lines) => this.take(lines),
       onStatus: (data) => {
+        if (this.streamFloor === Infinity) this.streamFloor = Math.max(0, (Number(data.last_seq) || 0) - tail);
         this.grow(Number(data.last_seq) || 0, 0);
         this.emit("jobtail-status", data);
       },
       onEnd: (data) => this.finish(data),
-      onError: (error) => this.emit("jobtail-error", error),
+      onError: (error) => {
+        this.streamFloor = Infinity;
+        this.emit("jobtail-error", error);
+      },
       onState: (state, label) => {
         if (state !== "ended") this.emit("jobtail-state", { state, label }); // see finish()
       },
@@ -234,6 +240,8 @@ export class JobtailLog extends HTMLElement {
     }
     this.grow(Number(end.last_seq) || 0, 0);
     this.ended = end;
+    this.streamFloor = Infinity; // whatever the stream did not bring (a 204 brings nothing)
+    this.view.schedule();
     this.setDownloads();
     this.emit("jobtail-state", { state: "ended", label: "ended" });
     this.emit("jobtail-end", end);
@@ -295,7 +303,11 @@ export class JobtailLog extends HTMLElement {
   onRange(first, last, i0, i1) {
     if (!this.pager) return;
     const seqs = [];
-    for (let i = i0; i <= i1; i += 1) seqs.push(this.rows.seqAt(i));
+    const live = this.stream && !this.ended && this.streamFloor !== Infinity;
+    for (let i = i0; i <= i1; i += 1) {
+      const seq = this.rows.seqAt(i);
+      if (!(live && seq > this.streamFloor)) seqs.push(seq);
+    }
     this.pager.focus = this.rows.seqAt(first);
     this.pager.want(seqs, this.rows.filter ? this.level : null);
   }

@@ -7,7 +7,7 @@
  * pointer) pauses following, and the "jump to latest" button says how many lines arrived since.
  */
 
-const MARGIN = 40;
+const MARGIN = 25;
 
 export class VirtualList {
   /**
