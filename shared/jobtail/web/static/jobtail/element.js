@@ -220,6 +220,7 @@ export class JobtailLog extends HTMLElement {
     const last = lines[lines.length - 1].seq;
     this.linesBox.dataset.duplicates = String(this.stream ? this.stream.duplicates : 0);
     this.grow(last, this.rows.filter ? added : Math.max(0, last - this.rows.lastSeq));
+    this.view.schedule(); // rows shown as loading may be here now
     this.emit("jobtail-lines", { last_seq: this.rows.lastSeq, progress: this.progress && this.progress.pct });
     if (this.pendingHash) this.followHash();
   }

@@ -161,7 +161,7 @@ export class VirtualList {
     for (let i = i0; i < i1; i += 1) {
       const seq = this.hooks.seqAt(i);
       let row = this.rendered.get(seq);
-      if (!row) row = this.hooks.render(seq);
+      if (!row || row.classList.contains("pending")) row = this.hooks.render(seq); // loaded since?
       keep.set(seq, row);
       rows.push(row);
     }
