@@ -481,7 +481,8 @@ def test_a_stream_that_stops_for_good_is_completed_or_explained(site: Site, cont
 
     page = open_page(context, url, site.errors, {"**/logs?*": no_content})
     wait_ended(page)
-    assert seqs(page) == list(range(1, status["lines"] + 1))
+    whole = list(range(1, status["lines"] + 1))  # paged in after the end: wait for the rows
+    wait_for(lambda: seqs(page) == whole, 30, "the whole log paged in after a 204")
 
     # A refused stream (an expired token, say) and a refused status check: the page says why.
     def refused(route: Any) -> None:

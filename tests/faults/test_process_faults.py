@@ -89,7 +89,8 @@ def test_sigterm_drains_fails_running_keeps_queued(tmp_path: Path) -> None:
         took = time.monotonic() - asked
         assert took < 1 + 2 + 2 + 3, took  # grace + viewers + uvicorn, with room
         assert health and all(code in (200, 503) for code, _ in health)
-        assert max(seconds for _, seconds in health) < 0.5, health
+        # answered at once while draining (seconds only on a loaded machine; refused before)
+        assert max(seconds for _, seconds in health) < 2.0, health
         assert refused == [503]
         viewer.join(10)
         server.start()  # the next start: the run's end is there; the queued run runs now
