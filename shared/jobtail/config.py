@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     retry_ms: int = Field(1000, ge=0, description="retry: hint sent when a window closes")
     long_poll_seconds: float = Field(20.0, gt=0, description="Durable Streams long-poll wait")
     sse_seconds: float = Field(60.0, gt=0, description="Durable Streams SSE connection length")
+    page_transport: Literal["auto", "sse", "streams"] = Field(
+        "auto",
+        description="how the page reads a log: SSE, or the Durable Stream reads a CDN caches"
+        " (streams); auto = streams when the page came through CloudFront (X-Jobtail-Edge)",
+    )
     max_line_chars: int = Field(65_536, ge=256)
     max_lines: int = Field(1_000_000, ge=10)
     keep_tail_lines: int = Field(

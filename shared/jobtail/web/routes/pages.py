@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import HTMLResponse
 
+from ...aws import EDGE_HEADER
 from ...store import StoreError
 from ..deps import ServicesDep
 
@@ -15,9 +16,21 @@ router = APIRouter()
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
+PAGE = (STATIC / "index.html").read_text()
+LOG_ELEMENT = '<jobtail-log id="log"'
+
+
 @router.get("/", include_in_schema=False)
-def index() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+def index(request: Request, services: ServicesDep) -> HTMLResponse:
+    """The page; its log element reads the run's Durable Stream (cacheable at a CDN) when
+    ``page_transport`` says so, or (auto) when the page itself came through CloudFront."""
+    transport = services.settings.page_transport
+    if transport == "auto":
+        transport = "streams" if EDGE_HEADER in request.headers else "sse"
+    html = PAGE
+    if transport == "streams":
+        html = PAGE.replace(LOG_ELEMENT, f'{LOG_ELEMENT} transport="streams"', 1)
+    return HTMLResponse(html, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/healthz")

@@ -260,6 +260,8 @@ def chunk_response(
         headers["Stream-Up-To-Date"] = "true"
     if chunk.closed:
         headers["Stream-Closed"] = "true"
+        # a finished run's outcome never changes: readers at EOF need no HEAD to learn it
+        headers.update((k, v) for k, v in chunk.meta.extra if k == "Jobtail-Run-Status")
     elif cursor is not None:
         headers["Stream-Cursor"] = cursor
     if request.headers.get("if-none-match") == headers["ETag"]:
@@ -418,6 +420,8 @@ def timeout_response(chunk: Chunk, cursor: str) -> Response:
     }  # fmt: skip
     if not chunk.meta.closed:
         headers["Stream-Cursor"] = cursor
+    else:
+        headers.update((k, v) for k, v in chunk.meta.extra if k == "Jobtail-Run-Status")
     return Response(status_code=204, headers=headers)
 
 

@@ -7,7 +7,8 @@
  *
  * Attributes: src (the SSE route), final and search (default: src + "/final", "/search"),
  * token, tail, started (ISO time relative timestamps count from), permalinks (follow #L12 and
- * #L12-L20 in the page's URL). Events (bubbling, composed): jobtail-status, jobtail-lines,
+ * #L12-L20 in the page's URL), transport ("streams": read through the run's Durable Stream,
+ * which a CDN can cache; see streams.js). Events (bubbling, composed): jobtail-status, jobtail-lines,
  * jobtail-end, jobtail-error, jobtail-state, jobtail-select.
  */
 
@@ -65,7 +66,7 @@ function withPath(src, suffix) {
 }
 
 export class JobtailLog extends HTMLElement {
-  static observedAttributes = ["src"];
+  static observedAttributes = ["src", "transport"];
 
   constructor() {
     super();
@@ -109,7 +110,9 @@ export class JobtailLog extends HTMLElement {
   }
 
   attributeChangedCallback(name, old, value) {
-    if (name === "src" && old !== value && this.isConnected) this.start();
+    if ((name === "src" || name === "transport") && old !== value && this.isConnected && this.src) {
+      this.start();
+    }
   }
 
   // ---- state -----------------------------------------------------------------------------
@@ -179,6 +182,7 @@ export class JobtailLog extends HTMLElement {
     this.streamFloor = Infinity; // lines above it come over the stream: do not page them in
     this.stream = follow(this.src, {
       token: this.token,
+      transport: this.getAttribute("transport") || "sse",
       tail,
       onLines: (lines) => this.take(lines),
       onStatus: (data) => {

@@ -11,6 +11,8 @@
  *   stop.close();
  */
 
+import { followStream } from "./streams.js";
+
 const FATAL = new Set([400, 401, 403, 404, 405, 410, 422]);
 
 /** Parse `<run_id>:<seq>`; null when it is not a cursor. */
@@ -22,10 +24,13 @@ export function parseEventId(id) {
 /**
  * @param {string} url the SSE route (relative URLs resolve against the page)
  * @param {object} options after, level, tail, token, runId, batchMs, onLines(lines),
- *   onStatus(data), onEnd(data), onError({status, detail}), onState(state, label)
+ *   onStatus(data), onEnd(data), onError({status, detail}), onState(state, label);
+ *   transport: "streams" reads the run's Durable Stream instead (cacheable by a CDN, see
+ *   streams.js; `tail` does not apply: it reads from the start)
  * @returns {{close(): void, readonly last: number, readonly duplicates: number}}
  */
 export function follow(url, options = {}) {
+  if (options.transport === "streams") return followStream(url, options);
   const opts = { batchMs: 16, ...options };
   const given = new URL(url, document.baseURI).searchParams.get("after");
   const state = {
