@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -34,6 +33,7 @@ from .base import (
     new_run_id,
     utcnow,
 )
+from .sqlite_connections import ThreadConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -144,9 +144,7 @@ class SQLiteStore(LogStore):
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise StoreError(f"unknown SQLite synchronous mode {synchronous!r}")
         self.synchronous = synchronous.upper()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, self.synchronous, foreign_keys=True)
         self._keys: dict[str, tuple[str, str]] = {}  # run_id -> (upload_id, service_name)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -159,20 +157,7 @@ class SQLiteStore(LogStore):
 
     # -- connections ----------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA busy_timeout=10000")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+        return self._connections.get()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -197,11 +182,7 @@ class SQLiteStore(LogStore):
             db.execute("COMMIT")
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
 
     # -- runs -----------------------------------------------------------------------------
     def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:

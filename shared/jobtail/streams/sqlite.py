@@ -8,12 +8,12 @@ polling (``poll_interval``); writers in this process wake them at once.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..store.sqlite import SQLiteStore
+from ..store.sqlite_connections import ThreadConnections
 from .base import StreamError
 from .sql import SqlStreamStore, Tx
 
@@ -58,9 +58,7 @@ class SQLiteStreams(SqlStreamStore):
         super().__init__()
         self.path = str(path)
         self.synchronous = synchronous
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, synchronous, error=StreamError)
         self._db().executescript(SCHEMA)
 
     @classmethod
@@ -68,19 +66,7 @@ class SQLiteStreams(SqlStreamStore):
         return cls(store.path, store.synchronous)
 
     def _db(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise StreamError(f"cannot open SQLite database {self.path}: {exc}") from exc
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
-            db.execute("PRAGMA busy_timeout=10000")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+        return self._connections.get()
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
@@ -105,8 +91,4 @@ class SQLiteStreams(SqlStreamStore):
         db.execute("COMMIT")  # keeps the removal of an expired stream found on the way
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                db.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()

@@ -1,0 +1,58 @@
+"""One SQLite connection per thread, opened in WAL mode, all closed together.
+
+Shared by the log store and the stream store (both in the same database file), so the pragmas
+that make their writes durable and their readers non-blocking are set in one place.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+from .base import StoreError
+
+
+class ThreadConnections:
+    """``get()`` is this thread's connection (opened on first use); ``close()`` closes all."""
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str,
+        *,
+        foreign_keys: bool = False,
+        error: type[Exception] = StoreError,
+    ) -> None:
+        self.path, self.synchronous, self.foreign_keys, self.error = (
+            path,
+            synchronous,
+            foreign_keys,
+            error,
+        )
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise self.error(f"cannot open SQLite database {self.path}: {exc}") from exc
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            if self.foreign_keys:
+                db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=10000")
+            self._local.db = db
+            with self._lock:
+                self._opened.append(db)
+        return db
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._opened:
+                db.close()
+            self._opened.clear()
+        self._local = threading.local()
