@@ -461,11 +461,15 @@ async def sse_events(path: str, streams: Streams, chunk: Chunk, cursor: str) -> 
     deadline = time.monotonic() + streams.sse_seconds
     announce = True
     while True:
-        if not chunk.empty:
-            yield sse_data(chunk)
+        # data and its control go out in one send: a reader that stops at the first complete
+        # event after a marker (the conformance suite's does) must see both, and it is one
+        # write instead of two
+        event = sse_data(chunk) if not chunk.empty else ""
         if not chunk.empty or announce or chunk.closed:
-            yield sse_control(chunk, cursor)
+            event += sse_control(chunk, cursor)
             announce = False
+        if event:
+            yield event
         if chunk.closed:
             return
         remaining = deadline - time.monotonic()
