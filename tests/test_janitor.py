@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from jobtail.janitor import explain, stale_error, sweep
-from jobtail.store.base import Run, RunStatus
+from jobtail.janitor import Janitor, explain, stale_error, sweep
+from jobtail.store.base import Run, RunStatus, StoreError
 from jobtail.store.sqlite import SQLiteStore
+
+from .waiting import wait_for
 
 MOMENT = datetime(2026, 11, 30, 20, 0, 0, 123456, tzinfo=UTC)
 
@@ -68,3 +72,45 @@ def test_a_sweep_that_did_something_says_so_in_the_log(
     result = sweep(sqlite_store, stale_after=60, retention_days=1, now=later)
     assert result.failed == [run.run_id] and result.purged == 0
     assert caplog.messages == ["janitor: failed 1 stale runs, purged 0 old runs"]
+
+
+class WritesFail(SQLiteStore):
+    """A real SQLite store whose writes fail while ``down`` (a full disk: reads still work)."""
+
+    down = False
+
+    def finish_run(self, *args: Any, **kwargs: Any) -> bool:
+        if self.down:
+            raise StoreError("database or disk is full")
+        return super().finish_run(*args, **kwargs)
+
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        if self.down:
+            raise StoreError("database or disk is full")
+        super().heartbeat(run_id, epoch=epoch)
+
+
+def test_a_store_outage_is_not_a_dead_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a sweep the store refused, the janitor restarts the runs' clocks instead of
+    failing them (their workers could not heartbeat); a dead worker's run still fails later."""
+    store = WritesFail(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    assert store.claim_run(run.run_id) is not None
+    janitor = Janitor(store, stale_after=0.05, retention_days=1)
+    store.down = True
+    wait_for(lambda: janitor.sweep() and janitor.outage, 5, "a sweep the store refuses")
+    assert janitor.sweep().failed == []  # one warning per outage, no traceback
+    assert [r.message for r in caplog.records if r.name == "jobtail.janitor"] == [
+        "janitor: the store refused a sweep; no run fails until it is back: "
+        "database or disk is full"
+    ]
+    before = store.get_run(run.run_id).heartbeat_at  # type: ignore[union-attr]
+    store.down = False
+    assert janitor.sweep().failed == [] and not janitor.outage  # clocks restarted, none failed
+    after = store.get_run(run.run_id)
+    assert after is not None and after.status is RunStatus.RUNNING
+    assert after.heartbeat_at is not None and before is not None and after.heartbeat_at > before
+    wait_for(lambda: janitor.sweep().failed == [run.run_id], 5, "the dead worker's run to fail")
+    store.close()

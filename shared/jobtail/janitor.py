@@ -9,19 +9,28 @@ run and nothing is written; a worker that was only stalled and wakes up later fi
 closed and its epoch bumped, so its next line is refused instead of landing after ``end``.
 A queued run counts from its creation and may wait ``queued_after`` (a queue backlog is not a
 dead worker) before it fails the same way, with a message saying no worker started it.
+
+A store outage is not a dead worker: while the store is down no worker can heartbeat, so once
+it is back every run looks silent. ``Janitor`` (the in-process sweeper) therefore fails nothing
+after a sweep the store refused: its next sweeps touch the heartbeat of the runs that look
+stale instead, and only once that write landed (the store takes writes again, and every run's
+clock restarted) does it judge runs again, ``stale_after`` later. A dead worker's run is failed
+that much later; a live one is never taken for dead because of an outage.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from .store.base import LogStore, Run, RunStatus, utcnow
+from .store.base import LogStore, Run, RunStatus, StoreError, utcnow
 
-__all__ = ["SweepResult", "explain", "stale_error", "sweep"]
+__all__ = ["Janitor", "SweepResult", "explain", "stale_error", "sweep"]
 
 log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +89,54 @@ def sweep(
     if failed or purged:
         log.info("janitor: failed %d stale runs, purged %d old runs", len(failed), purged)
     return SweepResult(failed=failed, purged=purged)
+
+
+class Janitor:
+    """``sweep`` with a memory of store outages, for a process that sweeps now and then.
+
+    After a sweep the store refused, the running runs that look stale get a heartbeat from the
+    janitor instead of their end; once that lands (the outage is over), sweeping resumes.
+    A refused sweep is one warning, not a traceback: an outage is expected weather.
+    """
+
+    def __init__(
+        self,
+        store: LogStore,
+        *,
+        stale_after: float,
+        retention_days: int,
+        queued_after: float | None = None,
+    ) -> None:
+        self.store, self.stale_after = store, stale_after
+        self.retention_days, self.queued_after = retention_days, queued_after
+        self.outage = False
+        """True from a refused sweep until the janitor's heartbeats land."""
+
+    def sweep(self) -> SweepResult:
+        try:
+            if self.outage:
+                self._restart_clocks()
+                self.outage = False
+                log.info("janitor: the store takes writes again; runs get a fresh stale_after")
+                return SweepResult()
+            return sweep(
+                self.store,
+                stale_after=self.stale_after,
+                retention_days=self.retention_days,
+                queued_after=self.queued_after,
+            )
+        except (StoreError, OSError) as exc:
+            if not self.outage:
+                log.warning(
+                    "janitor: the store refused a sweep; no run fails until it is back: %s", exc
+                )
+            self.outage = True
+            return SweepResult()
+
+    def _restart_clocks(self) -> None:
+        """Heartbeat every running run on its worker's behalf: each gets a fresh
+        ``stale_after`` from now, as its worker could not beat during the outage."""
+        now = utcnow()
+        for run in self.store.stale_runs(now, queued_before=EPOCH):  # running runs only
+            if run.status is RunStatus.RUNNING:
+                self.store.heartbeat(run.run_id)

@@ -129,6 +129,7 @@ class RunLogger:
         self.retry_delays = retry_delays
         self._sleep = sleep
         self._pending: list[LogLine] = []
+        self._waiting_since: float | None = None  # when lines started waiting for the store
         self._lock = threading.Lock()
         self._capped = False
         self.refused: StoreError | None = None
@@ -363,13 +364,27 @@ class RunLogger:
                 raise
             except (StoreError, OSError) as exc:  # down or busy: keep the lines, retry
                 if attempt == len(delays):
-                    log.warning(
-                        "run %s: %d lines not yet stored: %s", self.run_id, self.pending, exc
-                    )
+                    if self._waiting_since is None:  # once per outage, not once per line
+                        self._waiting_since = time.monotonic()
+                        log.warning(
+                            "run %s: lines not yet stored (they wait in order): %s",
+                            self.run_id,
+                            exc,
+                        )
                     return False
                 self._sleep(delays[attempt])
             else:
+                count = len(self._pending)
                 self._pending.clear()
+                if self._waiting_since is not None:
+                    waited = time.monotonic() - self._waiting_since
+                    self._waiting_since = None
+                    log.warning(
+                        "run %s: the store is back: %d waiting lines stored after %.1f s",
+                        self.run_id,
+                        count,
+                        waited,
+                    )
         return not self._pending
 
 

@@ -8,10 +8,11 @@ style of the rest of the package.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .blobs import BlobStore, blobs_from_url
 from .config import Settings
-from .janitor import SweepResult, sweep
+from .janitor import Janitor, SweepResult
 from .jobs.dispatch import Dispatcher, InlineDispatcher, SqsDispatcher
 from .jobs.generators import GeneratorRegistry, default_registry
 from .jobs.runner import run_job
@@ -74,14 +75,19 @@ class Services:
             keep_tail=self.settings.keep_tail_lines,
         )
 
-    def sweep(self) -> SweepResult:
-        """Fail runs whose worker died, purge old ones (the janitor's job, in-process)."""
-        return sweep(
+    @cached_property
+    def janitor(self) -> Janitor:
+        """The in-process janitor (it remembers store outages between sweeps)."""
+        return Janitor(
             self.store,
             stale_after=self.settings.stale_after,
             retention_days=self.settings.retention_days,
             queued_after=self.settings.queued_timeout,
         )
+
+    def sweep(self) -> SweepResult:
+        """Fail runs whose worker died, purge old ones (the janitor's job, in-process)."""
+        return self.janitor.sweep()
 
     def close(self) -> None:
         if self.dispatcher is not None:

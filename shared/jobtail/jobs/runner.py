@@ -67,6 +67,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
     def _beat(self) -> None:
+        missed = 0
         while not self._stop.wait(self.interval):
             try:
                 self.store.heartbeat(self.run_id, epoch=self.epoch)
@@ -75,7 +76,13 @@ class Heartbeat:
                 self.refused = exc
                 return
             except (StoreError, OSError) as exc:  # a missed beat is not a failed job
-                log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
+                if not missed:  # said once per outage, not once per beat
+                    log.warning("run %s: heartbeat failed: %s", self.run_id, exc)
+                missed += 1
+            else:
+                if missed:
+                    log.warning("run %s: heartbeat back after %d missed", self.run_id, missed)
+                missed = 0
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
