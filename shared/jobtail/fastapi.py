@@ -1,17 +1,20 @@
-"""jobtail's run routes for any FastAPI app: status, live logs (SSE) and final logs, under any
-prefix, behind the host app's own auth.
+"""jobtail's run routes for any FastAPI app: status, live logs (SSE), final logs and the run's
+Durable Stream reads, under any prefix, behind the host app's own auth.
 
     jobs = jobtail.fastapi.router(store, dependencies=[Depends(my_auth)], secret=KEY)
     app.include_router(jobs, prefix="/api/jobs")
 
 Runs are addressed by key (``/runs/{upload_id}/{service}/...``) or by plain id
-(``/run/{run_id}/status``, ``/run/{run_id}/logs``, ``/run/{run_id}/logs/final``). With a
-``secret``, ``status`` hands out a stream token scoped to the run; a request carrying
-``?token=`` (EventSource and download links cannot send headers) is then let through without
-the host's dependencies, on that token alone. The router's lifespan starts and stops the tail
-hub; ``include_router`` merges it into the app's (or use ``lifespan(router)`` yourself).
-jobtail's own app (``web.app.create_app``) is built from this router, given its ``Services``,
-which adds the job routes (uploads, generate, result).
+(``/run/{run_id}/status``, ``/run/{run_id}/logs``, ``/run/{run_id}/logs/final``); their
+Durable Streams are ``/v1/stream/runs/{run_id}`` and ``/v1/stream/runs/{upload_id}/{service}``
+(catch-up, long-poll, SSE, HEAD; read-only here). With a ``secret``, ``status`` hands out a
+stream token scoped to the run; a request carrying ``?token=`` (EventSource, download links and
+CDN-cached stream reads carry no headers) is then let through without the host's dependencies,
+on that token alone. The router's lifespan starts and stops the tail hub (and, in jobtail's own
+app, the generic stream tables); ``include_router`` merges it into the app's (or use
+``lifespan(router)`` yourself). jobtail's own app (``web.app.create_app``) is built from this
+router, given its ``Services``, which adds the job routes (uploads, generate, result) and the
+rest of the Durable Streams protocol (generic streams, a worker's producer writes).
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from .config import Settings
 from .janitor import sweep
 from .services import Services
 from .store import LogStore, StoreError, from_url
+from .streams import Streams, open_streams
 from .tail import Tailer
 from .web.deps import Context, Routes, StreamGate
-from .web.routes import logs, recent, runs, search, uploads
+from .web.routes import logs, recent, runs, search, streams, uploads
 from .web.routes.pages import STATIC
 
 __all__ = ["JobtailRouter", "lifespan", "router"]
@@ -51,13 +55,18 @@ READ_ROUTES: tuple[Callable[[Routes], None], ...] = (
     runs.add_read_routes,
     logs.add_routes,
     search.add_routes,
+    streams.add_read_routes,
 )
-"""Route sets every router serves. The Durable Streams reads (``/v1/stream/...``) are still
-mounted by jobtail's app alone (``web/routes/streams.py`` keeps its state on ``app.state``):
-they join here as one more ``add_routes`` once they read the router's ``Context``."""
+"""Route sets every router serves, the run's Durable Stream reads (``/v1/stream/runs/...``)
+among them."""
 
-JOB_ROUTES: tuple[Callable[[Routes], None], ...] = (uploads.add_routes, runs.add_job_routes)
-"""jobtail's own job (uploads, generate, result): only with ``Services``."""
+JOB_ROUTES: tuple[Callable[[Routes], None], ...] = (
+    uploads.add_routes,
+    runs.add_job_routes,
+    streams.add_routes,
+)
+"""jobtail's own job (uploads, generate, result) and the rest of the Durable Streams protocol
+(generic streams, a worker's producer writes, under jobtail's keys): only with ``Services``."""
 
 
 class JobtailRouter(APIRouter):
@@ -90,7 +99,16 @@ def router(
         store = store.store
     elif isinstance(store, str):
         store = from_url(store, settings.data_dir)
-    context = Context(store, settings, Tailer(store), StreamGate(settings.max_streams), services)
+    context = Context(
+        store,
+        settings,
+        Tailer(store),
+        StreamGate(settings.max_streams),
+        _streams(store, settings),
+        services,
+        # reads let in by an auth dependency are per-user; jobtail's own keys may be off
+        private=settings.auth != "none" if services else bool(dependencies),
+    )
     route, token_route = _route_classes(context)
     built = JobtailRouter(route_class=route, lifespan=_lifespan(context, owned, janitor))
     built.context = context
@@ -107,6 +125,12 @@ def lifespan(built: JobtailRouter) -> Callable[[Any], AbstractAsyncContextManage
     return built.lifespan_context
 
 
+def _streams(store: LogStore, settings: Settings, generic: bool = False) -> Streams:
+    """Run logs as streams (nothing to open); ``generic``: also the stream tables beside them."""
+    tables = open_streams(store) if generic else None
+    return Streams.over(store, tables, settings.long_poll_seconds, settings.sse_seconds)
+
+
 def _lifespan(
     context: Context, owned: bool, janitor: bool
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
@@ -117,6 +141,9 @@ def _lifespan(
         nonlocal closed
         if closed:  # started again (a test client per test): a fresh hub
             context.tailer = Tailer(context.store)
+        if context.services is not None:  # jobtail's own app serves generic streams too
+            store, settings = context.store, context.settings
+            context.streams = await anyio.to_thread.run_sync(_streams, store, settings, True)
         sweeper = asyncio.create_task(_sweep_now_and_then(context)) if janitor else None
         try:
             yield
@@ -125,6 +152,7 @@ def _lifespan(
             if sweeper is not None:
                 sweeper.cancel()
             await context.tailer.close()
+            await anyio.to_thread.run_sync(context.streams.close)
             if owned:
                 context.store.close()
 

@@ -22,7 +22,7 @@ from ..services import Services
 from . import errors
 from .deps import Authorized
 from .openapi import AllowMiddleware, document_errors
-from .routes import pages, streams
+from .routes import pages
 from .shutdown import DrainingMiddleware, Shutdown
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(AllowMiddleware, spec=app.openapi)
     errors.install(app)
     app.include_router(pages.router)
-    app.include_router(jobs)  # its lifespan (the tail hub) runs inside the app's
-    app.include_router(streams.router(services))  # Durable Streams under /v1/stream/
+    app.include_router(jobs)  # its lifespan (tail hub, streams) runs inside the app's
     app.get("/livez", include_in_schema=False)(lambda: {"status": "alive"})  # no store: LWA ready
     document_errors(app, services.registry.names)
     return app

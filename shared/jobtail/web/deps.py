@@ -20,6 +20,7 @@ from fastapi.routing import APIRoute
 from ..config import Settings
 from ..services import Services
 from ..store import LogStore
+from ..streams import Streams
 from ..tail import Tailer
 from .auth import AuthError, check_bearer, check_stream_token
 
@@ -47,13 +48,18 @@ class StreamGate:
 @dataclass(eq=False)
 class Context:
     """What the routes of one jobtail router share. ``services`` only for jobtail's own job
-    routes (uploads, generate, result); the read routes need the store alone."""
+    routes (uploads, generate, result); the read routes need the store alone. ``streams``
+    answers the Durable Streams reads (run logs; jobtail's own app adds generic streams).
+    ``private``: reads let in by the host's auth (or jobtail's keys) are per-user, so their
+    ``Cache-Control`` says ``private``; a stream token's reads stay ``public``."""
 
     store: LogStore
     settings: Settings
     tailer: Tailer
     gate: StreamGate
+    streams: Streams
     services: Services | None = None
+    private: bool = False
 
     @property
     def tokens(self) -> bool:
@@ -128,13 +134,14 @@ class Routes:
         )
 
     def readable(self, path: str, endpoint: Callable[..., Any], **kw: Any) -> None:
+        """``method="HEAD"`` for a HEAD route (GET otherwise)."""
+        method: str = kw.pop("method", "GET")
         if self.token_route is not None:
             self.router.add_api_route(
                 path,
                 endpoint,
-                methods=["GET"],
-                include_in_schema=False,
+                methods=[method],
                 route_class_override=self.token_route,
-                **kw,
+                **{**kw, "include_in_schema": False},
             )
-        self.add(path, endpoint, **kw)
+        self.add(path, endpoint, method, **kw)

@@ -1,5 +1,11 @@
 """The Durable Streams protocol over HTTP under ``/v1/stream/{path}``: parse headers, call
-``jobtail.streams.Streams``, shape the response. ``runs/...`` paths are run logs (read-only)."""
+``jobtail.streams.Streams``, shape the response. ``runs/...`` paths are run logs.
+
+Every jobtail router serves the run reads (``add_read_routes``: GET and HEAD of
+``runs/{run_id}`` and ``runs/{upload_id}/{service}``, behind the host's auth or the run's stream
+token); jobtail's own app adds the rest of the protocol (``add_routes``: generic streams, a
+run's producer writes), which checks jobtail's keys itself (``authorize``). Both find their
+``Streams`` in the router's ``Context``, which its lifespan opens and closes."""
 
 from __future__ import annotations
 
@@ -8,17 +14,15 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
 
 from ...config import Settings
-from ...services import Services
 from ...store import RunStatus
 from ...streams import (
     AppendRequest,
@@ -39,14 +43,16 @@ from ...streams import (
     StreamUnsupported,
     is_text,
     next_cursor,
-    open_streams,
 )
 from ...streams.base import MAX_SAFE_INT
 from ...streams.runs import is_run_path
 from ..auth import AuthError, check_bearer, check_stream_token
+from ..deps import Context, ContextDep, Routes, TokenQuery, check_token
 
 routes = APIRouter(tags=["streams"])
 ROUTE = "/v1/stream/{path:path}"
+RUN_STREAM = "/v1/stream/runs/{run_id}"
+KEY_STREAM = "/v1/stream/runs/{upload_id}/{service}"
 PROTOCOL_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL,"
     " Stream-Expires-At, Stream-Seq, Stream-Forked-From, Stream-Fork-Offset,"
@@ -68,40 +74,43 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")  # every SSE line end: a lone \r must not s
 
 @dataclass
 class Mounted:
-    """What the routes need, kept on ``app.state.ds`` by the router's lifespan."""
+    """What the protocol's routes need: the streams and settings of the router they serve in."""
 
     streams: Streams
     settings: Settings
 
 
-def router(services: Services) -> APIRouter:
-    """The protocol's routes over ``services.store``; its lifespan opens and closes the
-    generic stream storage (FastAPI merges it into the including app's)."""
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> AsyncIterator[None]:
-        store = await anyio.to_thread.run_sync(open_streams, services.store)
-        settings = services.settings
-        streams = Streams.over(
-            services.store, store, settings.long_poll_seconds, settings.sse_seconds
-        )
-        app.state.ds = Mounted(streams, services.settings)
-        try:
-            yield
-        finally:
-            await anyio.to_thread.run_sync(streams.close)
-
-    built = APIRouter(lifespan=lifespan)
-    built.include_router(routes)
-    return built
-
-
-def get_mounted(request: Request) -> Mounted:
-    mounted: Mounted = request.app.state.ds
-    return mounted
+def get_mounted(context: ContextDep) -> Mounted:
+    """From the jobtail router whose route answers: its lifespan opened the streams."""
+    return Mounted(context.streams, context.settings)
 
 
 MountedDep = Annotated[Mounted, Depends(get_mounted)]
+
+
+def add_read_routes(target: Routes) -> None:
+    """A run's stream (catch-up, long-poll, SSE, HEAD) for every router, behind the host's auth
+    or the run's stream token: ``/v1/stream/runs/{run_id}`` and ``.../{upload_id}/{service}``."""
+    for path, read_one, head_one in (
+        (RUN_STREAM, read_run, head_run),
+        (KEY_STREAM, read_key, head_key),
+    ):
+        target.readable(path, read_one, include_in_schema=False)
+        target.readable(path, head_one, method="HEAD", include_in_schema=False)
+
+
+def add_routes(target: Routes) -> None:
+    """jobtail's own app: the whole protocol under ``/v1/stream/{path}`` (generic streams, a
+    run's producer writes), after the run reads; these routes authorize themselves."""
+    for route in routes.routes:
+        assert isinstance(route, APIRoute)
+        target.router.add_api_route(
+            route.path,
+            route.endpoint,
+            methods=sorted(route.methods or ()),
+            name=route.name,
+            include_in_schema=False,
+        )
 
 
 # -- request parsing -------------------------------------------------------------------------
@@ -358,8 +367,65 @@ async def delete(request: Request, path: str, mounted: MountedDep) -> Response:
 
 @routes.head(ROUTE, include_in_schema=False)
 async def head(request: Request, path: str, mounted: MountedDep) -> Response:
-    streams = mounted.streams
     await authorize(request, mounted, path, write=False)
+    return await head_response(mounted.streams, path)
+
+
+@routes.get(ROUTE, include_in_schema=False)
+async def read(request: Request, path: str, mounted: MountedDep) -> Response:
+    private = await authorize(request, mounted, path, write=False)
+    return await read_response(request, mounted.streams, path, private)
+
+
+# -- run reads, for any router ----------------------------------------------------------------
+async def read_run(
+    request: Request, run_id: str, context: ContextDep, token: TokenQuery = None
+) -> Response:
+    """The run's log as a Durable Stream: ``offset`` (``-1``, a ``Stream-Next-Offset`` or
+    ``now``), ``live=long-poll`` echoing ``cursor``, or ``live=sse``."""
+    path = f"runs/{run_id}"
+    private = await run_reader(context, path, token)
+    return await read_response(request, context.streams, path, private)
+
+
+async def read_key(
+    request: Request, upload_id: str, service: str, context: ContextDep, token: TokenQuery = None
+) -> Response:
+    """The key's latest run as a Durable Stream (not cacheable: the latest run changes)."""
+    path = f"runs/{upload_id}/{service}"
+    private = await run_reader(context, path, token)
+    return await read_response(request, context.streams, path, private)
+
+
+async def head_run(run_id: str, context: ContextDep, token: TokenQuery = None) -> Response:
+    path = f"runs/{run_id}"
+    await run_reader(context, path, token)
+    return await head_response(context.streams, path)
+
+
+async def head_key(
+    upload_id: str, service: str, context: ContextDep, token: TokenQuery = None
+) -> Response:
+    path = f"runs/{upload_id}/{service}"
+    await run_reader(context, path, token)
+    return await head_response(context.streams, path)
+
+
+async def run_reader(context: Context, path: str, token: str | None) -> bool:
+    """Whether a run read is private. The route ran the host's auth, or (``?token=``, when
+    tokens are on) matched on the token alone, which must then be this run's."""
+    if token is None or not context.tokens:
+        return context.private
+    try:
+        run_id = await context.streams.run_id(path)
+    except StreamNotFound as exc:  # the token route answers it as a wrong token (#10)
+        raise HTTPException(404, str(exc)) from exc
+    check_token(context, run_id, token)
+    return False  # the same bytes for every holder of the run's token: shared caches may keep it
+
+
+# -- reads ----------------------------------------------------------------------------------------
+async def head_response(streams: Streams, path: str) -> Response:
     try:
         meta = await streams.head(path)
     except StreamError as exc:
@@ -374,10 +440,7 @@ async def head(request: Request, path: str, mounted: MountedDep) -> Response:
     return Response(status_code=200, headers=headers)
 
 
-@routes.get(ROUTE, include_in_schema=False)
-async def read(request: Request, path: str, mounted: MountedDep) -> Response:
-    streams = mounted.streams
-    private = await authorize(request, mounted, path, write=False)
+async def read_response(request: Request, streams: Streams, path: str, private: bool) -> Response:
     query = request.query_params
     live, offset_text = query.get("live"), query.get("offset")
     try:
