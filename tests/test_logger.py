@@ -144,7 +144,7 @@ def test_failing_store_never_raises_and_keeps_order_without_duplicates(
     slept: list[float] = []
     logger = RunLogger(store, run.run_id, retry_delays=(0.01, 0.02), sleep=slept.append)
     logger.info("one")
-    store.failures, store.lose_reply = 5, lose_reply  # more failures than one call's retries
+    store.failures, store.lose_reply = 4, lose_reply  # more failures than one call's retries
     logger.info("two")
     assert logger.pending >= 1
     logger.info("three")
@@ -155,6 +155,25 @@ def test_failing_store_never_raises_and_keeps_order_without_duplicates(
         (3, "three"),
     ]
     assert slept, "retries back off"
+    store.close()
+
+
+def test_a_job_logs_on_through_an_outage_and_its_buffer_is_bounded(tmp_path: Path) -> None:
+    """While lines wait, a call tries the store once per backoff step, without sleeping (the
+    job goes on); at ``max_pending`` waiting lines each call waits out the whole backoff."""
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    slept: list[float] = []
+    logger = RunLogger(store, run.run_id, retry_delays=(60.0,), sleep=slept.append, max_pending=50)
+    store.failures = 1_000_000
+    for n in range(1, 50):
+        logger.info(f"n{n}")
+    assert 1_000_000 - store.failures == 2 and slept == [60.0]  # the first call's try + retry
+    logger.info("n50")  # the 50th waiting line: this call waits for the store
+    assert 1_000_000 - store.failures == 4 and slept == [60.0, 60.0] and logger.pending == 50
+    store.failures = 0
+    assert logger.close() is True
+    assert [x.message for x in store.read(run.run_id)] == [f"n{n}" for n in range(1, 51)]
     store.close()
 
 

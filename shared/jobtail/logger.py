@@ -130,6 +130,7 @@ class RunLogger:
         self._sleep = sleep
         self._pending: list[LogLine] = []
         self._waiting_since: float | None = None  # when lines started waiting for the store
+        self._tries, self._next_try = 0, 0.0  # during that outage: tries so far, when the next
         self._lock = threading.Lock()
         self._capped = False
         self.refused: StoreError | None = None
@@ -179,8 +180,11 @@ class RunLogger:
         """Number one line and try to commit it (with everything pending) before returning.
 
         Returns its seq, or None once the per-run line cap was reached. If the store is down
-        the line stays pending, in order, for the next call; if the run refused this writer,
-        raises RunFencedError.
+        the line stays pending, in order, for the next call; while lines wait, a call tries the
+        store once per backoff step (``retry_delays``, without sleeping), so a job goes on
+        logging through an outage, until ``max_pending`` lines wait: then each call waits out
+        the whole backoff (the buffer is bounded). If the run refused this writer, raises
+        RunFencedError.
         """
         with self._lock:
             self._raise_if_refused()
@@ -191,8 +195,13 @@ class RunLogger:
                 return None
             self._pending.append(line)
             behind = self._flusher is not None and not self._closed.is_set()
-            if not behind or len(self._pending) >= self.max_pending:
-                self._flush(self.retry_delays[:1])
+            if len(self._pending) >= self.max_pending and self._waiting_since is not None:
+                self._flush(self.retry_delays)  # bounded: the job waits for the store now
+            elif not behind or len(self._pending) >= self.max_pending:
+                if self._waiting_since is None:
+                    self._flush(self.retry_delays[:1])
+                elif time.monotonic() >= self._next_try:  # an outage: one try per backoff step
+                    self._flush(())
             return None if self._capped else line.seq
 
     def flush(self) -> bool:
@@ -364,6 +373,9 @@ class RunLogger:
                 raise
             except (StoreError, OSError) as exc:  # down or busy: keep the lines, retry
                 if attempt == len(delays):
+                    step = self.retry_delays[min(self._tries, len(self.retry_delays) - 1)]
+                    self._tries += 1
+                    self._next_try = time.monotonic() + step
                     if self._waiting_since is None:  # once per outage, not once per line
                         self._waiting_since = time.monotonic()
                         log.warning(
@@ -378,7 +390,7 @@ class RunLogger:
                 self._pending.clear()
                 if self._waiting_since is not None:
                     waited = time.monotonic() - self._waiting_since
-                    self._waiting_since = None
+                    self._waiting_since, self._tries = None, 0
                     log.warning(
                         "run %s: the store is back: %d waiting lines stored after %.1f s",
                         self.run_id,

@@ -51,3 +51,26 @@ def test_postgres_stopped_for_seconds_mid_run(cluster: PgCluster, tmp_path: Path
         assert len(server.journaled(run_id)) == 300
     finally:
         server.stop()
+
+
+def test_postgres_stopped_across_the_end_of_a_run(cluster: PgCluster, tmp_path: Path) -> None:
+    """The job logs its last lines and ends while the database is gone, for longer than
+    STALE_AFTER (1.5 s): its end waits, the janitor takes no live run for dead, and once the
+    server is back every line is stored once and the run ends succeeded."""
+    url = cluster.url(cluster.create_database())
+    apply_migrations(url)
+    server = Server(tmp_path, JOBTAIL_STORE=url, FAULT_LINES="60", FAULT_PACE="0.01")
+    try:
+        server.start()
+        run_id = server.generate()
+        viewer = Viewer(server.url, run_id)
+        wait_for(lambda: len(viewer.lines) >= 20, what="the run to be under way")
+        cluster.stop()
+        FIGURES["process faults injected"] += 1
+        wait_for(lambda: len(server.journaled(run_id)) == 60, 30, "the job to log through")
+        threading.Event().wait(2.5)  # the fault goes on past STALE_AFTER
+        cluster.start()
+        viewer.join(60)
+        check_run(server, run_id, [viewer], "succeeded")
+    finally:
+        server.stop()

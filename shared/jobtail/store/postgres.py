@@ -44,6 +44,17 @@ from .pg_listen import NOTIFY_WINDOW, Listener
 
 log = logging.getLogger(__name__)
 
+RECONNECT_TIMEOUT = 5.0
+"""Seconds a pool's chain of reconnection attempts lasts. psycopg_pool doubles the delay
+between attempts (1, 2, 4, 8… s) until this timeout (5 min by default), so after a minute's
+outage its next attempt came up to a minute after the server was back, and the run's end and
+the viewers waited that long. A short chain gives up instead, and the next call starts a new
+one whose first attempt is immediate."""
+DOWN_POOL_TIMEOUT = 0.5
+"""Seconds a call waits for a pool connection while the server is known to be unreachable (the
+last call failed for that), instead of ``pool_timeout``: a job logging through an outage is
+held back this long per attempt, not 5 s (its lines wait in order either way)."""
+
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
     " heartbeat_at, last_seq, error, epoch, omitted"
@@ -147,6 +158,7 @@ class PostgresStore(LogStore):
         self.conninfo = conninfo
         self.where = describe(conninfo)
         self.pool_timeout = pool_timeout
+        self._unreachable = False  # the last call failed for want of the server
         self.max_size = max_size
         # the tail reads through an async pool of the event loop it runs on (one per loop)
         self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
@@ -169,6 +181,7 @@ class PostgresStore(LogStore):
             open=False,
             check=ConnectionPool.check_connection,
             timeout=pool_timeout,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             name="jobtail",
         )
         try:
@@ -204,14 +217,18 @@ class PostgresStore(LogStore):
 
     def _rows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         """Run one statement on a pooled connection; psycopg errors become StoreError."""
+        wait = DOWN_POOL_TIMEOUT if self._unreachable else self.pool_timeout
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=wait) as conn:
+                self._unreachable = False  # a checked connection: the server is there
                 return conn.execute(query, params).fetchall()
         except PoolTimeout as exc:
+            self._unreachable = True
             raise StoreError(
-                f"PostgreSQL at {self.where} gave no connection within {self.pool_timeout}s"
+                f"PostgreSQL at {self.where} gave no connection within {wait:g}s"
             ) from exc
         except psycopg.OperationalError as exc:
+            self._unreachable = True
             self._pool.check()  # drop the other dead connections now, not one by one
             raise StoreError(f"PostgreSQL at {self.where} failed: {exc}".strip()) from exc
         except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
@@ -232,6 +249,7 @@ class PostgresStore(LogStore):
                 open=False,
                 check=AsyncConnectionPool.check_connection,
                 timeout=self.pool_timeout,
+                reconnect_timeout=RECONNECT_TIMEOUT,
                 name="jobtail-async",
             )
         await pool.open()  # a no-op once open; safe when several tasks race here
