@@ -65,7 +65,7 @@ $(MUTANTS)/.installed: pyproject.toml
 # $(MUTATION) with the package under src/. One worker, so the machine stays usable.
 mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI); ONLY='jobtail.tail.*'
 	rm -rf $(MUTATION) && mkdir -p $(MUTATION)
-	git ls-files -z | xargs -0 cp --parents -t $(MUTATION)
+	git ls-files -z | xargs -0 cp -P --parents -t $(MUTATION)  # -P: symlinks as links
 	mv $(MUTATION)/shared $(MUTATION)/src
 	sed -i -e 's|^pythonpath = \["shared", "."\]|pythonpath = ["src", "."]|' \
 		-e 's|"shared/jobtail|"src/jobtail|' $(MUTATION)/pyproject.toml

@@ -1,6 +1,8 @@
 """Apply ``supabase/migrations/*.sql`` to a PostgreSQL database: each file once, in name order.
 
 The same files serve Supabase (``supabase db push``) and plain PostgreSQL (``jobtail migrate``).
+The package reads them as ``jobtail/store/migrations``: in a checkout a symlink to
+``supabase/migrations`` (the one copy), in a wheel or an sdist the files themselves.
 Each file runs in its own transaction together with the row recording it in
 ``jobtail_migrations``, so a failed file leaves nothing half applied and a second run applies only
 new files. The files are idempotent as well, so a database migrated by other means is safe too.
@@ -17,8 +19,8 @@ from .base import StoreError
 if TYPE_CHECKING:
     import psycopg
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "supabase" / "migrations"
-"""``<repo>/supabase/migrations`` for a source checkout (``shared/jobtail/store/migrate.py``)."""
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+"""The SQL shipped with the package (``supabase/migrations`` of the checkout it came from)."""
 
 LOCK_KEY = 0x6A6F627461696C
 """pg_advisory_lock key ('jobtail' in ASCII), held while migrating."""
@@ -40,12 +42,7 @@ end $$;
 
 def migration_files(path: Path | str | None = None) -> list[Path]:
     """The ``*.sql`` files of a migrations folder, in the order they apply (by name)."""
-    if path is not None:
-        folder = Path(path)
-    else:  # a source checkout, else the current folder (an installed package, run from the repo)
-        folder = next(
-            (f for f in (MIGRATIONS_DIR, Path("supabase/migrations")) if f.is_dir()), MIGRATIONS_DIR
-        )
+    folder = MIGRATIONS_DIR if path is None else Path(path)
     if not folder.is_dir():
         raise StoreError(f"no migrations folder at {folder}: pass the path to supabase/migrations")
     files = sorted(folder.glob("*.sql"), key=lambda file: file.name)
