@@ -7,10 +7,12 @@ away it reconnects with backoff while tails fall back to polling.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +27,26 @@ NOTIFY_WINDOW = 0.005
 log = logging.getLogger(__name__)
 
 
+FIRST_DELAY, MAX_DELAY = 0.05, 2.0
+"""Seconds between reconnection attempts: doubling from the first to the most."""
+HELD = 5.0
+"""A connection that stayed up this long was a success: the next loss starts the backoff over.
+(One that dies at once, a server refusing sessions say, keeps backing off: no busy loop.)"""
+
+
+def reconnect_delay(delay: float, held_for: float) -> tuple[float, float]:
+    """(seconds to wait now, the delay after that) for a LISTEN connection that held so long."""
+    if held_for >= HELD:
+        delay = FIRST_DELAY
+    return delay, min(delay * 2, MAX_DELAY)
+
+
 class Listener:
-    """LISTEN on a session connection in a daemon thread; reconnect with backoff when it drops."""
+    """LISTEN on a session connection in a daemon thread; reconnect with backoff when it drops.
+
+    The thread owns its wake-up pipe and closes it when it ends, so ``stop`` never closes a
+    descriptor the thread may still be selecting on (a number the process could reuse).
+    """
 
     def __init__(
         self,
@@ -39,36 +59,57 @@ class Listener:
         self._notify = notify
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
+        self._pipe_lock = threading.Lock()
+        self._pipe_open = True
         self._thread = threading.Thread(
             target=self._run, args=(first,), name="jobtail-listen", daemon=True
         )
         self._thread.start()
 
-    def stop(self) -> None:
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
-        os.write(self._wake_w, b"x")
-        self._thread.join(timeout=5)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        with self._pipe_lock:
+            if self._pipe_open:
+                os.write(self._wake_w, b"x")
+        self._thread.join(timeout)
 
     def _run(self, conn: psycopg.Connection[Any] | None) -> None:
-        delay = 0.05
-        while not self._stopping.is_set():
-            try:
-                conn = conn or self._connect()
-                conn.add_notify_handler(self._on_notify)
-                conn.execute(f"listen {CHANNEL}")
-                self.connects += 1
-                delay = 0.05
-                self._wait(conn)
-            except (StoreError, psycopg.Error, OSError) as exc:
-                log.warning("jobtail LISTEN connection lost, retrying in %.2fs: %s", delay, exc)
-            finally:
-                if conn is not None:
-                    conn.close()
-                conn = None
-            self._stopping.wait(delay)
-            delay = min(delay * 2, 2.0)
+        delay, lost = FIRST_DELAY, 0
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                try:
+                    conn = conn or self._connect()
+                    conn.add_notify_handler(self._on_notify)
+                    conn.execute(f"listen {CHANNEL}")
+                    self.connects += 1
+                    if lost:
+                        log.warning("jobtail LISTEN connection back after %d tries", lost)
+                    lost = 0
+                    self._wait(conn)
+                except (StoreError, psycopg.Error, OSError) as exc:
+                    lost += 1
+                    if lost == 1:  # once per outage; tails poll meanwhile
+                        log.warning("jobtail LISTEN connection lost, reconnecting: %s", exc)
+                except Exception:  # never let the thread die: tails would only poll from now on
+                    lost += 1
+                    log.exception("jobtail LISTEN thread failed; reconnecting")
+                finally:
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                    conn = None
+                wait, delay = reconnect_delay(delay, time.monotonic() - started)
+                self._stopping.wait(wait)
+        finally:
+            with self._pipe_lock:
+                self._pipe_open = False
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     def _wait(self, conn: psycopg.Connection[Any]) -> None:
         """Dispatch notifications until stopped; raise when the connection dies."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +21,8 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from ..store.postgres import PostgresStore
+from ..store.pg_listen import FIRST_DELAY, reconnect_delay
+from ..store.postgres import RECONNECT_TIMEOUT, PostgresStore
 from .base import StreamError
 from .sql import Cursor, SqlStreamStore, Tx
 
@@ -51,6 +53,7 @@ class PostgresStreams(SqlStreamStore):
         super().__init__()
         self._stopping = threading.Event()
         self.listening = threading.Event()  # set while the LISTEN connection is up
+        self.connects = 0  # how many times LISTEN (re)connected
         self._listener: threading.Thread | None = None
         if listen:
             self._listener = threading.Thread(
@@ -67,6 +70,7 @@ class PostgresStreams(SqlStreamStore):
             open=False,
             check=ConnectionPool.check_connection,
             timeout=timeout,
+            reconnect_timeout=RECONNECT_TIMEOUT,  # see store/postgres.py
             name="jobtail-streams",
         )
         try:
@@ -87,22 +91,33 @@ class PostgresStreams(SqlStreamStore):
         tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, path))
 
     def _listen(self, conninfo: str) -> None:
-        """LISTEN until closed; reconnect with backoff when the connection drops."""
-        delay = 0.05
+        """LISTEN until closed; reconnect with backoff when the connection drops (the backoff
+        starts over only after a connection that held: no busy loop); waiters poll meanwhile."""
+        delay, lost = FIRST_DELAY, 0
         while not self._stopping.is_set():
+            started = time.monotonic()
             try:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
-                    delay = 0.05
+                    self.connects += 1
+                    if lost:
+                        log.warning("streams LISTEN back after %d tries", lost)
+                    lost = 0
                     while not self._stopping.is_set():
                         for notice in conn.notifies(timeout=1.0):
                             self.listeners.notify(notice.payload)
             except psycopg.Error as exc:
+                lost += 1
+                if lost == 1:  # once per outage
+                    log.warning("streams LISTEN lost, reconnecting: %s", exc)
+            except Exception:  # never let the thread die: waiters would only poll from now on
+                lost += 1
+                log.exception("streams LISTEN thread failed; reconnecting")
+            finally:
                 self.listening.clear()
-                log.warning("streams LISTEN lost, retrying in %.2fs: %s", delay, exc)
-            self._stopping.wait(delay)
-            delay = min(delay * 2, 2.0)
+            wait, delay = reconnect_delay(delay, time.monotonic() - started)
+            self._stopping.wait(wait)
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
@@ -123,5 +138,5 @@ class PostgresStreams(SqlStreamStore):
     def close(self) -> None:
         self._stopping.set()
         if self._listener is not None:
-            self._listener.join(timeout=5)
+            self._listener.join(timeout=10)  # a connect in progress takes up to 5 s
         self._pool.close()
