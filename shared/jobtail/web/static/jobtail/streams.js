@@ -18,13 +18,22 @@ import { LEVELS, levelOf } from "./lines.js";
 
 const RETRY_STATUS = new Set([408, 425, 429]);
 
-/** The run's stream URL for a stream URL or an SSE route (`runs/<u>/<s>/logs[?run_id=]`). */
+/** `<prefix>/runs/<upload>/<service>/logs` or `<prefix>/run/<id>/logs`, under any prefix. */
+const SSE_ROUTE = /^(.*?\/)(?:runs\/([^/]+)\/([^/]+)|run\/([^/]+))\/logs\/?$/;
+
+/** The run a URL names (`…/run/<id>/logs`, or `?run_id=`); null for a key's latest run. */
+function runIdIn(u) {
+  const byId = SSE_ROUTE.exec(u.pathname)?.[4];
+  return byId ? decodeURIComponent(byId) : u.searchParams.get("run_id");
+}
+
+/** The run's stream URL, under the same prefix, for a stream URL or an SSE route. */
 export function streamUrlOf(url, runId) {
   const u = new URL(url, document.baseURI);
   if (u.pathname.includes("/v1/stream/")) return `${u.origin}${u.pathname}`;
-  const match = /^(.*\/)runs\/([^/]+)\/([^/]+)\/logs\/?$/.exec(u.pathname);
+  const match = SSE_ROUTE.exec(u.pathname);
   if (!match) throw new TypeError(`not a run's log or stream URL: ${url}`);
-  const id = runId || u.searchParams.get("run_id");
+  const id = runId || runIdIn(u);
   // By run id the reads are immutable (cacheable); by key they follow the key's latest run.
   const tail = id ? encodeURIComponent(id) : `${match[2]}/${match[3]}`;
   return `${u.origin}${match[1]}v1/stream/runs/${tail}`;
@@ -43,7 +52,7 @@ export function followStream(url, options = {}) {
   const minimum = opts.level ? LEVELS.indexOf(levelOf(opts.level)) : -1;
   const state = {
     last: Number(opts.after ?? given) || 0,
-    runId: opts.runId || new URL(url, document.baseURI).searchParams.get("run_id"),
+    runId: opts.runId || runIdIn(new URL(url, document.baseURI)),
     duplicates: 0,
     closed: false,
     abort: null,
