@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,55 +43,6 @@ def run_id(sqlite_store: SQLiteStore) -> str:
     return fill(sqlite_store, MESSAGES)
 
 
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        (SearchQuery("cache miss"), [2, 3]),
-        (SearchQuery("cache miss", case_sensitive=True), [3]),
-        (SearchQuery("error"), [4, 5]),  # ANSI escapes do not hide a word
-        (SearchQuery(r"disk (almost )?full", regex=True), [4, 5]),
-        (SearchQuery(r"^error", regex=True, case_sensitive=True), [5]),
-        (SearchQuery("miss", min_level="WARNING"), [3]),
-        (SearchQuery("", min_level="WARNING"), [3, 5]),
-        (SearchQuery("nothing like it"), []),
-    ],
-)
-def test_search_finds_exactly_the_matching_lines(
-    sqlite_store: SQLiteStore, run_id: str, query: SearchQuery, expected: list[int]
-) -> None:
-    page = search_run(sqlite_store, run_id, query, upto=len(MESSAGES))
-    assert page.matches == expected and page.next_after is None and not page.truncated
-
-
-def test_search_pages_by_seq_within_a_limit_and_a_time_budget(
-    sqlite_store: SQLiteStore,
-) -> None:
-    run_id = fill(sqlite_store, [("INFO", f"line {n}") for n in range(1, 1001)])
-    query = SearchQuery("line 1")  # line 1, 10-19, 100-199, 1000: 112 matches
-    found: list[int] = []
-    after, pages = 0, 0
-    while True:
-        page = search_run(sqlite_store, run_id, query, upto=1000, after=after, limit=50, page=100)
-        found += page.matches
-        pages += 1
-        if page.next_after is None:
-            break
-        after = page.next_after
-    assert found == [1, *range(10, 20), *range(100, 200), 1000] and pages == 3
-
-    ticks = iter(range(100))  # a clock that says each page took a second: one page per call
-    page = search_run(
-        sqlite_store, run_id, query, upto=1000, page=100, budget=0.5, clock=lambda: next(ticks)
-    )
-    assert page.next_after == 100 and page.matches == [1, *range(10, 20), 100]
-    assert search_run(sqlite_store, run_id, query, upto=150).matches[-1] == 150  # upto bounds it
-
-
-def test_a_bad_pattern_says_why() -> None:
-    with pytest.raises(SearchQueryError, match="not a valid regular expression"):
-        SearchQuery("(unclosed", regex=True).matcher()
-
-
 @pytest.fixture
 def client(tmp_path: Path, serve: Callable[[object], ServerThread]) -> Iterator[httpx.Client]:
     app = create_app(Settings(data_dir=tmp_path, store=f"sqlite:///{tmp_path}/s.db"))
@@ -110,6 +62,40 @@ def test_the_search_route_by_key_and_by_run_id(client: httpx.Client) -> None:
     bad = client.get("/runs/up/svc/logs/search", params={"q": "(", "regex": "true"})
     assert bad.status_code == 422 and "regular expression" in bad.json()["detail"]
     assert client.get("/runs/up/nope/logs/search").status_code == 404
+
+
+def test_search_pages_by_seq_within_a_limit(client: httpx.Client) -> None:
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    fill(store, [("INFO", f"line {n}") for n in range(1, 1001)])
+    found: list[int] = []
+    params: dict[str, str | int] = {"q": "line 1", "limit": 50}
+    while True:
+        body = client.get("/runs/up/svc/logs/search", params=params).json()
+        assert body["upto"] == 1000 and not body["timed_out"]
+        found += body["matches"]
+        if body["next_after"] is None:
+            break
+        assert body["truncated"] and body["next_after"] == body["matches"][-1]
+        params["after"] = body["next_after"]
+    assert found == [1, *range(10, 20), *range(100, 200), 1000]
+    assert search_run(store, fill(store, MESSAGES), SearchQuery("disk"), upto=4).matches == [4]
+
+
+def test_a_pattern_that_backtracks_is_refused_in_about_a_second(client: httpx.Client) -> None:
+    """(a|aa)+$ on 40 a's would run for minutes: the answer is a 422 that says why, at the
+    search's time budget, and the server answers the next request at once."""
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    fill(store, [("INFO", "a" * 40 + "!")])
+    began = time.monotonic()
+    slow = client.get("/runs/up/svc/logs/search", params={"q": "(a|aa)+$", "regex": "true"})
+    assert slow.status_code == 422 and "simplify" in slow.json()["detail"]
+    assert time.monotonic() - began < 10
+    assert client.get("/runs/up/svc/logs/search", params={"q": "a!"}).json()["matches"] == [1]
+
+
+def test_a_bad_pattern_says_why() -> None:
+    with pytest.raises(SearchQueryError, match="not a valid regular expression"):
+        SearchQuery("(unclosed", regex=True).check()
 
 
 def test_export_states_the_seq_it_is_consistent_up_to(client: httpx.Client) -> None:

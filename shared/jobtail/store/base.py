@@ -32,15 +32,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import msgspec
+
+if TYPE_CHECKING:
+    from .matching import SearchHits, SearchQuery
 
 LEVELS: dict[str, int] = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 
 Listener = Callable[[str], None]
 """Called with a run id after that run's lines or status changed (from any thread)."""
+
+
+SEARCH_PAGE = 5000
+"""Lines per read of the default (Python) search."""
 
 
 class RunStatus(StrEnum):
@@ -471,6 +478,36 @@ class LogStore(ABC):
         lines = self.read(run_id, after=after, limit=limit, min_level=min_level, before=before)
         last = lines[-1].seq if lines else 0
         return FramedLines(frame_lines(lines, framing), len(lines), last)
+
+    def search(
+        self, run_id: str, query: SearchQuery, *, after: int, upto: int, limit: int, deadline: float
+    ) -> SearchHits:
+        """Seqs of the lines ``after < seq <= upto`` whose visible text matches ``query`` (at or
+        above its level), in order, at most ``limit``. Past ``deadline`` (``time.monotonic()``)
+        it stops and ``scanned_to`` says how far it got; SearchTimeoutError if it got nowhere.
+        Backends run it in their database; this default reads pages and matches in Python."""
+        from .matching import SearchHits, SearchTimeoutError
+
+        matches_line = query.matcher(deadline)
+        hits: list[int] = []
+        cursor = after
+        while cursor < upto:
+            lines = self.read(run_id, cursor, SEARCH_PAGE, query.min_level, upto + 1)
+            for line in lines:
+                try:
+                    found = matches_line(line.message)
+                except TimeoutError:
+                    if line.seq - 1 <= after:
+                        raise SearchTimeoutError(after) from None
+                    return SearchHits(hits, line.seq - 1)
+                if found:
+                    hits.append(line.seq)
+                    if len(hits) >= limit:
+                        return SearchHits(hits, line.seq)
+            cursor = lines[-1].seq if len(lines) == SEARCH_PAGE else upto
+            if time.monotonic() >= deadline:
+                break
+        return SearchHits(hits, cursor)
 
     # -- async reads: the tail's hot path ------------------------------------------------
     async def aget_run(self, run_id: str) -> Run | None:

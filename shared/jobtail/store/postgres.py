@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,7 +41,10 @@ from .base import (
     refusal,
     utcnow,
 )
+from .matching import SearchHits, SearchQuery
 from .pg_listen import NOTIFY_WINDOW, Listener
+from .pg_search import condition as search_condition
+from .pg_search import search as pg_search
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +141,8 @@ class PostgresStore(LogStore):
     """Runs and lines in PostgreSQL. ``conninfo`` is a ``postgresql://`` URL or a DSN."""
 
     poll_interval = 1.0  # NOTIFY wakes tails; polling only covers a lost LISTEN connection
+    search_window = 100_000  # seqs per search statement
+    _folds_unicode: bool | None = None  # whether lower() folds more than ASCII (the locale)
 
     def next_poll_interval(self, idle_polls: int) -> float:
         """Right after lines came, poll the NOTIFY window's trailing edge twice (appends within
@@ -215,13 +221,14 @@ class PostgresStore(LogStore):
                 f"cannot connect to PostgreSQL at {self.where}: {exc}".strip()
             ) from exc
 
-    def _rows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        """Run one statement on a pooled connection; psycopg errors become StoreError."""
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; psycopg errors become StoreError."""
         wait = DOWN_POOL_TIMEOUT if self._unreachable else self.pool_timeout
         try:
             with self._pool.connection(timeout=wait) as conn:
                 self._unreachable = False  # a checked connection: the server is there
-                return conn.execute(query, params).fetchall()
+                yield conn
         except PoolTimeout as exc:
             self._unreachable = True
             raise StoreError(
@@ -236,6 +243,11 @@ class PostgresStore(LogStore):
         except psycopg.Error as exc:
             refused = refusal(exc.diag.message_detail) if exc.sqlstate in REFUSALS else None
             raise (refused or StoreError(exc.diag.message_primary or str(exc))) from exc
+
+    def _rows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        """Run one statement on a pooled connection; psycopg errors become StoreError."""
+        with self._connection() as conn:
+            return conn.execute(query, params).fetchall()
 
     async def _apool(self) -> AsyncConnectionPool[Any]:
         loop = asyncio.get_running_loop()
@@ -395,6 +407,31 @@ class PostgresStore(LogStore):
     ) -> list[LogLine]:
         rows = self._rows(READ_SQL, (run_id, after, limit, level_number(min_level), before))
         return [_line(r) for r in rows]
+
+    def search(
+        self, run_id: str, query: SearchQuery, *, after: int, upto: int, limit: int, deadline: float
+    ) -> SearchHits:
+        """In SQL (``strpos``/``ILIKE``/``~*`` under a statement timeout): ``jobtail.store.
+        pg_search``; a pattern PostgreSQL cannot run the same way is matched in Python."""
+        query.check()
+        if self._folds_unicode is None:
+            self._folds_unicode = bool(self._value("select lower('\u00c4') = '\u00e4'"))
+        test = search_condition(query, self._folds_unicode)
+        if test is not None:
+            bounds = {"after": after, "upto": upto, "limit": limit}
+            with self._connection() as conn:
+                hits = pg_search(
+                    conn,
+                    run_id,
+                    query,
+                    test,
+                    **bounds,
+                    deadline=deadline,
+                    window=self.search_window,
+                )
+            if hits is not None:
+                return hits
+        return super().search(run_id, query, after=after, upto=upto, limit=limit, deadline=deadline)
 
     # -- async reads (the tail's) -------------------------------------------------------------
     async def aget_run(self, run_id: str) -> Run | None:

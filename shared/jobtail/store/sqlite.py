@@ -33,7 +33,9 @@ from .base import (
     new_run_id,
     utcnow,
 )
+from .matching import SearchHits, SearchQuery
 from .sqlite_connections import ThreadConnections
+from .sqlite_search import search as sqlite_search
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -137,6 +139,7 @@ class SQLiteStore(LogStore):
     """SQLite file store. ``path`` may be ``:memory:`` only for single-threaded use."""
 
     poll_interval = 0.1  # reads are cheap; only writers in other processes need polling
+    search_window = 100_000  # seqs per search statement
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
         super().__init__()
@@ -410,6 +413,14 @@ class SQLiteStore(LogStore):
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         return [_line(row) for row in self._db().execute(sql, params)]
+
+    def search(
+        self, run_id: str, query: SearchQuery, *, after: int, upto: int, limit: int, deadline: float
+    ) -> SearchHits:
+        """In SQL (``instr``/``LIKE``; a registered function for regexes and ANSI lines)."""
+        db, window = self._db(), self.search_window
+        bounds = {"after": after, "upto": upto, "limit": limit}
+        return sqlite_search(db, run_id, query, **bounds, deadline=deadline, window=window)
 
     def read_framed(
         self,

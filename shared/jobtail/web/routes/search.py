@@ -10,7 +10,7 @@ import anyio.to_thread
 from fastapi import Depends, HTTPException, Query
 
 from ...levels import Level
-from ...search import SearchPage, SearchQuery, SearchQueryError, search_run
+from ...search import SearchPage, SearchQuery, SearchQueryError, SearchTimeoutError, search_run
 from ..deps import Context, ContextDep, Routes, TokenQuery, check_token
 from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
 
@@ -33,7 +33,10 @@ SearchQueryParams = Annotated[SearchParams, Depends()]
 
 
 async def search_logs(ref: KeyRef, params: SearchQueryParams, context: ContextDep) -> Any:
-    """Seqs of the matching lines in order; go on from ``next_after`` until it is null."""
+    """Seqs of the matching lines in order; go on from ``next_after`` until it is null.
+
+    Each answer scans for about a second at most: ``timed_out`` says it stopped there (go on
+    from ``next_after``); a pattern that gets nowhere in that time is refused with 422."""
     return await _search(context, ref, params)
 
 
@@ -57,7 +60,7 @@ async def _search(context: Context, ref: RunRef, params: SearchParams) -> Any:
 
     try:
         page = await anyio.to_thread.run_sync(scan)
-    except SearchQueryError as exc:
+    except (SearchQueryError, SearchTimeoutError) as exc:
         raise HTTPException(422, str(exc)) from exc
     return {
         "run_id": run.run_id,
@@ -68,6 +71,7 @@ async def _search(context: Context, ref: RunRef, params: SearchParams) -> Any:
         "next_after": page.next_after,
         "scanned_to": page.scanned_to,
         "truncated": page.truncated,
+        "timed_out": page.timed_out,
     }
 
 

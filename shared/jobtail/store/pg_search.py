@@ -1,0 +1,162 @@
+"""Search of a run inside PostgreSQL: ``strpos``, ``ILIKE`` or ``~``/``~*`` over the visible text.
+
+Each window of seqs is one statement under ``SET LOCAL statement_timeout`` (the time left before
+the deadline), so a pattern that backtracks is cancelled by the server and a search that runs
+out of time still says how far it got. ANSI escapes are removed in SQL (``regexp_replace``, only
+on lines that hold one). Case folding is the database's ``lower``/``ILIKE``, which follows its
+locale (under the C locale only ASCII letters fold).
+
+A Python pattern runs as a PostgreSQL regular expression (ARE) only once translated to the same
+meaning (``pg_pattern``: ``\\b`` is ``\\y`` there, ``.`` must not match a newline, ``$`` may sit
+before a final newline); anything the translation does not know returns None and the search
+falls back to matching in Python, as does a pattern PostgreSQL refuses.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from .base import LEVELS, level_number
+from .matching import (
+    ANSI_PATTERN,
+    SearchHits,
+    SearchQuery,
+    SearchTimeoutError,
+    Windows,
+    like_pattern,
+)
+
+WINDOW = 100_000
+VISIBLE = (
+    "(case when strpos(message, chr(27)) > 0"
+    " then regexp_replace(message, %(ansi)s, '', 'g') else message end)"
+)
+_SIMPLE_ESCAPES = set("dDsSwWAZafnrtv") | {"\\"}
+_LETTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def pg_pattern(text: str) -> str | None:
+    """``text`` (Python's ``re`` dialect) as a PostgreSQL ARE with the same matches, or None."""
+    if "(?" in text.replace("(?:", "").replace("(?=", "").replace("(?!", ""):
+        return None  # inline flags, named groups, lookbehind: left to Python
+    out: list[str] = []
+    in_class, i = False, 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\":
+            if i + 1 >= len(text):
+                return None
+            nxt = text[i + 1]
+            if nxt in "bB" and not in_class:
+                out.append("\\y" if nxt == "b" else "\\Y")
+            elif nxt == "x" and len(text) >= i + 4:
+                out.append(f"\\u00{text[i + 2 : i + 4]}")  # ARE's \x reads any number of digits
+                i += 2
+            elif nxt in _SIMPLE_ESCAPES or nxt not in _LETTERS:
+                out.append(c + nxt)
+            else:
+                return None  # \b in a class, \u, \N{...}, back references, octal
+            i += 2
+            continue
+        if in_class:
+            if c == "[" and i + 1 < len(text) and text[i + 1] in ":=.":
+                return None  # [[:alpha:]] is a class in ARE, a set of characters in Python
+            in_class = c != "]"
+            out.append(c)
+        elif c == "[":
+            start = i + 1 + (text[i + 1 : i + 2] == "^")
+            start += text[start : start + 1] == "]"  # a first ] is a literal in both
+            out.append(text[i:start])
+            in_class, i = True, start
+            continue
+        elif c == ".":
+            out.append("[^\\n]")
+        elif c == "$":
+            out.append("(?=\\n?$)")
+        elif c == "{" and not _quantifier(text, i):
+            if text[i + 1 : i + 2] == ",":
+                return None  # {,n}: Python's {0,n}
+            out.append("\\{")
+        else:
+            out.append(c)
+        i += 1
+    return None if in_class else "".join(out)
+
+
+def _quantifier(text: str, i: int) -> bool:
+    """Whether ``{`` at ``i`` opens ``{m}``, ``{m,}`` or ``{m,n}`` (else Python reads a ``{``)."""
+    end = text.find("}", i)
+    body = text[i + 1 : end] if end > 0 else ""
+    low, comma, high = body.partition(",")
+    return bool(low.isdigit() and (high.isdigit() or high == "" or not comma))
+
+
+def condition(query: SearchQuery, folds_unicode: bool) -> tuple[str, dict[str, Any]] | None:
+    """The SQL test of a line and its parameters; None if it must be matched in Python (also a
+    needle with non-ASCII letters to fold where the database's locale folds only ASCII)."""
+    params: dict[str, Any] = {"ansi": ANSI_PATTERN}
+    if not query.text:
+        return "true", params
+    if not (query.case_sensitive or folds_unicode or query.text.isascii()):
+        return None
+    if not query.regex:
+        if query.case_sensitive:
+            return f"strpos({VISIBLE}, %(needle)s) > 0", {**params, "needle": query.text}
+        return f"{VISIBLE} ilike %(like)s escape '\\'", {**params, "like": like_pattern(query.text)}
+    pattern = pg_pattern(query.text)
+    if pattern is None:
+        return None
+    op = "~" if query.case_sensitive else "~*"
+    return f"{VISIBLE} {op} %(pattern)s", {**params, "pattern": pattern}
+
+
+def search(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    query: SearchQuery,
+    test: tuple[str, dict[str, Any]],
+    *,
+    after: int,
+    upto: int,
+    limit: int,
+    deadline: float,
+    window: int = WINDOW,
+) -> SearchHits | None:
+    """``LogStore.search`` on a connection, one window per statement; QueryCanceled past the
+    deadline ends it. None if PostgreSQL refuses the pattern (the caller matches in Python)."""
+    where, params = test
+    sql = (
+        "select seq from runs_logs where run_id = %(run_id)s and seq > %(lo)s and seq <= %(hi)s"
+        f" and level_no >= %(level)s and {where} order by seq limit %(limit)s"
+    )
+    level = level_number(query.min_level) if query.min_level else 0
+    params = {**params, "run_id": run_id, "level": level if level > LEVELS["DEBUG"] else 0}
+    hits: list[int] = []
+    cursor, windows = after, Windows(window)
+    while cursor < upto:
+        began = time.monotonic()
+        left_ms = int((deadline - began) * 1000)
+        if left_ms <= 0:
+            break
+        end = windows.span(cursor, upto)
+        try:
+            with conn.transaction():
+                conn.execute("select set_config('statement_timeout', %s, true)", (str(left_ms),))
+                rows = conn.execute(
+                    sql, {**params, "lo": cursor, "hi": end, "limit": limit - len(hits)}
+                ).fetchall()
+        except psycopg.errors.QueryCanceled:
+            break
+        except psycopg.errors.InvalidRegularExpression:
+            return None
+        hits += [row[0] for row in rows]
+        if len(hits) >= limit:
+            return SearchHits(hits, hits[-1])
+        cursor = end
+        windows.took(time.monotonic() - began)
+    if cursor == after < upto:
+        raise SearchTimeoutError(after)
+    return SearchHits(hits, cursor)
