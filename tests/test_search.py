@@ -13,6 +13,7 @@ import pytest
 from jobtail.config import Settings
 from jobtail.search import SearchQuery, SearchQueryError, search_run
 from jobtail.store import LogLine, RunStatus
+from jobtail.store.base import JSON_LINES, TEXT_LINES, frame_lines
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.web.app import create_app
 
@@ -109,3 +110,36 @@ def test_export_states_the_seq_it_is_consistent_up_to(client: httpx.Client) -> N
     jsonl = client.get("/runs/up/live/logs/final", params={"format": "jsonl", "before": 5})
     assert "upto-4.jsonl" in jsonl.headers["content-disposition"]
     assert [line for line in jsonl.text.splitlines()][-1].startswith('{"seq":4,')
+
+
+def test_export_bytes_are_the_lines_up_to_the_seq_in_the_file_name(client: httpx.Client) -> None:
+    """Lines appended while a download streams are not in it: it holds exactly lines 1..upto,
+    byte for byte, in both formats (three store pages here)."""
+    store = client.app.state.services.store  # type: ignore[attr-defined]
+    run = store.create_run("up", "big")
+    store.start_run(run.run_id)
+    now = datetime.now(UTC)
+    lines = [
+        LogLine(
+            n,
+            now,
+            "WARNING" if n % 3 else "INFO",
+            f"l{n} \u00e9\x1b[1m",
+            {"n": n} if n % 2 else None,
+        )
+        for n in range(1, 25_001)
+    ]
+    store.append(run.run_id, lines)
+    for fmt, framing in (("text", TEXT_LINES), ("jsonl", JSON_LINES)):
+        with client.stream("GET", "/runs/up/big/logs/final", params={"format": fmt}) as resp:
+            assert f"-upto-{len(lines)}." in resp.headers["content-disposition"]
+            chunks = resp.iter_bytes()
+            body = next(chunks)
+            late = [LogLine(len(lines) + k, now, "INFO", "late") for k in range(1, 4)]
+            store.append(run.run_id, late)
+            body += b"".join(chunks)
+        assert body == frame_lines(lines, framing)
+        lines += late
+    warned = client.get("/runs/up/big/logs/final", params={"format": "text", "level": "WARNING"})
+    assert warned.content == frame_lines([x for x in lines if x.log_level == "WARNING"], TEXT_LINES)
+    assert warned.headers["x-jobtail-upto"] == "25006"

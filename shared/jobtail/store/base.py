@@ -196,9 +196,12 @@ class Framing:
     head: str | None = None
     mid: str = ""
     tail: str = "\n"
+    text: bool = False
+    """Each line as ``line_text`` makes it (the text download) instead of its JSON."""
 
 
 JSON_LINES = Framing()
+TEXT_LINES = Framing(text=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,10 +219,18 @@ def line_json(line: LogLine) -> bytes:
     return _json.encode(line.to_json())
 
 
+def line_text(line: LogLine) -> str:
+    """A line in the text download: ``<timestamp to the ms> <level padded to 8> <message>``."""
+    stamp = line.timestamp.isoformat(timespec="milliseconds")
+    return f"{stamp} {line.log_level:<8} {line.message}"
+
+
 def frame_lines(lines: Sequence[LogLine], framing: Framing) -> bytes:
     """``lines`` in ``framing``, in one buffer: the Python path that ``read_framed`` and the
     tail's shared live batches take."""
     tail = framing.tail.encode()
+    if framing.text:
+        return "".join([line_text(line) + framing.tail for line in lines]).encode()
     if framing.head is None:
         return b"".join([line_json(line) + tail for line in lines])
     head, mid = framing.head.encode(), framing.mid.encode()

@@ -103,6 +103,16 @@ LINE_JSON = (
     """ || coalesce(',"fields":' || fields, '') || '}'"""
 )
 
+# A line as base.line_text writes it, from the stored isoformat timestamp: cut to milliseconds
+# (Python's isoformat leaves out a zero fraction: then ".000"), the level padded to 8.
+LINE_TEXT = (
+    "CASE WHEN substr(timestamp, 20, 1) = '.'"
+    " THEN substr(timestamp, 1, 23) || substr(timestamp, 27)"
+    " ELSE substr(timestamp, 1, 19) || '.000' || substr(timestamp, 20) END"
+    " || ' ' || log_level || substr('        ', 1, max(0, 8 - length(log_level)))"
+    " || ' ' || message"
+)
+
 
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
@@ -432,7 +442,7 @@ class SQLiteStore(LogStore):
         framing: Framing = JSON_LINES,
     ) -> FramedLines:
         params: list[object] = []
-        frame = LINE_JSON + " || ?"
+        frame = (LINE_TEXT if framing.text else LINE_JSON) + " || ?"
         if framing.head is not None:
             frame = "? || seq || ? || " + frame
             params += [framing.head, framing.mid]

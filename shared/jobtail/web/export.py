@@ -1,8 +1,9 @@
 """A run's lines as a text or JSON Lines download, up to a seq the file name states.
 
 Lines at or below ``run.last_seq`` are committed and never change, so an export taken while the
-run goes on is consistent up to that seq. Each store page becomes one chunk of bytes (one
-thread hop per 5,000 lines, not per line), which keeps the export faster than the SSE replay.
+run goes on is consistent up to that seq. Each store page becomes one chunk of bytes, framed
+by the store as the replay's pages are (one thread hop per 10,000 lines, no Python object per
+line on SQLite), which keeps the export at least as fast as the SSE replay.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from collections.abc import Iterator
 from fastapi.responses import StreamingResponse
 
 from ..store import LogStore, Run
-from ..store.base import JSON_LINES
+from ..store.base import JSON_LINES, TEXT_LINES
 
-PAGE = 5000
+PAGE = 10_000
 
 
 def export_name(run: Run, upto: int, fmt: str) -> str:
@@ -25,38 +26,17 @@ def export_name(run: Run, upto: int, fmt: str) -> str:
 def export_chunks(
     store: LogStore, run_id: str, upto: int, min_level: str | None, fmt: str
 ) -> Iterator[bytes]:
-    """One chunk per page of lines with seq <= upto."""
-    pages = _jsonl if fmt == "jsonl" else _text
-    return pages(store, run_id, upto, min_level)
-
-
-def _jsonl(store: LogStore, run_id: str, upto: int, min_level: str | None) -> Iterator[bytes]:
-    """Already encoded by the store (``read_framed``: no Python object per line where the
-    backend can avoid one), the same bytes as each line's JSON in the stream."""
+    """One chunk per page of lines with seq <= upto, already encoded by the store
+    (``read_framed``: built in SQL where the backend can, no Python object per line)."""
+    framing = JSON_LINES if fmt == "jsonl" else TEXT_LINES
     after = 0
     while after < upto:
-        framed = store.read_framed(run_id, after, PAGE, min_level, upto + 1, JSON_LINES)
+        framed = store.read_framed(run_id, after, PAGE, min_level, upto + 1, framing)
         if framed.count:
             yield framed.data
         if framed.count < PAGE:
             return
         after = framed.last_seq
-
-
-def _text(store: LogStore, run_id: str, upto: int, min_level: str | None) -> Iterator[bytes]:
-    after = 0
-    while after < upto:
-        lines = store.read(run_id, after=after, limit=PAGE, min_level=min_level, before=upto + 1)
-        if not lines:
-            return
-        yield "".join(
-            f"{line.timestamp.isoformat(timespec='milliseconds')} "
-            f"{line.log_level:<8} {line.message}\n"
-            for line in lines
-        ).encode()
-        if len(lines) < PAGE:
-            return
-        after = lines[-1].seq
 
 
 def export_response(
