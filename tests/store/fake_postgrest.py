@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import psycopg
 from psycopg import sql
@@ -171,3 +172,48 @@ class FakePostgrest:
             shape = "coalesce(json_agg(r.v), '[]')" if retset else "to_json(r.v)"
             template = "select ({})::text from {} cross join lateral {} as r(v)"
         return sql.SQL(template).format(sql.SQL(shape), source, call)
+
+
+class PostgrestApp:
+    """The fake over real HTTP: an ASGI app for uvicorn, so a jobtail server in another
+    process can use it as its ``SUPABASE_URL``. Each call runs in a worker thread."""
+
+    def __init__(self, fake: FakePostgrest) -> None:
+        self.fake = fake
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope["query_string"]:
+            target += b"?" + scope["query_string"]
+        request = httpx.Request(
+            scope["method"],
+            httpx.URL("http://postgrest" + target.decode("ascii")),
+            headers=[
+                (key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]
+            ],
+            content=body,
+        )
+        response = await anyio.to_thread.run_sync(self.fake, request)
+        content = response.content
+        headers = [
+            (key.encode("latin-1"), value.encode("latin-1"))
+            for key, value in response.headers.items()
+            if key.lower() not in ("content-length", "transfer-encoding")
+        ]
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": content})

@@ -1,6 +1,7 @@
-"""The stream storage itself, on SQLite and real PostgreSQL: what the protocol asks of the
-transaction (producer state with the data, closing atomic with the last append, serialized
-appends), forks that copy nothing, expiry."""
+"""The stream storage itself, on SQLite, real PostgreSQL and Supabase (the same SQL functions
+by rpc, through the real supabase-py client and the PostgREST stand-in over that PostgreSQL):
+what the protocol asks of the transaction (producer state with the data, closing atomic with the
+last append, serialized appends), forks that copy nothing, expiry."""
 
 from __future__ import annotations
 
@@ -22,20 +23,56 @@ from jobtail.streams.base import (
     StreamNotFound,
     StreamStore,
 )
-from jobtail.streams.sql import SqlStreamStore
 from jobtail.streams.sqlite import SQLiteStreams
+from tests.store.fake_postgrest import FakePostgrest
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("supabase", marks=pytest.mark.postgres),
+]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def streams(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamStore]:
-    if request.param == "postgres":
+@pytest.fixture
+def fake_postgrest(pg_url: str) -> Iterator[FakePostgrest]:
+    fake = FakePostgrest(pg_url)
+    yield fake
+    fake.close()
+
+
+def open_streams(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StreamStore:
+    if kind == "postgres":
         from jobtail.streams.postgres import PostgresStreams
 
-        opened: StreamStore = PostgresStreams(request.getfixturevalue("pg_url"), max_size=20)
-    else:
-        opened = SQLiteStreams(tmp_path / "store.db")
+        return PostgresStreams(request.getfixturevalue("pg_url"), max_size=20)
+    if kind == "supabase":
+        from jobtail.store.supabase import SupabaseStore
+        from jobtail.streams.supabase import SupabaseStreams
+
+        fake = request.getfixturevalue("fake_postgrest")
+        return SupabaseStreams(SupabaseStore(fake.client()))
+    return SQLiteStreams(tmp_path / "store.db")
+
+
+@pytest.fixture(params=BACKENDS)
+def streams(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamStore]:
+    opened = open_streams(request.param, request, tmp_path)
     yield opened
     opened.close()
+
+
+def chunk_rows(streams: StreamStore, request: pytest.FixtureRequest, path: str) -> int:
+    """Data rows the stream at ``path`` holds itself (not through its fork source)."""
+    query = "SELECT count(*) FROM streams_chunks c JOIN streams s USING (stream_id) WHERE s.path = "
+    if isinstance(streams, SQLiteStreams):
+        with streams._tx() as tx:
+            return int(tx.execute(query + "?", (path,)).fetchone()[0])
+    import psycopg
+
+    with psycopg.connect(request.getfixturevalue("pg_url")) as conn:
+        row = conn.execute(query + "%s", (path,)).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def text(streams: StreamStore, path: str, offset: str = "-1") -> bytes:
@@ -85,9 +122,10 @@ def test_concurrent_identical_appends_land_once(streams: StreamStore) -> None:
     assert text(streams, "race") == b"once"
 
 
-def test_forks_share_their_source_without_copying(streams: StreamStore) -> None:
+def test_forks_share_their_source_without_copying(
+    streams: StreamStore, request: pytest.FixtureRequest
+) -> None:
     streams.create("src", CreateRequest("text/plain", body=b"hello world"))
-    assert isinstance(streams, SqlStreamStore)
     fork = CreateRequest("text/plain", fork_from="src", fork_offset="-1")
     assert streams.create("fork", fork).meta.tail == 0
     middle = CreateRequest(fork_from="src", fork_offset="-1", fork_sub_offset=5)
@@ -96,13 +134,7 @@ def test_forks_share_their_source_without_copying(streams: StreamStore) -> None:
     streams.append("src", AppendRequest(b"!", "text/plain"))
     assert text(streams, "mid") == b"hello, fork"
     assert text(streams, "src") == b"hello world!"
-    with streams._tx() as tx:  # the fork holds only its own bytes
-        rows = tx.execute(
-            "SELECT count(*) FROM streams_chunks c JOIN streams s USING (stream_id)"
-            " WHERE s.path = ?",
-            ("mid",),
-        ).fetchone()
-    assert rows[0] == 1
+    assert chunk_rows(streams, request, "mid") == 1  # the fork holds only its own bytes
     streams.delete("src")  # soft: its forks still read through it
     with pytest.raises(StreamGone):
         streams.head("src")

@@ -44,6 +44,8 @@ RETRY_CODES = frozenset(
 MISSING_CODES = frozenset({"PGRST202", "PGRST205", "42883", "42P01"})
 AUTH_CODES = frozenset({"401", "403", "42501", "PGRST301", "PGRST302"})
 TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+"""Transport errors before the request left: safe to retry even a call that is not idempotent."""
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -92,11 +94,17 @@ def _payload(line: LogLine) -> dict[str, Any]:
     }
 
 
-def _transient(exc: APIError) -> bool:
-    """An HTTP 5xx without a PostgREST body (3 digits), or a retryable PostgREST/SQL code."""
+def _from_gateway(exc: APIError) -> bool:
+    """An HTTP 5xx without a PostgREST body (its code is the 3-digit status): the call may
+    have run behind the gateway that answered."""
     code = exc.code or ""
-    http_5xx = len(code) == 3 and code.isdigit() and code >= "500"
-    return http_5xx or code in RETRY_CODES or code[:2] in ("08", "53")
+    return len(code) == 3 and code.isdigit() and code >= "500"
+
+
+def _transient(exc: APIError) -> bool:
+    """An HTTP 5xx without a PostgREST body, or a retryable PostgREST/SQL code."""
+    code = exc.code or ""
+    return _from_gateway(exc) or code in RETRY_CODES or code[:2] in ("08", "53")
 
 
 class SupabaseStore(LogStore):
@@ -152,8 +160,20 @@ class SupabaseStore(LogStore):
         return min(self.poll_interval * 2.0 ** min(max(idle_polls, 0), 16), self.max_poll_interval)
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _rpc(self, fn: str, params: dict[str, Any], *, read: bool = False) -> Any:
-        """Call one SQL function; retry transient failures with bounded exponential backoff."""
+    def rpc(
+        self,
+        fn: str,
+        params: dict[str, Any],
+        *,
+        read: bool = False,
+        idempotent: bool = True,
+        refuse: Callable[[APIError], Exception | None] | None = None,
+    ) -> Any:
+        """Call one SQL function; retry transient failures with bounded exponential backoff.
+
+        ``idempotent=False``: a call that may have run (a timeout, a dropped connection) is not
+        sent again, only one that surely did not (refused connection, PostgREST's 5xx codes).
+        ``refuse`` turns a non-transient error into the caller's own exception (or None)."""
         error: Exception | None = None
         for attempt in range(self.attempts):
             if attempt:
@@ -163,11 +183,18 @@ class SupabaseStore(LogStore):
                 builder = builder.retry(False)  # one retry policy: ours (postgrest's sleeps 1 s+)
             try:
                 return builder.execute().data
+            except UNSENT_ERRORS as exc:
+                error = exc
             except TRANSPORT_ERRORS as exc:
+                if not idempotent:
+                    raise StoreError(
+                        f"Supabase call {fn} may or may not have run ({exc!r}): not sent again"
+                    ) from exc
                 error = exc
             except APIError as exc:
-                if not _transient(exc):
-                    raise self._error(fn, exc) from exc
+                if not _transient(exc) or (not idempotent and _from_gateway(exc)):
+                    mapped = refuse(exc) if refuse is not None else None
+                    raise (mapped or self._error(fn, exc)) from exc
                 error = exc
         raise StoreError(
             f"Supabase call {fn} failed after {self.attempts} attempts: {error!r}"
@@ -190,7 +217,7 @@ class SupabaseStore(LogStore):
         return StoreError(f"Supabase {fn} failed ({code}): {exc.message}")
 
     def check(self) -> None:
-        self._rpc("jobtail_list_runs", {"p_limit": 1}, read=True)
+        self.rpc("jobtail_list_runs", {"p_limit": 1}, read=True)
 
     def close(self) -> None:
         """Close the HTTP session if from_env opened it; a client passed in is the caller's."""
@@ -201,14 +228,14 @@ class SupabaseStore(LogStore):
     def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:
         wanted = run_id or new_run_id()
         params = {"p_run_id": wanted, "p_upload_id": upload_id, "p_service_name": service_name}
-        run = _run(self._rpc("jobtail_create_run", params))
+        run = _run(self.rpc("jobtail_create_run", params))
         if run.run_id != wanted:
             raise RunActiveError(run)
         self.listeners.notify(run.run_id)
         return run
 
     def get_run(self, run_id: str) -> Run | None:
-        rows = self._rpc("jobtail_get_run", {"p_run_id": run_id}, read=True)
+        rows = self.rpc("jobtail_get_run", {"p_run_id": run_id}, read=True)
         return _run(rows[0]) if rows else None
 
     def list_runs(
@@ -219,7 +246,7 @@ class SupabaseStore(LogStore):
             params["p_upload_id"] = upload_id
         if service_name is not None:
             params["p_service_name"] = service_name
-        return [_run(row) for row in self._rpc("jobtail_list_runs", params, read=True)]
+        return [_run(row) for row in self.rpc("jobtail_list_runs", params, read=True)]
 
     def claim_run(
         self, run_id: str, *, takeover_stale_before: datetime | None = None
@@ -227,7 +254,7 @@ class SupabaseStore(LogStore):
         params = {"p_run_id": run_id, "p_claim": utcnow().isoformat()}
         if takeover_stale_before is not None:
             params["p_takeover_before"] = takeover_stale_before.isoformat()
-        rows = self._rpc("jobtail_claim_run", params)
+        rows = self.rpc("jobtail_claim_run", params)
         if not rows:
             return None
         self.listeners.notify(run_id)
@@ -237,7 +264,7 @@ class SupabaseStore(LogStore):
         params: dict[str, Any] = {"p_run_id": run_id}
         if epoch is not None:
             params["p_epoch"] = epoch
-        self._rpc("jobtail_heartbeat", params)
+        self.rpc("jobtail_heartbeat", params)
 
     def finish_run(
         self,
@@ -261,7 +288,7 @@ class SupabaseStore(LogStore):
             params["p_stale_before"] = if_stale_before.isoformat()
         if omitted:
             params["p_omitted"] = omitted
-        closed = bool(self._rpc("jobtail_finish_run", params))
+        closed = bool(self.rpc("jobtail_finish_run", params))
         if closed:
             self.listeners.notify(run_id)
         return closed
@@ -273,10 +300,10 @@ class SupabaseStore(LogStore):
         if queued_before is not None:
             params["p_queued_before"] = queued_before.isoformat()
         params["p_limit"] = limit
-        return [_run(row) for row in self._rpc("jobtail_stale_runs", params, read=True)]
+        return [_run(row) for row in self.rpc("jobtail_stale_runs", params, read=True)]
 
     def purge(self, finished_before: datetime) -> int:
-        return int(self._rpc("jobtail_purge", {"p_finished_before": finished_before.isoformat()}))
+        return int(self.rpc("jobtail_purge", {"p_finished_before": finished_before.isoformat()}))
 
     # -- lines ------------------------------------------------------------------------------
     def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
@@ -286,7 +313,7 @@ class SupabaseStore(LogStore):
         }
         if epoch is not None:
             params["p_epoch"] = epoch
-        last = int(self._rpc("jobtail_append", params))
+        last = int(self.rpc("jobtail_append", params))
         self.listeners.notify(run_id)
         return last
 
@@ -303,4 +330,4 @@ class SupabaseStore(LogStore):
             params["p_min_level_no"] = level_number(min_level)
         if before is not None:
             params["p_before"] = before
-        return [_line(row) for row in self._rpc("jobtail_read", params, read=True)]
+        return [_line(row) for row in self.rpc("jobtail_read", params, read=True)]

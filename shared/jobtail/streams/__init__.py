@@ -41,20 +41,36 @@ __all__ = [
 
 
 def open_streams(store: LogStore) -> StreamStore | None:
-    """Generic stream storage beside a log store, in the same database; ``None`` where there is
-    none yet (Supabase: run logs are still readable as streams)."""
+    """Generic stream storage beside a log store, in the same database; ``None`` for a store
+    of another kind (run logs are still readable as streams)."""
     from ..store.sqlite import SQLiteStore
 
     if isinstance(store, SQLiteStore):
         from .sqlite import SQLiteStreams
 
         return SQLiteStreams.from_store(store)
+    return _postgres_streams(store) or _supabase_streams(store)
+
+
+def _postgres_streams(store: LogStore) -> StreamStore | None:
     try:
         from ..store.postgres import PostgresStore
-    except ImportError:
+    except ImportError:  # psycopg not installed: not a PostgresStore
         return None
     if isinstance(store, PostgresStore):
         from .postgres import PostgresStreams
 
         return PostgresStreams.from_store(store)
+    return None
+
+
+def _supabase_streams(store: LogStore) -> StreamStore | None:
+    try:
+        from ..store.supabase import SupabaseStore
+    except ImportError:  # supabase not installed
+        return None
+    if isinstance(store, SupabaseStore):
+        from .supabase import SupabaseStreams
+
+        return SupabaseStreams.from_store(store)
     return None

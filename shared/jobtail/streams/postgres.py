@@ -1,4 +1,7 @@
-"""Streams in PostgreSQL (psycopg 3), in the log store's database (``0004_streams.sql``).
+"""Streams in PostgreSQL (psycopg 3), in the log store's database: each operation is one call
+of a ``jobtail_stream_*`` function (``0007_stream_functions.sql``), the same functions Supabase
+runs by rpc, so both backends share one implementation and the conformance suite on PostgreSQL
+proves Supabase's SQL too.
 
 Each write is one transaction that starts with ``SELECT ... FOR UPDATE`` on the stream's row,
 which serializes appends per stream (so per ``(stream, producer)``) across every server process,
@@ -13,38 +16,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..store.pg_listen import FIRST_DELAY, reconnect_delay
 from ..store.postgres import RECONNECT_TIMEOUT, PostgresStore
 from .base import StreamError
-from .sql import Cursor, SqlStreamStore, Tx
+from .functions import FunctionStreams, refused
 
 log = logging.getLogger(__name__)
-
-
-class _PgTx:
-    """A psycopg connection inside a transaction, taking the engine's ``?`` placeholders."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        return self.conn.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
 
 
 CHANNEL = "jobtail_streams"
 
 
-class PostgresStreams(SqlStreamStore):
-    lock_suffix = " FOR UPDATE"
-    race_errors = (psycopg.errors.UniqueViolation,)
+class PostgresStreams(FunctionStreams):
     poll_interval = 1.0
 
     def __init__(
@@ -87,9 +77,6 @@ class PostgresStreams(SqlStreamStore):
             listen = False
         return cls(store.conninfo, max_size=store.max_size, listen=listen)
 
-    def _notify(self, tx: Tx, path: str) -> None:
-        tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, path))
-
     def _listen(self, conninfo: str) -> None:
         """LISTEN until closed; reconnect with backoff when the connection drops (the backoff
         starts over only after a connection that held: no busy loop); waiters poll meanwhile."""
@@ -119,21 +106,37 @@ class PostgresStreams(SqlStreamStore):
             wait, delay = reconnect_delay(delay, time.monotonic() - started)
             self._stopping.wait(wait)
 
-    @contextmanager
-    def _tx(self) -> Iterator[Tx]:
+    def _call(
+        self, name: str, params: dict[str, Any], *, get: bool = False, retry: bool = True
+    ) -> Any:
+        """One ``select jobtail_stream_<name>(p_x => ...)`` on an autocommit connection: the
+        function's transaction is the statement's."""
+        args = {key: value for key, value in params.items() if value is not None}
+        query = sql.SQL("select {}({})").format(
+            sql.Identifier(f"jobtail_stream_{name}"),
+            sql.SQL(", ").join(
+                sql.SQL("{} => {}").format(sql.Identifier(key), sql.Placeholder(key))
+                for key in args
+            ),
+        )
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                yield _PgTx(conn)
+            with self._pool.connection() as conn:
+                row = conn.execute(query, args).fetchone()
         except PoolTimeout as exc:
             raise StreamError(f"PostgreSQL gave no connection: {exc}") from exc
-        except psycopg.errors.UniqueViolation:
-            raise
-        except psycopg.errors.UndefinedTable as exc:
+        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
             raise StreamError(
-                "the streams tables are missing: run `jobtail migrate <url>` (0004_streams.sql)"
+                "the streams functions are missing: run `jobtail migrate <url>`"
+                " (0004_streams.sql, 0007_stream_functions.sql)"
             ) from exc
         except psycopg.OperationalError as exc:
             raise StreamError(f"PostgreSQL failed: {exc}".strip()) from exc
+        except psycopg.Error as exc:
+            message = exc.diag.message_primary or str(exc)
+            raise (
+                refused(exc.sqlstate, message, exc.diag.message_detail) or StreamError(message)
+            ) from exc
+        return None if row is None else row[0]
 
     def close(self) -> None:
         self._stopping.set()
