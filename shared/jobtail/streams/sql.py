@@ -1,10 +1,12 @@
-"""The stream operations once, over SQL that SQLite and PostgreSQL both speak.
+"""The stream operations in Python over plain SQL: SQLite's. PostgreSQL and Supabase run the
+same steps as SQL functions (``0007_stream_functions.sql``, ``functions.py``); a change here
+goes there too, and ``tests/streams/test_store.py`` and the conformance suite run both.
 
-Every write is one transaction that first locks the stream's row (SQLite: ``BEGIN IMMEDIATE``;
-PostgreSQL: ``SELECT ... FOR UPDATE``), so appends to a stream, and so per ``(stream,
-producer)``, are serialized, and the producer's state, the data, the tail and the closed flag
-commit together: a retried append is a no-op, a gap or stale epoch writes nothing, and closing
-is atomic with the final append. Backends supply the connection and transaction (``_tx``).
+Every write is one transaction that holds the write lock first (SQLite: ``BEGIN IMMEDIATE``),
+so appends to a stream, and so per ``(stream, producer)``, are serialized, and the producer's
+state, the data, the tail and the closed flag commit together: a retried append is a no-op, a
+gap or stale epoch writes nothing, and closing is atomic with the final append. Backends supply
+the connection and transaction (``_tx``).
 
 Tables (``streams``, ``streams_chunks``, ``streams_producers``): a stream row per path with its
 tail and closed flag; data rows ``[start, stop)`` in units; producer state per stream. A fork
@@ -124,11 +126,8 @@ def json_messages(body: bytes, *, allow_empty: bool) -> list[str]:
 
 
 class SqlStreamStore(StreamStore):
-    """The operations; subclasses give ``_tx`` (write, locking) and ``_read_tx`` (snapshot)."""
-
-    lock_suffix = ""  # " FOR UPDATE" where row locks exist
-    #: errors of a create that raced another create of the same path: retried once
-    race_errors: tuple[type[Exception], ...] = ()
+    """The operations; subclasses give ``_tx`` (write, holding the write lock) and ``_read_tx``
+    (a snapshot)."""
 
     @abstractmethod
     def _tx(self) -> AbstractContextManager[Tx]: ...
@@ -140,10 +139,9 @@ class SqlStreamStore(StreamStore):
         """Announce a change to other processes, inside the transaction (PostgreSQL NOTIFY)."""
 
     # -- rows -------------------------------------------------------------------------------
-    def _row(self, tx: Tx, path: str, lock: bool = False) -> Row | None:
+    def _row(self, tx: Tx, path: str) -> Row | None:
         """The stream at ``path``; an expired one is removed on the way and reads as absent."""
-        suffix = self.lock_suffix if lock else ""
-        found = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE path = ?{suffix}", (path,))
+        found = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE path = ?", (path,))
         r = found.fetchone()
         if r is None:
             return None
@@ -157,8 +155,8 @@ class SqlStreamStore(StreamStore):
         r = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,))
         return Row.of(r.fetchone())
 
-    def _open(self, tx: Tx, path: str, lock: bool = False) -> Row:
-        row = self._row(tx, path, lock)
+    def _open(self, tx: Tx, path: str) -> Row:
+        row = self._row(tx, path)
         if row is None:
             raise StreamNotFound(f"no stream at {path!r}")
         if row.deleted:
@@ -201,14 +199,11 @@ class SqlStreamStore(StreamStore):
     def create(self, path: str, request: CreateRequest) -> Created:
         if request.expiry.ttl is not None and request.expiry.expires_at is not None:
             raise StreamInvalid("send Stream-TTL or Stream-Expires-At, not both")
-        try:
-            return self._create(path, request)
-        except self.race_errors:
-            return self._create(path, request)  # the other create won: now it confirms
+        return self._create(path, request)
 
     def _create(self, path: str, request: CreateRequest) -> Created:
         with self._tx() as tx:
-            existing = self._row(tx, path, lock=True)
+            existing = self._row(tx, path)
             if existing is not None:
                 return Created(self._confirm(tx, existing, request), created=False)
             row = self._new_row(tx, path, request)
@@ -243,7 +238,7 @@ class SqlStreamStore(StreamStore):
 
     def _fork_onto(self, tx: Tx, row: Row, request: CreateRequest) -> None:
         """Point a new row at its source: content type, fork offset and expiry per §4.2."""
-        source = self._row(tx, request.fork_from or "", lock=True)
+        source = self._row(tx, request.fork_from or "")
         if source is None:
             raise StreamNotFound(f"fork source {request.fork_from!r} does not exist")
         if source.deleted:
@@ -297,7 +292,7 @@ class SqlStreamStore(StreamStore):
         if not request.body and not request.close:
             raise StreamInvalid("empty body: send data, or Stream-Closed: true to close")
         with self._tx() as tx:
-            row = self._open(tx, path, lock=True)
+            row = self._open(tx, path)
             result = self._append(tx, row, request)
             if not result.duplicate:
                 self._notify(tx, path)
@@ -377,7 +372,7 @@ class SqlStreamStore(StreamStore):
     # -- delete / head ----------------------------------------------------------------------------
     def delete(self, path: str) -> None:
         with self._tx() as tx:
-            row = self._open(tx, path, lock=True)
+            row = self._open(tx, path)
             self._remove(tx, row)
             self._notify(tx, path)
         self.listeners.notify(path)
