@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from jobtail.streams.base import (
     SequenceGapError,
     StaleEpochError,
     StreamClosedError,
+    StreamConflict,
     StreamGone,
     StreamNotFound,
     StreamStore,
@@ -61,18 +63,28 @@ def streams(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamSt
     opened.close()
 
 
-def chunk_rows(streams: StreamStore, request: pytest.FixtureRequest, path: str) -> int:
-    """Data rows the stream at ``path`` holds itself (not through its fork source)."""
-    query = "SELECT count(*) FROM streams_chunks c JOIN streams s USING (stream_id) WHERE s.path = "
+def sql(
+    streams: StreamStore, request: pytest.FixtureRequest, query: str, path: str = "slide"
+) -> Any:
+    """Run ``query`` (one ``?``: the path) on the backend's database; its first value."""
     if isinstance(streams, SQLiteStreams):
         with streams._tx() as tx:
-            return int(tx.execute(query + "?", (path,)).fetchone()[0])
-    import psycopg
+            row = tx.execute(query, (path,)).fetchone()
+    else:
+        import psycopg
 
-    with psycopg.connect(request.getfixturevalue("pg_url")) as conn:
-        row = conn.execute(query + "%s", (path,)).fetchone()
-    assert row is not None
-    return int(row[0])
+        with psycopg.connect(request.getfixturevalue("pg_url"), autocommit=True) as conn:
+            cursor = conn.execute(query.replace("?", "%s"), (path,))  # type: ignore[arg-type]
+            row = cursor.fetchone() if cursor.description else None
+    return None if row is None else row[0]
+
+
+def chunk_rows(streams: StreamStore, request: pytest.FixtureRequest, path: str) -> int:
+    """Data rows the stream at ``path`` holds itself (not through its fork source)."""
+    query = (
+        "SELECT count(*) FROM streams_chunks c JOIN streams s USING (stream_id) WHERE s.path = ?"
+    )
+    return int(sql(streams, request, query, path))
 
 
 def text(streams: StreamStore, path: str, offset: str = "-1") -> bytes:
@@ -169,3 +181,55 @@ def test_another_process_writes_wake_this_ones_waiters(pg_url: str) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def test_concurrent_creates_of_a_path_make_one_stream(streams: StreamStore) -> None:
+    barrier = threading.Barrier(6)
+    created: list[bool] = []
+
+    def create() -> None:
+        barrier.wait()
+        created.append(streams.create("once", CreateRequest("text/plain", body=b"x")).created)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert sorted(created) == [False] * 5 + [True]
+    assert text(streams, "once") == b"x"  # the losers confirmed: their body was not written
+
+
+def test_json_forks_and_small_reads_page_by_message(streams: StreamStore) -> None:
+    streams.create("j", CreateRequest("application/json", body=b'[1, 2, {"three": "3\\n"}]'))
+    streams.create("jf", CreateRequest(fork_from="j", fork_offset="-1", fork_sub_offset=2))
+    streams.append("jf", AppendRequest(b'["four", 5]', "application/json"))
+    streams.max_read_bytes = 1  # each read returns at least one stored unit, then stops
+    seen: list[str] = []
+    offset = "-1"
+    while True:
+        chunk = streams.read("jf", offset)
+        if chunk.empty:
+            break
+        seen.extend(chunk.messages)
+        offset = chunk.next_offset
+    assert seen == ["1", "2", '"four"', "5"]
+    assert chunk.up_to_date and chunk.meta.tail == 4
+    assert streams.read("jf", None).empty  # offset=now: from the tail
+    with pytest.raises(StreamConflict):
+        streams.create("j", CreateRequest("application/json", Expiry(ttl=60)))
+    assert not streams.create("j", CreateRequest("application/json; charset=utf-8")).created
+
+
+def test_a_read_resets_a_sliding_ttl_and_head_does_not(
+    streams: StreamStore, request: pytest.FixtureRequest
+) -> None:
+    streams.create("slide", CreateRequest("text/plain", Expiry(ttl=3600), body=b"a"))
+    sql(streams, request, "UPDATE streams SET touched_at = touched_at - 1000 WHERE path = ?")
+    touched = "SELECT touched_at FROM streams WHERE path = ?"
+    before = sql(streams, request, touched)
+    meta = streams.head("slide")
+    assert meta.expiry.ttl == 3600 and meta.expiry.expires_at is None
+    assert sql(streams, request, touched) == before
+    assert text(streams, "slide") == b"a"
+    assert sql(streams, request, touched) >= before + 999
