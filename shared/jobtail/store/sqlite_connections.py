@@ -30,7 +30,7 @@ class ThreadConnections:
             error,
         )
         self._local = threading.local()
-        self._opened: list[sqlite3.Connection] = []
+        self._opened: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
 
     def get(self) -> sqlite3.Connection:
@@ -47,12 +47,24 @@ class ThreadConnections:
             db.execute("PRAGMA busy_timeout=10000")
             self._local.db = db
             with self._lock:
-                self._opened.append(db)
+                self._close_orphans()
+                self._opened[threading.current_thread()] = db
         return db
+
+    def _close_orphans(self) -> None:
+        """Close the connections of threads that ended (a thread pool replaces idle workers:
+        each new one opens a connection, and the old ones held two descriptors each for good)."""
+        for thread in [thread for thread in self._opened if not thread.is_alive()]:
+            self._opened.pop(thread).close()
+
+    @property
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._opened)
 
     def close(self) -> None:
         with self._lock:
-            for db in self._opened:
+            for db in self._opened.values():
                 db.close()
             self._opened.clear()
         self._local = threading.local()
