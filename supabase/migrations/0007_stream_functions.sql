@@ -44,6 +44,18 @@ language sql stable as $$
         'expires_at', s.expires_at::text)  -- text: every digit (jsonb numbers keep 15)
 $$;
 
+-- Wake other server processes' waiters (PostgresStreams LISTENs). jobtail.notify = 'off' (as for
+-- runs, 0006_notify.sql) spares the commit-time lock of a notifying transaction where nobody
+-- listens (Supabase through PostgREST polls).
+create or replace function jobtail_stream__notify(p_path text) returns void
+language plpgsql as $$
+begin
+    if coalesce(current_setting('jobtail.notify', true), '') <> 'off' then
+        perform pg_notify('jobtail_streams', p_path);
+    end if;
+end
+$$;
+
 create or replace function jobtail_stream__offset(p_units bigint) returns text
 language sql immutable as $$ select lpad(p_units::text, 16, '0') || '_' || repeat('0', 16) $$;
 
@@ -329,7 +341,7 @@ begin
     if w.fork_of is not null then
         update streams set forks = forks + 1 where stream_id = w.fork_of;
     end if;
-    perform pg_notify('jobtail_streams', p_path);
+    perform jobtail_stream__notify(p_path);
     return jsonb_build_object('created', true, 'meta', jobtail_stream__meta(w));
 end
 $$;
@@ -425,7 +437,7 @@ begin
         values (s.stream_id, p_producer_id, p_epoch, p_seq)
         on conflict (stream_id, producer_id) do update set epoch = excluded.epoch, seq = excluded.seq;
     end if;
-    perform pg_notify('jobtail_streams', p_path);
+    perform jobtail_stream__notify(p_path);
     return jsonb_build_object('meta', jobtail_stream__meta(s), 'duplicate', false,
                               'producer', v_producer);
 end
@@ -436,7 +448,7 @@ create or replace function jobtail_stream_delete(p_path text) returns boolean
 language plpgsql as $$
 begin
     perform jobtail_stream__remove(jobtail_stream__open(p_path, true));
-    perform pg_notify('jobtail_streams', p_path);
+    perform jobtail_stream__notify(p_path);
     return true;
 end
 $$;

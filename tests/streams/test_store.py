@@ -233,3 +233,20 @@ def test_a_read_resets_a_sliding_ttl_and_head_does_not(
     assert sql(streams, request, touched) == before
     assert text(streams, "slide") == b"a"
     assert sql(streams, request, touched) >= before + 999
+
+
+@pytest.mark.postgres
+def test_jobtail_notify_off_spares_the_notify(pg_url: str) -> None:
+    import psycopg
+
+    with (
+        psycopg.connect(pg_url, autocommit=True) as listener,
+        psycopg.connect(pg_url, autocommit=True) as writer,
+    ):
+        listener.execute("LISTEN jobtail_streams")
+        writer.execute("set jobtail.notify = 'off'")
+        writer.execute("select jobtail_stream_create(p_path => 'quiet')")
+        writer.execute("set jobtail.notify = 'coalesced'")
+        writer.execute("select jobtail_stream_create(p_path => 'heard')")
+        first = next(listener.notifies(timeout=10, stop_after=1))
+    assert first.payload == "heard"  # the quiet create, committed before, sent none
