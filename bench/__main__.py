@@ -39,9 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(map(str, scale.VIEWERS)),
         help="fan-out sizes, e.g. 1000,5000,10000 (10,000 takes a few minutes more)",
     )
+    parser.add_argument(
+        "--browser-lines",
+        default=",".join(map(str, browser.SIZES)),
+        help="finished runs the browser figures open, e.g. 100000 (1,000,000 takes minutes)",
+    )
     args = parser.parse_args(argv)
     viewers = tuple(int(n) for n in args.viewers.split(","))
+    sizes = tuple(int(n) for n in args.browser_lines.split(","))
     ALL["fanout"] = lambda tmp: scale.fanout_rows(tmp, viewers)
+    ALL["browser"] = lambda tmp: browser.browser_figures(tmp, sizes)
     rows: list[tuple[str, str, str, bool]] = []
     for name in args.only.split(","):
         with tempfile.TemporaryDirectory(prefix=f"jobtail-bench-{name}-") as tmp:

@@ -27,10 +27,12 @@ from jobtail.config import Settings
 from jobtail.logger import RunLogger
 from jobtail.services import Services
 from jobtail.store.base import LogLine, LogStore, RunStatus, utcnow
+from jobtail.store.matching import like_pattern
 from jobtail.web.app import create_app
 from tests.conftest import ServerThread
 
 Row = tuple[str, str, str, bool]
+SIZES = (100_000, 1_000_000)
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 LONGTASKS = """
 window.__longest = 0;
@@ -108,13 +110,14 @@ def _search(page: Any, text: str) -> float:
 
 
 def _sql_scan(db: Path, run_id: str, text: str) -> float:
-    """What a store-level search (one SQL scan, no Python object per line) would take."""
+    """The floor of a search: one SQL statement over every line (SQLite's ASCII-folding LIKE),
+    no windows, no ANSI check, no HTTP."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         began = time.perf_counter()
         conn.execute(
-            "SELECT seq FROM runs_logs WHERE run_id = ? AND instr(lower(message), lower(?)) > 0"
+            "SELECT seq FROM runs_logs WHERE run_id = ? AND message LIKE ? ESCAPE '\\'"
             " ORDER BY seq",
-            (run_id, text),
+            (run_id, like_pattern(text)),
         ).fetchall()
         return time.perf_counter() - began
 
@@ -185,7 +188,7 @@ def _finished_run(browser: Any, tmp: Path, total: int) -> list[Row]:
             times["longest"] <= 100,
         ),
         ("  search every line (server)", f"{found:.2f} s", "<= 2 s", found <= 2),
-        ("    (one SQL scan, for comparison)", f"{sql:.2f} s", "", True),
+        ("    (floor: one SQL LIKE over every line)", f"{sql:.2f} s", "", True),
         (
             "  export JSONL vs SSE replay",
             f"{total / jsonl:,.0f} vs {total / replay:,.0f} lines/s",
@@ -242,14 +245,12 @@ def _live_run(browser: Any, tmp: Path, rate: int = 2000, seconds: float = 10) ->
     ]
 
 
-def browser_figures(tmp: Path) -> list[Row]:
+def browser_figures(tmp: Path, sizes: tuple[int, ...] = SIZES) -> list[Row]:
     rows: list[Row] = []
     with _chromium() as browser:
-        for part in (
-            lambda: _live_run(browser, tmp),
-            lambda: _finished_run(browser, tmp, 100_000),
-            lambda: _finished_run(browser, tmp, 1_000_000),
-        ):
+        parts = [lambda: _live_run(browser, tmp)]
+        parts += [lambda total=total: _finished_run(browser, tmp, total) for total in sizes]
+        for part in parts:
             found = part()
             for row in found:
                 print("  ", " | ".join(str(cell) for cell in row), file=sys.stderr, flush=True)

@@ -146,6 +146,12 @@ def test_terminal_lines_colours_progress_and_groups(
         re.compile(r"Build the wheel \(0:42\)")
     )
     expect(row(page, 11).locator("button.group")).to_have_text(re.compile("Fetch"))
+    build = row(page, 8).locator("button.group")  # GitLab's [collapsed=true]: starts folded
+    expect(build).to_have_attribute("aria-expanded", "false")
+    expect(row(page, 9)).to_have_count(0)
+    build.click()
+    expect(row(page, 9)).to_have_text(re.compile("running bdist_wheel"))
+    expect(build).to_have_attribute("aria-expanded", "true")
     group.click()
     expect(group).to_have_attribute("aria-expanded", "false")
     for hidden in (5, 6, 7):
@@ -165,6 +171,36 @@ def test_terminal_lines_colours_progress_and_groups(
     expect(row(page, 1).locator(".ts")).to_have_text(re.compile(r"Z$"))
     page.select_option("#time", "relative")
     expect(row(page, 2).locator(".ts")).to_have_text(re.compile(r"^\+0:00\.\d{3}$"))
+    assert errors == []
+
+
+BIDI = [
+    "access = 'user\u202e \u2066// admin\u2069 \u2066'",  # Trojan Source: reads as something else
+    "isolates \u2066a\u2069 \u2067b\u2069 \u2068c\u2069 embeds \u202aL\u202c \u202bR\u202c \u202dO",
+]
+
+
+def test_bidi_controls_are_shown_not_applied(
+    log_site: Callable[..., LogSite], context: Any
+) -> None:
+    """U+202A-U+202E and U+2066-U+2069 could make a line read as other text: each shows as a
+    visible escape, the line's text holds none of them, and search marks still land."""
+    site = log_site()
+    write_run(site.store, BIDI, key=KEY)
+    page, errors = open_run(context, site)
+    first = row(page, 1).locator(".msg")
+    expect(first).to_have_text("access = 'user<U+202E> <U+2066>// admin<U+2069> <U+2066>'")
+    expect(first.locator(".bidi")).to_have_count(4)
+    shown = "".join(row(page, n).locator(".msg").inner_text() for n in (1, 2))
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", shown)
+    escapes = row(page, 2).locator(".bidi").all_inner_texts()
+    assert escapes == [
+        "<U+2066>", "<U+2069>", "<U+2067>", "<U+2069>", "<U+2068>", "<U+2069>",
+        "<U+202A>", "<U+202C>", "<U+202B>", "<U+202C>", "<U+202D>",
+    ]  # fmt: skip
+    page.fill("#search", "admin")
+    expect(page.locator("#search-count")).to_have_text("1 of 1 matches")
+    expect(first.locator("mark")).to_have_text("admin")
     assert errors == []
 
 

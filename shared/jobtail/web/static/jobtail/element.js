@@ -124,6 +124,7 @@ export class JobtailLog extends HTMLElement {
     this.progress = null;
     this.expanded = new Set();
     this.collapsed = new Map(); // header seq -> last hidden seq
+    this.autoFolded = new Set(); // headers of sections that start collapsed, folded once
     this.groupCache = new Map();
     this.selection = null;
     this.search = { matches: [], current: -1, marks: null, abort: null };
@@ -332,6 +333,10 @@ export class JobtailLog extends HTMLElement {
       if (seq === 1) name = fieldGroup;
     }
     if (!name) return null;
+    if (marker && marker.collapsed && !this.autoFolded.has(seq)) {
+      this.autoFolded.add(seq); // folded once, as the log asked; the reader may unfold it
+      if (!this.collapsed.has(seq)) queueMicrotask(() => this.toggleGroup(seq));
+    }
     const end = this.groupEnd(seq, line, 2000);
     let took = "";
     if (end) {

@@ -37,6 +37,15 @@ export function stripAnsi(text) {
   return text.replace(ESCAPES, "");
 }
 
+// Bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069): they can make a line
+// read differently from what it holds ("Trojan Source"), so the page shows them as escapes.
+export const BIDI = /[\u202a-\u202e\u2066-\u2069]/g;
+
+/** How the page shows a bidi control character: `<U+202E>`. */
+export function bidiEscape(char) {
+  return `<U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}>`;
+}
+
 const BASE16 = ["black", "red", "green", "yellow", "blue", "magenta", "cyan", "white"];
 
 function xterm256(n) {
@@ -115,14 +124,20 @@ export function parseAnsi(text) {
   return segments;
 }
 
-/** Group boundaries a line marks: {start: name} | {end: true|name} | null. */
+/**
+ * Group boundaries a line marks: {start: name, id?, at?, collapsed?} | {end: true|name} | null.
+ * GitLab's `section_start:<time>:<id>[collapsed=true]` starts a section folded.
+ */
 export function groupMarker(line) {
   const text = stripAnsi(String(line.message ?? "")).trim();
   let m = /^::group::(.*)$/s.exec(text);
   if (m) return { start: m[1].trim() || "group" };
   if (/^::endgroup::/.test(text)) return { end: true };
-  m = /section_start:(\d+):([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\r?(.*)$/s.exec(text);
-  if (m) return { start: stripAnsi(m[3]).trim() || m[2], id: m[2], at: Number(m[1]) * 1000 };
+  m = /section_start:(\d+):([A-Za-z0-9_.-]+)(\[[^\]]*\])?\r?(.*)$/s.exec(text);
+  if (m) {
+    const collapsed = /[[,]\s*collapsed\s*=\s*true\s*[\],]/i.test(m[3] || "");
+    return { start: stripAnsi(m[4]).trim() || m[2], id: m[2], at: Number(m[1]) * 1000, collapsed };
+  }
   m = /section_end:(\d+):([A-Za-z0-9_.-]+)/.exec(text);
   if (m) return { end: m[2], at: Number(m[1]) * 1000 };
   return null;

@@ -3,7 +3,7 @@
  * Text is only ever set with textContent; styles from ANSI become classes or style properties.
  */
 
-import { fieldsText, formatTime, groupMarker, levelOf, parseAnsi, stripAnsi } from "./lines.js";
+import { BIDI, bidiEscape, fieldsText, formatTime, groupMarker, levelOf, parseAnsi, stripAnsi } from "./lines.js";
 
 const STYLE_CLASSES = ["bold", "dim", "italic", "underline", "inverse", "strike"];
 
@@ -32,22 +32,39 @@ export function renderText(target, text, marks = null) {
   }
 }
 
+/** Text with each bidi control character shown as a visible escape (span.bidi). */
+function appendVisible(holder, text) {
+  if (text.search(BIDI) < 0) {
+    holder.append(text);
+    return;
+  }
+  let at = 0;
+  for (const match of text.matchAll(BIDI)) {
+    holder.append(text.slice(at, match.index));
+    const escape = span("bidi", bidiEscape(match[0]));
+    escape.title = "bidirectional control character, shown instead of applied";
+    holder.append(escape);
+    at = match.index + 1;
+  }
+  holder.append(text.slice(at));
+}
+
 function appendMarked(holder, text, marks) {
   if (!marks) {
-    holder.append(text);
+    appendVisible(holder, text);
     return;
   }
   let at = 0;
   marks.lastIndex = 0;
   for (const match of text.matchAll(marks)) {
     if (!match[0]) continue;
-    holder.append(text.slice(at, match.index));
+    appendVisible(holder, text.slice(at, match.index));
     const mark = document.createElement("mark");
-    mark.textContent = match[0];
+    appendVisible(mark, match[0]);
     holder.append(mark);
     at = match.index + match[0].length;
   }
-  holder.append(text.slice(at));
+  appendVisible(holder, text.slice(at));
 }
 
 /**
@@ -104,7 +121,7 @@ export function renderRow(line, options) {
   }
   body.append(msg);
   const extra = fieldsText(line.fields);
-  if (extra) body.append(span("fields", `  ${extra}`));
+  if (extra) body.append(span("fields", `  ${extra.replace(BIDI, bidiEscape)}`));
   if (options.expanded) row.classList.add("expanded");
   if (options.selected) row.classList.add("selected");
   if (options.match) row.classList.add("match");
@@ -119,8 +136,9 @@ function groupToggle(group, seq) {
   button.className = "group";
   button.dataset.action = "group";
   button.setAttribute("aria-expanded", String(!group.collapsed));
-  button.setAttribute("aria-label", `${group.collapsed ? "unfold" : "fold"} group ${group.name} at line ${seq}`);
-  button.textContent = `${group.collapsed ? "▸" : "▾"} ${group.name}`;
+  const name = group.name.replace(BIDI, bidiEscape);
+  button.setAttribute("aria-label", `${group.collapsed ? "unfold" : "fold"} group ${name} at line ${seq}`);
+  button.textContent = `${group.collapsed ? "▸" : "▾"} ${name}`;
   if (group.duration) button.append(span("duration", ` ${group.duration}`));
   return button;
 }

@@ -64,6 +64,7 @@ button:disabled { opacity: .6; cursor: not-allowed; }
 .line.current { box-shadow: inset 0 0 0 1px #ffd400; }
 .line.selected { background: rgba(47, 111, 237, .30); border-left-color: #8fb3ff; }
 mark { background: #ffd400; color: #111; border-radius: 2px; }
+.bidi { outline: 1px dashed currentColor; border-radius: 2px; padding: 0 1px; margin: 0 1px; }
 .a-bold { font-weight: 700; } .a-dim { opacity: .75; } .a-italic { font-style: italic; }
 .a-underline { text-decoration: underline; } .a-strike { text-decoration: line-through; }
 .a-inverse { filter: invert(1); }
