@@ -4,10 +4,12 @@ The SQL is the PostgresStore's (``supabase/migrations``), called over HTTPS with
 reads as GET (PostgREST runs them read-only), writes as POST with a JSON body. Timeouts, network
 errors and 5xx replies are retried with bounded exponential backoff, which is safe because every
 call is idempotent: appends on (run_id, seq), create_run on its run_id, start_run through its
-claim timestamp, finish_run and heartbeat by status. PostgREST cannot push changes to other
-processes, so listeners fire only for this process's writes and tails poll: every 0.1 s while
-lines flow, backing off to 2 s when idle (``next_poll_interval``). PostgREST's "max rows"
-setting (1000 on Supabase by default) may cap a read below ``limit``; readers page by cursor.
+claim timestamp, finish_run and heartbeat by status (``rpc(idempotent=False)`` is for callers
+whose calls are not: the generic streams' plain appends, ``streams/supabase.py``). PostgREST
+cannot push changes to other processes, so listeners fire only for this process's writes and
+tails poll: every 0.1 s while lines flow, backing off to 2 s when idle (``next_poll_interval``).
+PostgREST's "max rows" setting (1000 on Supabase by default) may cap a read below ``limit``;
+readers page by cursor.
 """
 
 from __future__ import annotations
