@@ -16,11 +16,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..store.base import LogStore, Run, RunStatus
+from ..store.base import LogStore, Run
 
 __all__ = [
     "DispatchError",
@@ -165,19 +166,30 @@ class SqsDispatcher(Dispatcher):
             raise DispatchError(f"cannot queue run {run.run_id}: {exc}") from exc
 
 
-def redispatch_queued(store: LogStore, dispatcher: Dispatcher, limit: int = 1000) -> list[str]:
-    """Hand every queued run over again (oldest first): after a crash, runs that sat in a dead
-    process's pool would otherwise wait for the janitor. Safe with several processes on one
-    store: the worker's claim lets only one of them run it."""
-    queued = [run for run in store.list_runs(limit=limit) if run.status is RunStatus.QUEUED]
+def redispatch_queued(store: LogStore, dispatcher: Dispatcher, page: int = 1000) -> list[str]:
+    """Hand every queued run over again, oldest first, reading them ``page`` at a time: after
+    a crash, runs that sat in a dead process's pool would otherwise wait for the janitor.
+    (It used to look at the newest 1,000 runs only: a busy store's older queued runs stayed
+    queued.) Safe with several processes on one store: the worker's claim lets only one of
+    them run it."""
     handed: list[str] = []
-    for run in reversed(queued):
-        try:
-            dispatcher.submit(run)
-        except DispatchError as exc:
-            log.warning("cannot hand queued run %s over again: %s", run.run_id, exc)
+    after: tuple[datetime, str] | None = None
+    while True:
+        queued = store.queued_runs(after, limit=page)
+        for run in queued:
+            try:
+                dispatcher.submit(run)
+            except DispatchError as exc:
+                log.warning("cannot hand queued run %s over again: %s", run.run_id, exc)
+                queued = []
+                break
+            handed.append(run.run_id)
+        if len(queued) < page:
             break
-        handed.append(run.run_id)
+        after = (queued[-1].created_at, queued[-1].run_id)
     if handed:
-        log.info("handed %d queued run(s) over again: %s", len(handed), ", ".join(handed))
+        shown = ", ".join(handed[:20]) + (
+            f" and {len(handed) - 20} more" if len(handed) > 20 else ""
+        )
+        log.info("handed %d queued run(s) over again: %s", len(handed), shown)
     return handed

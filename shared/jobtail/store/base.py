@@ -30,7 +30,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -416,6 +416,21 @@ class LogStore(ABC):
     ) -> list[Run]:
         """Running runs silent since before ``heartbeat_before`` and queued runs created before
         ``queued_before`` (default: the same bound), oldest first."""
+
+    def queued_runs(
+        self, after: tuple[datetime, str] | None = None, limit: int = 1000
+    ) -> list[Run]:
+        """Queued runs, oldest first, after the ``(created_at, run_id)`` of the last one of the
+        previous page. This default sees only the oldest ``limit`` (through ``stale_runs``);
+        stores that can page override it."""
+        bound = utcnow() + timedelta(days=1)
+        queued = self.stale_runs(datetime(1970, 1, 1, tzinfo=UTC), bound, limit)
+        return [
+            run
+            for run in queued
+            if run.status is RunStatus.QUEUED
+            and (after is None or (run.created_at, run.run_id) > after)
+        ]
 
     def fail_stale(
         self,

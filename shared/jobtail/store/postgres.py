@@ -384,6 +384,19 @@ class PostgresStore(LogStore):
         )
         return [_run(row) for row in rows]
 
+    def queued_runs(
+        self, after: tuple[datetime, str] | None = None, limit: int = 1000
+    ) -> list[Run]:
+        created, run_id = after if after else (None, "")
+        rows = self._rows(
+            f"select {RUN_COLUMNS} from runs where status = 'queued'"
+            " and (%(created)s::timestamptz is null"
+            " or (created_at, run_id) > (%(created)s::timestamptz, %(run_id)s::text))"
+            " order by created_at, run_id limit %(limit)s",
+            {"created": created, "run_id": run_id, "limit": limit},
+        )
+        return [_run(row) for row in rows]
+
     def purge(self, finished_before: datetime) -> int:
         return int(self._value("select jobtail_purge(%s)", (finished_before,)))
 

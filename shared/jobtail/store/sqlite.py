@@ -339,6 +339,18 @@ class SQLiteStore(LogStore):
         )
         return [_run(row) for row in rows]
 
+    def queued_runs(
+        self, after: tuple[datetime, str] | None = None, limit: int = 1000
+    ) -> list[Run]:
+        created, run_id = (after[0].isoformat(), after[1]) if after else ("", "")
+        rows = self._db().execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued'"
+            " AND (created_at > ? OR (created_at = ? AND run_id > ?))"
+            " ORDER BY created_at, run_id LIMIT ?",
+            (created, created, run_id, limit),
+        )
+        return [_run(row) for row in rows]
+
     def purge(self, finished_before: datetime) -> int:
         with self._tx() as db:
             cursor = db.execute(
