@@ -37,7 +37,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from .config import Settings
-from .janitor import sweep
+from .janitor import Janitor
 from .services import Services
 from .store import LogStore, StoreError, from_url
 from .streams import Streams, open_streams
@@ -161,16 +161,15 @@ def _lifespan(
 
 async def _sweep_now_and_then(context: Context) -> None:
     settings = context.settings
+    janitor = Janitor(  # it remembers store outages between sweeps
+        context.store,
+        stale_after=settings.stale_after,
+        retention_days=settings.retention_days,
+        queued_after=settings.queued_timeout,
+    )
     while True:
         try:
-            await anyio.to_thread.run_sync(
-                lambda: sweep(
-                    context.store,
-                    stale_after=settings.stale_after,
-                    retention_days=settings.retention_days,
-                    queued_after=settings.queued_timeout,
-                )
-            )
+            await anyio.to_thread.run_sync(janitor.sweep)
         except Exception:
             log.exception("janitor sweep failed; retrying later")
         await asyncio.sleep(settings.stale_after / 2)
