@@ -5,7 +5,7 @@
  */
 
 import "./jobtail/element.js";
-import { duration, formatTime } from "./jobtail/lines.js";
+import { duration, formatTime, grouped, localDateTime } from "./jobtail/lines.js";
 
 const ACTIVE = new Set(["queued", "running"]);
 const UPLOADS_KEY = "jobtail.uploads";
@@ -242,7 +242,7 @@ function applyRun(run) {
   const parts = [];
   if (r.run_id) parts.push(["run ", r.run_id]);
   if (r.created_at) parts.push([" · started ", formatTime(r.created_at)]);
-  if (r.omitted) parts.push([" · ", `${Number(r.omitted).toLocaleString("en")} lines omitted (line cap)`]);
+  if (r.omitted) parts.push([" · ", `${grouped(r.omitted)} lines omitted (line cap)`]);
   el.meta.replaceChildren();
   for (const [label, value] of parts) {
     const code = document.createElement("code");
@@ -274,7 +274,7 @@ async function refreshRuns() {
   el.runs.hidden = runs.length < 2;
   addOption(el.runs, "", `Latest attempt (${runs.length} in all)`);
   for (const run of runs) {
-    const when = run.created_at ? new Date(run.created_at).toLocaleString() : "";
+    const when = run.created_at ? localDateTime(run.created_at) : "";
     addOption(el.runs, run.run_id, `${when} · ${run.status} · ${run.lines} lines`, run.run_id);
   }
   el.runs.value = view.pinnedRun || "";

@@ -13,7 +13,7 @@
  */
 
 import { follow } from "./follow.js";
-import { groupMarker, LEVELS, levelOf, duration } from "./lines.js";
+import { groupMarker, grouped, LEVELS, levelOf, duration } from "./lines.js";
 import { LinePager } from "./pager.js";
 import { lineText, renderRow } from "./row.js";
 import { lowerBound, Rows } from "./rows.js";
@@ -282,7 +282,7 @@ export class JobtailLog extends HTMLElement {
   updateCount() {
     const total = this.rows.lastSeq;
     const noun = total === 1 ? "line" : "lines";
-    const n = (v) => v.toLocaleString("en");
+    const n = grouped;
     this.$("count").textContent = this.rows.filter
       ? `${n(this.rows.filter.length)} of ${n(total)} ${noun} shown${this.filterReady ? "" : "…"}`
       : `${n(total)} ${noun}`;
@@ -528,9 +528,9 @@ export class JobtailLog extends HTMLElement {
     const n = s.matches.length;
     let text = "";
     if (s.error) text = s.error;
-    else if (s.busy) text = `${n.toLocaleString("en")} matches so far…`;
+    else if (s.busy) text = `${grouped(n)} matches so far…`;
     else if (s.query && s.query.trim()) {
-      text = n ? `${s.current >= 0 ? (s.current + 1).toLocaleString("en") : "–"} of ${n.toLocaleString("en")} matches` : "no matches";
+      text = n ? `${s.current >= 0 ? grouped(s.current + 1) : "–"} of ${grouped(n)} matches` : "no matches";
     }
     this.$("search-count").textContent = text;
     this.$("search-prev").disabled = !n;

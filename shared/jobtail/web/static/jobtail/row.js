@@ -3,7 +3,7 @@
  * Text is only ever set with textContent; styles from ANSI become classes or style properties.
  */
 
-import { BIDI, bidiEscape, fieldsText, formatTime, groupMarker, levelOf, parseAnsi, stripAnsi } from "./lines.js";
+import { BIDI, bidiEscape, fieldsText, formatTime, groupMarker, grouped, levelOf, parseAnsi, stripAnsi } from "./lines.js";
 
 const STYLE_CLASSES = ["bold", "dim", "italic", "underline", "inverse", "strike"];
 
@@ -102,7 +102,7 @@ export function renderRow(line, options) {
   const omitted = line.fields && Number(line.fields.omitted);
   if (omitted) {
     row.classList.add("omitted"); // the logger's marker where its line cap dropped lines
-    if (!/omitted/.test(message)) body.append(span("omitted-note", `${omitted.toLocaleString("en")} lines omitted`));
+    if (!/omitted/.test(message)) body.append(span("omitted-note", `${grouped(omitted)} lines omitted`));
   }
   if (options.group) body.append(groupToggle(options.group, seq));
   const msg = span("msg");
