@@ -509,22 +509,26 @@ window.addEventListener("pageshow", (event) => {
 async function start() {
   document.body.dataset.ready = "false";
   const wanted = readUrl();
-  // The run's status is asked for while the pickers load: the log shows up a round trip sooner.
-  let early = null;
+  const pickers = loadPickers();
+  // The run the URL names is shown while the pickers load: its log starts a round trip sooner.
+  let shown = false;
   if (wanted.upload && wanted.service) {
     Object.assign(view, { upload: wanted.upload, service: wanted.service, pinnedRun: wanted.run || null });
-    early = { key: statusPath(), res: api(statusPath()) };
+    shown = true;
+    await showKey();
   }
-  await loadPickers();
+  await pickers;
   if (wanted.upload && ![...el.sample.options].some((o) => o.value === wanted.upload)) {
     addUploadOption({ upload_id: wanted.upload, filename: wanted.upload });
   }
   if (wanted.upload) el.sample.value = wanted.upload;
   if (wanted.service && services.has(wanted.service)) el.service.value = wanted.service;
+  const same = shown && view.upload === el.sample.value && view.service === el.service.value;
   view.upload = el.sample.value;
   view.service = el.service.value;
   view.pinnedRun = wanted.run || null;
-  await showKey(early && early.key === statusPath() ? early.res : null);
+  if (same) updateHint(); // the pickers' descriptions, now that they are here
+  else await showKey();
   document.body.dataset.ready = "true";
 }
 if (el.apiKey.value) $("access").open = true;
