@@ -62,14 +62,20 @@ $(MUTANTS)/.installed: pyproject.toml
 	touch $@
 
 # mutmut names modules from their path and only strips `src/`: the tracked tree is staged in
-# $(MUTATION) with the package under src/. One worker, so the machine stays usable.
-mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI); ONLY='jobtail.tail.*'
+# $(MUTATION) with the package under src/. One worker, niced, so the machine stays usable.
+# One module at a time: MODULE=logger.py TESTS='tests/test_logger.py ...' mutates that module
+# only, with those tests only, staged in .mutation-logger (see the README's mutation section).
+ifdef MODULE
+MUTATION := .mutation-$(basename $(notdir $(MODULE)))
+endif
+mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI); MODULE=logger.py TESTS='tests/test_logger.py'
 	rm -rf $(MUTATION) && mkdir -p $(MUTATION)
 	git ls-files -z | xargs -0 cp -P --parents -t $(MUTATION)  # -P: symlinks as links
 	mv $(MUTATION)/shared $(MUTATION)/src
 	sed -i -e 's|^pythonpath = \["shared", "."\]|pythonpath = ["src", "."]|' \
 		-e 's|"shared/jobtail|"src/jobtail|' $(MUTATION)/pyproject.toml
-	cd $(MUTATION) && nice -n 10 ../$(MUTANTS)/bin/mutmut run --max-children 1 $(ONLY) || true
+	$(MUTANTS)/bin/python tools/mutants_config.py $(MUTATION)/pyproject.toml "$(MODULE)" "$(TESTS)"
+	cd $(MUTATION) && nice -n 19 ../$(MUTANTS)/bin/mutmut run --max-children 1 $(ONLY) || true
 	$(MUTANTS)/bin/python tools/mutants_report.py $(MUTATION)
 
 clean: ## remove the environment and local data
