@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,14 @@ from typing import Any
 import pytest
 
 from jobtail.logger import MAX_LINE_CHARS, RunLogger, RunLogHandler
-from jobtail.store.base import LogLine, RunFencedError, RunStatus, StoreError, utcnow
+from jobtail.store.base import (
+    LogLine,
+    RunFencedError,
+    RunStatus,
+    SeqGapError,
+    StoreError,
+    utcnow,
+)
 from jobtail.store.sqlite import SQLiteStore
 
 from .waiting import wait_for
@@ -79,8 +89,10 @@ def test_line_cap_without_a_tail_ends_with_a_warning(sqlite_store: SQLiteStore) 
     lines = sqlite_store.read(run.run_id)
     assert seqs[10:] == [None] * 10
     assert [line.message for line in lines[:9]] == [f"n{n}" for n in range(9)]
-    assert lines[9].log_level == "WARNING" and "line limit of 10" in lines[9].message
+    assert lines[9].log_level == "WARNING"
+    assert lines[9].message == "line limit of 10 reached: later lines are dropped"
     assert lines[10].message == "… 11 lines omitted (line limit of 10) …"
+    assert lines[10].log_level == "WARNING"
     assert len(lines) == 11 and logger.omitted == 11
 
 
@@ -400,3 +412,346 @@ def test_after_its_end_a_logger_refuses_without_asking_the_store(tmp_path: Path)
         logger.info("the job carries on")
     assert refused.value.reason == "closed"
     assert logger.close() is True
+
+
+def test_every_level_method_writes_its_level_message_and_fields(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    logger.debug("d", n=1)
+    logger.info("i", n=2)
+    logger.warning("w", n=3)
+    logger.error("e", n=4)
+    logger.critical("c", n=5)
+    logger.exception("no exception under way", n=6)
+    try:
+        raise KeyError("boom")
+    except KeyError:
+        logger.exception("x", n=7)
+    got = [(x.log_level, x.message, x.fields) for x in sqlite_store.read(run.run_id)]
+    assert got[:6] == [
+        ("DEBUG", "d", {"n": 1}),
+        ("INFO", "i", {"n": 2}),
+        ("WARNING", "w", {"n": 3}),
+        ("ERROR", "e", {"n": 4}),
+        ("CRITICAL", "c", {"n": 5}),
+        ("ERROR", "no exception under way", {"n": 6}),
+    ]
+    level, message, fields = got[6]
+    assert (level, fields) == ("ERROR", {"n": 7})
+    assert message.startswith("x\nTraceback") and message.endswith("KeyError: 'boom'")
+
+
+def test_progress_is_clamped_and_says_its_percentage_when_given_no_message(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id)
+    logger.progress(-5)
+    logger.progress(42.4, step="load")
+    logger.progress(250, "done")
+    got = [(x.log_level, x.message, x.fields) for x in sqlite_store.read(run.run_id)]
+    assert got == [
+        ("INFO", "0%", {"progress": 0.0}),
+        ("INFO", "42%", {"progress": 42.4, "step": "load"}),
+        ("INFO", "done", {"progress": 100.0}),
+    ]
+
+
+def test_a_line_cut_to_a_smaller_limit_says_how_much_was_cut(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    RunLogger(sqlite_store, run.run_id, max_line_chars=10).info("x" * 25)
+    [line] = sqlite_store.read(run.run_id)
+    assert line.message == "x" * 10 + " … [truncated 15 characters]"
+    assert line.fields == {"truncated": 15}
+
+
+def test_a_logger_made_before_its_run_exists_starts_at_one(sqlite_store: SQLiteStore) -> None:
+    """A worker may hold a run id before the run's row is visible: its lines wait, then land."""
+    logger = RunLogger(sqlite_store, "r-later", retry_delays=(0.0,), sleep=lambda _: None)
+    assert logger.log("INFO", "early") == 1 and logger.pending == 1
+    sqlite_store.create_run("up", "svc", run_id="r-later")
+    assert logger.log("INFO", "next") == 2 and logger.pending == 0
+    assert [(x.seq, x.message) for x in sqlite_store.read("r-later")] == [(1, "early"), (2, "next")]
+
+
+@pytest.mark.parametrize(
+    ("cap", "tail"),
+    [(10, ["n48", "n49", "n50"]), (11, ["n47", "n48", "n49", "n50"])],
+)
+def test_a_capped_log_is_exactly_its_cap_long_with_the_longest_tail_that_fits(
+    sqlite_store: SQLiteStore, cap: int, tail: list[str]
+) -> None:
+    """With the default tail, the head, the warning, "omitted" and the tail fill the cap."""
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, max_lines=cap)
+    for n in range(1, 51):
+        logger.info(f"n{n}")
+    assert logger.close()
+    lines = sqlite_store.read(run.run_id)
+    assert len(lines) == cap
+    assert [x.message for x in lines[:5]] == ["n1", "n2", "n3", "n4", "n5"]
+    assert lines[5].message == (
+        f"line limit of {cap} reached: later lines are dropped,"
+        f" except the last {len(tail)}, shown at the end"
+    )
+    assert lines[6].message == f"… {45 - len(tail)} lines omitted (line limit of {cap}) …"
+    assert [x.message for x in lines[7:]] == tail
+
+
+def test_the_line_that_reaches_the_cap_is_kept_whole_in_the_tail(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, max_lines=10)
+    for n in range(1, 6):
+        logger.info(f"n{n}")
+    assert logger.log("ERROR", "the one past the cap", table="pets") is None
+    assert logger.close()
+    lines = sqlite_store.read(run.run_id)
+    assert [x.message for x in lines[:5]] == ["n1", "n2", "n3", "n4", "n5"]
+    assert lines[5].log_level == "WARNING" and lines[5].fields == {"limit": 10, "kept_tail": 3}
+    assert (lines[6].log_level, lines[6].message, lines[6].fields) == (
+        "ERROR",
+        "the one past the cap",
+        {"table": "pets"},
+    )
+    assert len(lines) == 7  # nothing omitted: no "omitted" line
+
+
+def test_each_omitted_line_is_counted_once_across_close_and_finish(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, max_lines=10, keep_tail=0)
+    for n in range(1, 13):
+        logger.info(f"n{n}")
+    assert logger.close()
+    logger.info("n13")
+    logger.info("n14")
+    assert logger.finish(RunStatus.SUCCEEDED, "done")
+    omitted = [
+        x.message for x in sqlite_store.read(run.run_id) if x.fields and "omitted" in x.fields
+    ]
+    assert omitted == [
+        "… 3 lines omitted (line limit of 10) …",
+        "… 2 lines omitted (line limit of 10) …",
+    ]
+    ended = sqlite_store.get_run(run.run_id)
+    assert ended is not None and ended.omitted == 5
+
+
+def test_by_default_a_capped_log_keeps_its_last_thousand_lines(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, max_lines=2_010, write_behind=3600)
+    for n in range(1, 3_001):
+        logger.info(f"n{n}")
+    assert logger.close()
+    lines = sqlite_store.read(run.run_id, limit=10_000)
+    kept = lines[[x.fields is not None and "omitted" in x.fields for x in lines].index(True) + 1 :]
+    assert [x.message for x in kept] == [f"n{n}" for n in range(2_001, 3_001)]
+
+
+def test_by_default_write_behind_holds_at_most_ten_thousand_lines(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    logger = RunLogger(sqlite_store, run.run_id, write_behind=3600)
+    for n in range(1, 10_000):
+        logger.info(f"n{n}")
+    assert logger.pending == 9_999 and sqlite_store.read(run.run_id) == []
+    logger.info("n10000")  # the buffer is full: this call commits it
+    assert logger.pending == 0
+    assert sqlite_store.get_run(run.run_id).last_seq == 10_000  # type: ignore[union-attr]
+    assert logger.close()
+
+
+@pytest.mark.parametrize("seconds", [0, -1])
+def test_write_behind_needs_a_positive_interval(sqlite_store: SQLiteStore, seconds: float) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    with pytest.raises(ValueError, match=r"^write_behind must be a positive number of seconds$"):
+        RunLogger(sqlite_store, run.run_id, write_behind=seconds)
+
+
+def test_a_with_block_commits_on_exit_and_leaves_no_thread(sqlite_store: SQLiteStore) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    before = set(threading.enumerate())
+    with RunLogger(sqlite_store, run.run_id, write_behind=3600) as logger:
+        logger.info("one")
+        logger.info("two")
+        assert logger.pending == 2
+    assert [x.message for x in sqlite_store.read(run.run_id)] == ["one", "two"]
+    assert set(threading.enumerate()) <= before
+
+
+def test_a_with_block_whose_writer_was_fenced_leaves_quietly(sqlite_store: SQLiteStore) -> None:
+    """The job already got RunFencedError from its log call; leaving the block adds nothing."""
+    first = sqlite_store.claim_run(sqlite_store.create_run("up", "svc").run_id)
+    assert first is not None
+    with RunLogger(sqlite_store, first.run_id, epoch=first.epoch) as zombie:
+        sqlite_store.claim_run(first.run_id, takeover_stale_before=utcnow())
+        with pytest.raises(RunFencedError):
+            zombie.info("refused")
+    assert zombie.refused is not None
+
+
+def test_a_job_that_never_closes_its_write_behind_logger_still_exits(tmp_path: Path) -> None:
+    """The background flusher must not keep the job's process alive."""
+    job = (
+        "import sys\n"
+        "from jobtail.logger import RunLogger\n"
+        "from jobtail.store.sqlite import SQLiteStore\n"
+        "store = SQLiteStore(sys.argv[1])\n"
+        "run = store.create_run('up', 'svc')\n"
+        "RunLogger(store, run.run_id, write_behind=3600).info('never closed')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", job, str(tmp_path / "s.db")], env=env, timeout=60, check=False
+    )
+    assert done.returncode == 0
+
+
+def test_a_store_outage_costs_log_one_short_retry_and_flush_the_full_backoff(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job logging while the store is down is slowed by the first delay only, per line."""
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    slept: list[float] = []
+    logger = RunLogger(store, run.run_id, retry_delays=(0.01, 5.0), sleep=slept.append)
+    store.failures = 100
+    with caplog.at_level(logging.WARNING, logger="jobtail.logger"):
+        for n in range(3):
+            logger.info(f"n{n}")
+    assert slept == [0.01] * 3 and logger.pending == 3
+    assert (
+        caplog.messages[-1] == f"run {run.run_id}: 3 lines not yet stored: database is unreachable"
+    )
+    store.failures = 2  # the full backoff, and the last retry lands
+    slept.clear()
+    assert logger.flush() is True and slept == [0.01, 5.0] and logger.pending == 0
+    store.close()
+
+
+def test_the_write_behind_flusher_retries_once_per_round_while_the_store_is_down(
+    tmp_path: Path,
+) -> None:
+    """The flusher holds the logger's lock while it writes: it never sits out the long delays."""
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    slept: list[float] = []
+    logger = RunLogger(
+        store, run.run_id, write_behind=0.01, retry_delays=(0.001, 5.0), sleep=slept.append
+    )
+    store.failures = 1_000_000
+    logger.info("waits")
+    wait_for(lambda: len(slept) >= 3, 10, "three rounds of the flusher")
+    store.failures = 0
+    assert logger.close() is True
+    assert set(slept) == {0.001}
+    store.close()
+
+
+def test_finish_backs_off_and_holds_at_the_longest_delay(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    slept: list[float] = []
+    logger = RunLogger(store, run.run_id, retry_delays=(0.01, 0.02, 0.03), sleep=slept.append)
+    store.failures = 5
+    assert logger.finish(RunStatus.SUCCEEDED, "done", timeout=60) is True
+    assert slept == [0.01, 0.02, 0.03, 0.03, 0.03]
+    other = store.create_run("up", "svc2")
+    late = RunLogger(store, other.run_id, retry_delays=(0.01,), sleep=slept.append)
+    store.failures = 100
+    slept.clear()
+    with caplog.at_level(logging.WARNING, logger="jobtail.logger"):
+        assert late.finish(RunStatus.FAILED, "gave up") is False  # no timeout: one try
+    assert slept == []
+    assert caplog.messages == [
+        f"run {other.run_id}: its end is not yet stored: database is unreachable"
+    ]
+    store.close()
+
+
+def test_finish_stores_the_end_its_level_error_and_fields(sqlite_store: SQLiteStore) -> None:
+    ok = sqlite_store.create_run("up", "ok")
+    assert RunLogger(sqlite_store, ok.run_id).finish(RunStatus.SUCCEEDED, "Run succeeded")
+    failed = sqlite_store.create_run("up", "failed")
+    logger = RunLogger(sqlite_store, failed.run_id)
+    assert logger.finish(RunStatus.FAILED, "Run failed: boom", error="boom", fields={"code": 2})
+    [good] = sqlite_store.read(ok.run_id)
+    [bad] = sqlite_store.read(failed.run_id)
+    assert (good.log_level, good.message, good.fields) == ("INFO", "Run succeeded", None)
+    assert (bad.log_level, bad.message, bad.fields) == ("ERROR", "Run failed: boom", {"code": 2})
+    ended = sqlite_store.get_run(failed.run_id)
+    assert ended is not None and ended.status is RunStatus.FAILED and ended.error == "boom"
+    with pytest.raises(RunFencedError) as refused:
+        logger.info("after the end")
+    assert (refused.value.run_id, refused.value.reason, refused.value.status) == (
+        failed.run_id,
+        "closed",
+        "failed",
+    )
+    assert str(refused.value) == f"run {failed.run_id} is closed (failed)"
+
+
+def test_a_fenced_writer_cannot_end_the_run_and_says_what_it_lost(
+    sqlite_store: SQLiteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = sqlite_store.claim_run(sqlite_store.create_run("up", "svc").run_id)
+    assert first is not None
+    zombie = RunLogger(sqlite_store, first.run_id, epoch=first.epoch)
+    takeover = sqlite_store.claim_run(first.run_id, takeover_stale_before=utcnow())
+    assert takeover is not None
+    with (
+        caplog.at_level(logging.WARNING, logger="jobtail.logger"),
+        pytest.raises(RunFencedError) as refused,
+    ):
+        zombie.finish(RunStatus.SUCCEEDED, "done by the zombie")
+    assert refused.value.reason == "stale_epoch"
+    assert caplog.messages == [
+        f"run {first.run_id} refused this writer ({refused.value}): 1 lines not stored"
+    ]
+    with pytest.raises(RunFencedError):
+        zombie.info("any later line")
+    assert sqlite_store.get_run(first.run_id).status is RunStatus.RUNNING  # type: ignore[union-attr]
+    assert sqlite_store.read(first.run_id) == []
+
+
+def test_a_logged_exception_that_was_never_raised_keeps_its_text(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Libraries pass built exceptions as ``exc_info``: no traceback, but the error is kept."""
+    run = sqlite_store.create_run("up", "svc")
+    handler = RunLogHandler(RunLogger(sqlite_store, run.run_id))
+    library = logging.getLogger("builder")
+    library.addHandler(handler)
+    try:
+        library.error("could not parse", exc_info=ValueError("bad token at 3"))
+    finally:
+        library.removeHandler(handler)
+    [line] = sqlite_store.read(run.run_id)
+    assert line.message.startswith("could not parse\n")
+    assert line.message.endswith("ValueError: bad token at 3")
+
+
+def test_standard_logging_into_a_refused_run_stops_the_job(sqlite_store: SQLiteStore) -> None:
+    """A seq gap refuses the writer for good, like a fence: a logging call says so."""
+    run = sqlite_store.create_run("up", "svc")
+    handler = RunLogHandler(RunLogger(sqlite_store, run.run_id, start_seq=5))
+    library = logging.getLogger("gapped")
+    library.addHandler(handler)
+    library.propagate = False
+    try:
+        with pytest.raises(SeqGapError):
+            library.warning("after a gap")
+        with pytest.raises(SeqGapError):
+            library.warning("and later")
+    finally:
+        library.removeHandler(handler)
+        library.propagate = True
+    assert sqlite_store.read(run.run_id) == []

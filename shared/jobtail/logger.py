@@ -417,8 +417,8 @@ class RunLogHandler(logging.Handler):
             if isinstance(extra, dict):
                 fields.update(extra)
             self.run_logger.log(record.levelname, message, **fields)
-        except RunFencedError:
-            raise  # the job must stop: nothing it logs can land any more
+        except (RunFencedError, SeqGapError):
+            raise  # the writer was refused for good: the job must stop, nothing it logs lands
         except Exception:
             self.handleError(record)
 
