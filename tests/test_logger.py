@@ -608,7 +608,7 @@ def test_a_job_that_never_closes_its_write_behind_logger_still_exits(tmp_path: P
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     done = subprocess.run(
-        [sys.executable, "-c", job, str(tmp_path / "s.db")], env=env, timeout=60, check=False
+        [sys.executable, "-c", job, str(tmp_path / "s.db")], env=env, timeout=30, check=False
     )
     assert done.returncode == 0
 

@@ -1,4 +1,4 @@
-"""Narrow the staged ``[tool.mutmut]`` config to one module and its tests (``make mutants MODULE=``).
+"""Narrow the staged ``[tool.mutmut]`` config to one module and its tests (``MODULE=``).
 
 mutmut reads only ``pyproject.toml``, and a run over the whole core with every test takes hours
 on two cores; one module with the tests that hold its behaviour takes minutes.
