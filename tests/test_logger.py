@@ -613,10 +613,11 @@ def test_a_job_that_never_closes_its_write_behind_logger_still_exits(tmp_path: P
     assert done.returncode == 0
 
 
-def test_a_store_outage_costs_log_one_short_retry_and_flush_the_full_backoff(
+def test_an_outage_is_reported_once_and_flush_waits_out_the_full_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A job logging while the store is down is slowed by the first delay only, per line."""
+    """Operators see one warning when lines start waiting and one when they landed; flush()
+    retries with every delay and says whether its last try landed them."""
     store = FlakyStore(tmp_path / "s.db")
     run = store.create_run("up", "svc")
     slept: list[float] = []
@@ -625,13 +626,17 @@ def test_a_store_outage_costs_log_one_short_retry_and_flush_the_full_backoff(
     with caplog.at_level(logging.WARNING, logger="jobtail.logger"):
         for n in range(3):
             logger.info(f"n{n}")
-    assert slept == [0.01] * 3 and logger.pending == 3
-    assert (
-        caplog.messages[-1] == f"run {run.run_id}: 3 lines not yet stored: database is unreachable"
-    )
-    store.failures = 2  # the full backoff, and the last retry lands
-    slept.clear()
-    assert logger.flush() is True and slept == [0.01, 5.0] and logger.pending == 0
+        assert slept == [0.01] and logger.pending == 3
+        assert caplog.messages == [
+            f"run {run.run_id}: lines not yet stored (they wait in order): database is unreachable"
+        ]
+        store.failures = 2  # the full backoff, and the last retry lands
+        slept.clear()
+        caplog.clear()
+        assert logger.flush() is True and slept == [0.01, 5.0] and logger.pending == 0
+    [back] = caplog.messages
+    assert back.startswith(f"run {run.run_id}: the store is back: 3 waiting lines stored after ")
+    assert [x.message for x in store.read(run.run_id)] == ["n0", "n1", "n2"]
     store.close()
 
 
