@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -636,7 +637,35 @@ def test_an_outage_is_reported_once_and_flush_waits_out_the_full_backoff(
         assert logger.flush() is True and slept == [0.01, 5.0] and logger.pending == 0
     [back] = caplog.messages
     assert back.startswith(f"run {run.run_id}: the store is back: 3 waiting lines stored after ")
+    assert 0 <= float(back.rsplit(" ", 2)[-2]) < 60  # seconds waited
     assert [x.message for x in store.read(run.run_id)] == ["n0", "n1", "n2"]
+    store.close()
+
+
+def test_during_an_outage_log_tries_once_per_backoff_step_and_each_outage_starts_over(
+    tmp_path: Path,
+) -> None:
+    """A job logging all through an outage tries the store at 0, d0, d0 + d1, … (never on every
+    call); once the lines landed, the next outage backs off from the first step again."""
+    store = FlakyStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    logger = RunLogger(store, run.run_id, retry_delays=(0.05, 0.1, 3600.0), sleep=lambda _: None)
+    pause = threading.Event()
+
+    def tries_while_logging_for(seconds: float) -> int:
+        store.failures = before = 1_000_000
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            logger.info("during the outage")
+            pause.wait(0.005)
+        return before - store.failures
+
+    for outage in (1, 2):
+        # the first call tries and retries; then one try after 0.05 s, one 0.1 s later, and
+        # none in the hour after that
+        assert tries_while_logging_for(0.6) == 4, f"outage {outage}"
+        store.failures = 0
+        assert logger.flush() is True and logger.pending == 0
     store.close()
 
 
