@@ -106,6 +106,23 @@ def test_search_sees_every_line_and_jumps_to_lines_not_loaded(
     assert errors == []
 
 
+def test_a_regex_that_backtracks_is_stopped_and_the_page_says_why(
+    log_site: Callable[..., LogSite], context: Any
+) -> None:
+    """(a|aa)+$ on 40 a's would run for minutes: the server stops it at its time budget and
+    the page says so where the match count goes; the next search works at once."""
+    site = log_site()
+    write_run(site.store, ["a" * 40 + "!", "plain"], key=KEY)
+    page, errors = open_run(context, site)
+    page.check("#search-regex")
+    page.fill("#search", "(a|aa)+$")
+    expect(page.locator("#search-count")).to_contain_text("ran out of time", timeout=30_000)
+    expect(page.locator("#search-count")).to_contain_text("simplify it")
+    page.fill("#search", "a+!")
+    expect(page.locator("#search-count")).to_have_text("1 of 1 matches")
+    assert errors == []
+
+
 TERMINAL = [
     "\x1b[31mred\x1b[0m plain \x1b[1;32mbold green\x1b[0m \x1b[38;5;208morange\x1b[0m",
     "Downloading 10%\rDownloading 55%\rDownloading 100%",
