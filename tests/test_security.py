@@ -136,6 +136,8 @@ def test_every_route_refuses_no_key_and_a_wrong_key(secured: Secured) -> None:
             answer = secured.client.request(method, path, headers=headers)
             assert answer.status_code == 401, (method, path, headers, answer.text)
             assert answer.json()["detail"] and KEY not in answer.text
+        if (method, path) == ("POST", "/runs/petstore/scripted/runs"):
+            path = "/runs/petstore/elsewhere/runs"  # a queued run would keep the key's logs open
         answer = secured.client.request(method, path, headers=secured.auth())
         assert answer.status_code != 401, (method, path)
 

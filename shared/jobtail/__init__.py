@@ -10,7 +10,7 @@ prints and logs; ``jobtail.queues`` carries runs through task queues.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import Any
 
 from .logger import RunLogger, RunLogHandler
 from .run import RunClaimError, run
@@ -27,16 +27,22 @@ __all__ = [
     "RunStatus",
     "Tailer",
     "from_url",
+    "producer_token",
     "run",
 ]
 
 _LAZY = ("capture", "fastapi", "queues")
 
 
-def __getattr__(name: str) -> ModuleType:
-    """``jobtail.fastapi`` and friends load on first use: a worker need not import FastAPI."""
+def __getattr__(name: str) -> Any:
+    """``jobtail.fastapi`` and friends load on first use: a worker need not import FastAPI.
+    ``producer_token(run_id)``: a run's write token, for a host that creates runs itself."""
     if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
+    if name == "producer_token":
+        from .web.auth import producer_token
+
+        return producer_token
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
         default_factory=list, description="retired signing keys, still accepted while rotating"
     )
     stream_token_ttl: int = Field(3600, ge=60, description="stream token lifetime, seconds")
+    write_token_ttl: int = Field(
+        86_400, ge=60, description="a run's write token lifetime (its worker's credential), s"
+    )
     dispatcher: Literal["inline", "sqs"] = "inline"
     queue_url: str | None = None
     workers: int = Field(2, ge=1, le=64, description="inline dispatcher threads")

@@ -11,6 +11,12 @@ ends it: ``succeeded`` when the block exits, ``failed`` when it raises, with the
 exception still propagates. ``async with`` does the store calls in a worker thread.
 With ``capture``, what the job prints and what chosen loggers log go into the run too
 (``jobtail.capture``).
+
+``store`` may also be a jobtail server's ``http(s)://`` URL: the job then writes its run's
+Durable Stream as a producer (``jobtail.streams.producer.HttpStore``) with ``token``, the run's
+write token, and needs no database credentials:
+
+    with jobtail.run("https://jobtail.example.com", run_id=run_id, token=token) as log: ...
 """
 
 from __future__ import annotations
@@ -97,12 +103,15 @@ class RunHandle:
         write_behind: float | None,
         max_line_chars: int,
         max_lines: int | None,
+        token: str | None = None,
     ) -> None:
+        if token is not None and not is_server_url(store):
+            raise ValueError("token= is for a jobtail server URL (https://...), not a store")
         if run_id is None and (upload_id is None or service is None):
             raise ValueError("jobtail.run needs (upload_id, service) or run_id=")
         if heartbeat_interval <= 0:
             raise ValueError("heartbeat_interval must be positive")
-        self._store_arg = store
+        self._store_arg, self._token = store, token
         self.upload_id, self.service, self.run_id = upload_id, service, run_id
         self.capture = capture
         self.heartbeat_interval, self.end_timeout = heartbeat_interval, end_timeout
@@ -164,7 +173,7 @@ class RunHandle:
         """Create or take the run, claim it, start the heartbeat; the logger to write with."""
         store = self._store_arg
         if isinstance(store, str):
-            store = from_url(store)
+            store = open_store(store, self._token)
             self._stack.callback(store.close)
         self.store = store
         try:
@@ -218,13 +227,16 @@ def run(
     write_behind: float | None = None,
     max_line_chars: int = MAX_LINE_CHARS,
     max_lines: int | None = None,
+    token: str | None = None,
 ) -> RunHandle:
     """A run around a job: ``with jobtail.run(store, upload_id, service) as log: ...``.
 
-    ``store`` is a LogStore or a store URL (opened and closed here). The run is new for the key
-    ``(upload_id, service)`` (RunActiveError while another is queued or running), or the queued
-    one ``run_id`` names (RunClaimError if it is not queued). ``capture``: True for the job's
-    print output and every logger, or names: ``"print"`` and logger names (``"httpx"``).
+    ``store`` is a LogStore or a store URL (opened and closed here), or a jobtail server's
+    ``http(s)://`` URL with ``token``, the run's write token (``run_id=`` then names the run).
+    The run is new for the key ``(upload_id, service)`` (RunActiveError while another is queued
+    or running), or the queued one ``run_id`` names (RunClaimError if it is not queued).
+    ``capture``: True for the job's print output and every logger, or names: ``"print"`` and
+    logger names (``"httpx"``).
     ``end_timeout``: seconds the end is retried while the store is down.
     """
     return RunHandle(
@@ -238,7 +250,21 @@ def run(
         write_behind=write_behind,
         max_line_chars=max_line_chars,
         max_lines=max_lines,
+        token=token,
     )
+
+
+def is_server_url(store: LogStore | str) -> bool:
+    return isinstance(store, str) and store.startswith(("http://", "https://"))
+
+
+def open_store(url: str, token: str | None) -> LogStore:
+    """A store URL opened, or a jobtail server's URL as the producer side of its run streams."""
+    if is_server_url(url):
+        from .streams.producer import HttpStore
+
+        return HttpStore(url, token=token)
+    return from_url(url)
 
 
 def _claim(store: LogStore, upload_id: str | None, service: str | None, run_id: str | None) -> Run:

@@ -1,9 +1,12 @@
 """``HttpStore``: a job in another process, language runtime or Lambda logs into a run over HTTP,
-as a Durable Streams producer, with an API key instead of database credentials::
+as a Durable Streams producer, with the run's write token instead of database credentials::
 
-    store = HttpStore("https://jobtail.example.com", api_key="...")
-    with jobtail.run(store, run_id=run_id) as log:   # the run was created where it was enqueued
+    # the run and its token were made where the job was enqueued (POST /runs/{upload}/{service}/runs
+    # or jobtail.producer_token(run_id)); the message carries both
+    with jobtail.run("https://jobtail.example.com", run_id=run_id, token=token) as log:
         log.info("parsing")
+
+The token (``jtw_...``) lets it write that one run and nothing else; an API key works too.
 
 Only what a worker does is here: claim (``Producer-Epoch`` = the run's epoch + 1), append lines
 (``Producer-Seq`` = the seq before the batch; the server's append is idempotent on each line's
@@ -11,7 +14,8 @@ seq, so RunLogger's retries and write-behind batches land exactly once), heartbe
 POST with ``Jobtail-Heartbeat: true``) and end the run (``Stream-Closed: true`` with the last
 lines and ``Jobtail-Run-Status``, one transaction on the server). Refusals come back as the
 store's own errors: 403 -> RunFencedError("stale_epoch"), 409 with Stream-Closed ->
-RunFencedError("closed"), 409 naming the expected seq -> SeqGapError.
+RunFencedError("closed"), 409 naming the expected seq -> SeqGapError, 401/403 for the
+credential -> CredentialRefused (a RunFencedError: retrying never makes a token valid).
 """
 
 from __future__ import annotations
@@ -29,17 +33,40 @@ PRODUCER_ID = "jobtail-worker"
 HEARTBEAT = {"Jobtail-Heartbeat": "true"}
 
 
+class CredentialRefused(RunFencedError):
+    """The server refused the worker's credential (expired, another run's, or not one at all):
+    no retry can make it valid, so the job stops like a fenced one."""
+
+    def __init__(self, run_id: str, status: int, detail: str) -> None:
+        super().__init__(run_id, "refused")
+        self.status_code = status
+        self.args = (
+            f"jobtail server refused the credential for run {run_id} ({status}): {detail}",
+        )
+
+
 class HttpStore(LogStore):
-    """The worker's side of a LogStore, over a jobtail server's ``/v1/stream/runs/{run_id}``."""
+    """The worker's side of a LogStore, over a jobtail server's ``/v1/stream/runs/{run_id}``.
+    ``token``: the run's write token (or an API key; ``api_key`` is the same)."""
 
     def __init__(
-        self, url: str, *, api_key: str | None = None, client: httpx.Client | None = None
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        api_key: str | None = None,
+        client: httpx.Client | None = None,
     ) -> None:
         super().__init__()
+        if token and api_key:
+            raise ValueError("HttpStore takes a token or an api_key, not both")
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"HttpStore needs the jobtail server's http(s) URL, not {url!r}")
         self.url = url.rstrip("/")
         self._own = client is None
         self._client = client or httpx.Client(timeout=httpx.Timeout(10, read=30))
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        credential = token or api_key
+        self._headers = {"Authorization": f"Bearer {credential}"} if credential else {}
 
     def _stream(self, run_id: str) -> str:
         return f"{self.url}/v1/stream/runs/{run_id}"
@@ -69,6 +96,8 @@ class HttpStore(LogStore):
         code = response.status_code
         if code < 400:
             return
+        if code == 401 or (code == 403 and "producer-epoch" not in response.headers):
+            raise CredentialRefused(run_id, code, _reason(response))
         if code == 403 and "producer-epoch" in response.headers:
             epoch = int(response.headers["producer-epoch"])
             raise RunFencedError(run_id, "stale_epoch", epoch=epoch)
@@ -108,6 +137,8 @@ class HttpStore(LogStore):
             return None
         try:
             self._post(run_id, run.epoch + 1, 0, extra=HEARTBEAT)
+        except CredentialRefused:
+            raise
         except RunFencedError:
             return None  # another worker claimed it first
         return self.get_run(run_id)
@@ -184,6 +215,22 @@ class HttpStore(LogStore):
         before: int | None = None,
     ) -> list[LogLine]:
         raise self._server_side("reading (use jobtail.streams.client.follow)")
+
+
+def _reason(response: httpx.Response) -> str:
+    """The server's JSON ``detail``; for a HEAD (no body) the RFC 6750 error description."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, str):
+        return detail
+    challenge = str(response.headers.get("www-authenticate", ""))
+    marker = 'error_description="'
+    if marker in challenge:
+        return challenge.split(marker, 1)[1].split('"', 1)[0]
+    return response.text or response.reason_phrase
 
 
 def _body(lines: Sequence[LogLine]) -> bytes:

@@ -22,7 +22,7 @@ from ..services import Services
 from ..store import LogStore
 from ..streams import Streams
 from ..tail import Tailer
-from .auth import AuthError, check_bearer, check_stream_token
+from .auth import AuthError, ScopeError, check_bearer, check_stream_token
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ID_HELP = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128"
@@ -89,10 +89,25 @@ def get_tailer(context: ContextDep) -> Tailer:
     return context.tailer
 
 
-def require_key(context: ContextDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    """jobtail's own bearer keys (a host app passes its own auth dependencies instead)."""
+RUN_STREAM = "/v1/stream/runs/{run_id}"
+
+
+def require_key(
+    context: ContextDep, request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """jobtail's own bearer keys (a host app passes its own auth dependencies instead). A run's
+    write token is a known credential without the right (403), except for a HEAD of its own
+    run's stream: its producer looks up the run's epoch there."""
     try:
         check_bearer(context.settings, authorization)
+    except ScopeError as exc:
+        route = getattr(request.scope.get("route"), "path", "")
+        own = request.path_params.get("run_id") == exc.run_id and route.endswith(RUN_STREAM)
+        if request.method == "HEAD" and own:
+            return
+        raise HTTPException(
+            403, str(exc), headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+        ) from exc
     except AuthError as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
 

@@ -1,11 +1,12 @@
 """The OpenAPI document says what the API really answers (checked by schemathesis).
 
 FastAPI documents only the success and its own list-shaped 422; jobtail's routes also answer
-JSON errors ``{"detail": "..."}`` (401 without a key, 404 for an unknown key or run, 409 while a
-run is active, 413 for a large upload, 503 when the store is down) and a string ``detail`` on
-its own 422s. ``document_errors`` adds those to every operation, narrows ``Last-Event-ID`` and
-``generate``'s service to what is accepted, and ``AllowMiddleware`` gives a 405 the ``Allow``
-header of every route at that path, not just the first one.
+JSON errors ``{"detail": "..."}`` (401 without a key, 403 for a run's write token, 404 for an
+unknown key or run, 409 while a run is active, 413 for a large upload, 503 when the store is
+down) and a string ``detail`` on its own 422s. ``document_errors`` adds those to every
+operation, narrows ``Last-Event-ID`` and ``generate``'s service to what is accepted, and
+``AllowMiddleware`` gives a 405 the ``Allow`` header of every route at that path, not just the
+first one.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ def _responses(path: str, method: str) -> dict[str, dict[str, Any]]:
     found = {"503": _error("the store is unavailable")}
     if path not in PUBLIC:
         found["401"] = _error("no key, a wrong key, or a token for another run")
+        found["403"] = _error("a run's write token: it writes that run's stream, nothing else")
     if "{" in path:
         found["404"] = _error("no such upload, key or run")
-    if path.endswith(("/generate", "/result")):
+    if path.endswith(("/generate", "/result", "/write-token")) or (
+        path.endswith("/runs") and method == "post"
+    ):
         found["409"] = _error("a run of the key is active")
     if path == "/uploads" and method == "post":
         found["413"] = _error("the upload is larger than the limit")

@@ -1,5 +1,6 @@
 """Runs: their status and attempts (read routes, for any host app), and jobtail's own job
-routes: start a run of a generator, fetch its result.
+routes: start a run of a generator, fetch its result, or queue a run for a worker elsewhere
+that logs into it over HTTP with only the run's write token.
 
 A run is addressed by its key ``(upload_id, service)`` (the latest run, or ``?run_id=`` an
 older one of the key) or by its plain id under ``/run/{run_id}``.
@@ -17,7 +18,7 @@ from ...blobs import BlobNotFoundError
 from ...jobs.runner import result_key
 from ...store import LogStore, Run, RunActiveError, RunStatus
 from ...uploads import UploadNotFoundError
-from ..auth import make_stream_token
+from ..auth import make_stream_token, make_write_token
 from ..deps import (
     Context,
     ContextDep,
@@ -86,6 +87,13 @@ def _token(context: Context, run: Run) -> dict[str, str]:
     if not context.tokens:
         return {}
     return {"token": make_stream_token(context.settings, run.run_id)}
+
+
+def _write_token(context: Context, run: Run) -> dict[str, Any]:
+    if not context.tokens:
+        return {}
+    ttl = context.settings.write_token_ttl
+    return {"write_token": make_write_token(context.settings, run.run_id), "expires_in": ttl}
 
 
 def _status(context: Context, ref: RunRef) -> Any:
@@ -183,8 +191,46 @@ def result(
     return PlainTextResponse(code.decode(), media_type="text/x-python; charset=utf-8")
 
 
+def create(
+    upload_id: UploadId, service: ServiceName, context: ContextDep, request: Request
+) -> JSONResponse:
+    """Queue a run for a worker elsewhere: 201 with its id, its Durable Stream and its write
+    token, the worker's only credential (``jobtail.run(server, run_id=..., token=...)``); 409
+    while the key has an active run. The janitor fails it if no worker claims it in time."""
+    try:
+        run = context.store.create_run(upload_id, service)
+    except RunActiveError as exc:
+        return JSONResponse(
+            {"detail": f"a run for this key is already {exc.run.status}", "run_id": exc.run.run_id},
+            status_code=409,
+        )
+    stream = f"{request.scope.get('root_path', '')}/v1/stream/runs/{run.run_id}"
+    body = {**run.to_json(), "stream": stream, **_token(context, run)}
+    return JSONResponse({**body, **_write_token(context, run)}, status_code=201)
+
+
+def write_token(ref: IdRef, context: ContextDep) -> Any:
+    """A fresh write token for an active run (a long job's expired, or a worker's lost); 409
+    once the run has ended: its stream is closed to every writer."""
+    run = find_run(context.store, ref)
+    if not run.active:
+        raise HTTPException(409, f"run {run.run_id} is {run.status}: nothing more to write")
+    if not context.tokens:
+        raise HTTPException(409, "write tokens need JOBTAIL_AUTH=apikey or a secret")
+    return {"run_id": run.run_id, **_write_token(context, run)}
+
+
 def add_job_routes(routes: Routes) -> None:
     routes.add(f"{KEY}/generate", generate, "POST", status_code=202, name="jobtail.generate")
+    routes.add(
+        f"{KEY}/runs",
+        create,
+        "POST",
+        status_code=201,
+        response_class=JSONResponse,
+        name="jobtail.create_run",
+    )
+    routes.add(f"{RUN}/write-token", write_token, "POST", name="jobtail.write_token")
     routes.readable(
         f"{KEY}/result", result, response_class=PlainTextResponse, name="jobtail.result"
     )

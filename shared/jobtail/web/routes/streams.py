@@ -46,7 +46,7 @@ from ...streams import (
 )
 from ...streams.base import MAX_SAFE_INT
 from ...streams.runs import is_run_path
-from ..auth import AuthError, check_bearer, check_stream_token
+from ..auth import AuthError, ScopeError, bearer_grant, check_stream_token
 from ..deps import Context, ContextDep, Routes, TokenQuery, check_token
 
 routes = APIRouter(tags=["streams"])
@@ -191,21 +191,56 @@ def sub_offset(request: Request) -> int:
 
 # -- auth ---------------------------------------------------------------------------------------
 async def authorize(request: Request, mounted: Mounted, path: str, write: bool) -> bool:
-    """API keys may do anything; a run's stream token only reads that run. Returns whether the
-    response is user-specific (``private`` caching)."""
+    """API keys may do anything; a run's stream token only reads that run; a run's write token
+    only writes (POST) and HEADs ``runs/{its run id}``. Returns whether the response is
+    user-specific (``private`` caching)."""
     settings, streams = mounted.settings, mounted.streams
     if settings.auth == "none":
         return False
     token = request.query_params.get("token")
+    authorization = request.headers.get("authorization")
+    if token is not None and authorization is None and write:
+        raise refusal(403, READ_ONLY)
     try:
         if token is not None and is_run_path(path) and not write:
             check_stream_token(settings, await streams.run_id(path), token)
             return False  # same bytes for every holder of a run token: shared caches may keep it
-        else:
-            check_bearer(settings, request.headers.get("authorization"))
+        run_id = bearer_grant(settings, authorization)
+    except ScopeError as exc:
+        raise refusal(403, str(exc)) from exc
     except AuthError as exc:
-        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+        if write and is_read_token(settings, path, authorization):
+            raise refusal(403, READ_ONLY) from exc
+        raise refusal(401, str(exc)) from exc
+    if run_id is not None and (path != f"{RUN_PREFIX}{run_id}" or request.method not in WRITER):
+        raise refusal(403, str(ScopeError(run_id)))
     return True
+
+
+READ_ONLY = "a run's stream token only reads its run: writing needs its write token or an API key"
+RUN_PREFIX = "runs/"
+WRITER = ("POST", "HEAD")  # a write token's producer: append/close, and look up the epoch
+
+
+def is_read_token(settings: Settings, path: str, authorization: str | None) -> bool:
+    """Whether a refused bearer is the run's read token (to say why it cannot write)."""
+    run_id = path.removeprefix(RUN_PREFIX)
+    key = (authorization or "").partition(" ")[2].strip()
+    if run_id == path or "/" in run_id or not key:
+        return False
+    try:
+        check_stream_token(settings, run_id, key)
+    except AuthError:
+        return False
+    return True
+
+
+def refusal(status: int, detail: str) -> HTTPException:
+    """A 401/403 whose reason also travels in ``WWW-Authenticate`` (RFC 6750), for HEAD."""
+    error = "invalid_token" if status == 401 else "insufficient_scope"
+    description = detail.replace('"', "'").replace("\\", "/")
+    challenge = f'Bearer error="{error}", error_description="{description}"'
+    return HTTPException(status, detail, headers={"WWW-Authenticate": challenge})
 
 
 # -- responses -----------------------------------------------------------------------------------
