@@ -30,6 +30,10 @@ ERROR = {
     "title": "Error",
 }
 PUBLIC = {"/healthz", "/openapi.json"}
+EXPORTS = {  # logs/final?format=jsonl|text (web/export.py)
+    "application/x-ndjson": {"schema": {"type": "string"}},
+    "text/plain": {"schema": {"type": "string"}},
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -78,6 +82,8 @@ def document_errors(app: FastAPI, services: Callable[[], Iterable[str]]) -> None
                 answers = operation.setdefault("responses", {})
                 for code, answer in _responses(path, method).items():
                     answers.setdefault(code, answer)
+                if method == "get" and path.endswith("/logs/final") and "200" in answers:
+                    answers["200"].setdefault("content", {}).update(EXPORTS)
                 for parameter in operation.get("parameters", []):
                     _narrow(parameter, path, services)
         app.openapi_schema = spec
