@@ -28,7 +28,16 @@ from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.client import follow
 from jobtail.streams.producer import CredentialRefused, HttpStore
 from jobtail.web.app import create_app
-from jobtail.web.auth import AuthError, make_stream_token, make_write_token
+from jobtail.web.auth import (
+    AuthError,
+    ScopeError,
+    bearer_grant,
+    check_bearer,
+    check_stream_token,
+    check_write_token,
+    make_stream_token,
+    make_write_token,
+)
 from tests.conftest import ServerThread
 
 API_KEY = "k" * 16
@@ -199,7 +208,7 @@ def test_a_host_that_creates_the_run_mints_the_token_itself(
     token = jobtail.producer_token(created.run_id, ttl=600)
     with jobtail.run(secured.url, run_id=created.run_id, token=token) as log:
         log.info("hosted")
-    assert [line.message for line in store.read(created.run_id)][0] == "hosted"
+    assert store.read(created.run_id)[0].message == "hosted"
     # a redelivered message: the token cannot run it twice
     with pytest.raises(RunClaimError, match="already succeeded"):
         jobtail.run(secured.url, run_id=created.run_id, token=token).__enter__()
@@ -208,3 +217,87 @@ def test_a_host_that_creates_the_run_mints_the_token_itself(
         jobtail.producer_token(created.run_id)
     with pytest.raises(ValueError, match="server URL"):
         jobtail.run("sqlite:///x.db", run_id=created.run_id, token=token)
+
+
+def rows(log: jobtail.RunLogger, count: int) -> int:
+    for n in range(1, count + 1):
+        log.info(f"row {n}")
+    return count
+
+
+def test_a_celery_message_carries_the_token_to_a_worker_over_http(
+    secured: Secured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker is a list here (the real-worker queue tests are tests/embed/test_queues.py):
+    what ``enqueue`` sends is what the worker's task body receives."""
+    import jobtail.queues.celery
+
+    sent: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    class Task:
+        def apply_async(self, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+            sent.append((args, kwargs))
+
+    monkeypatch.setenv("JOBTAIL_SECRET", SECRET)
+    store = secured.services.store
+    created = jobtail.queues.celery.enqueue(
+        Task(), store, "petstore", "queued", 3, write_token=True
+    )
+    [(args, kwargs)] = sent
+    assert args == (created.run_id, 3) and str(kwargs["jobtail_token"]).startswith("jtw_")
+    worker = jobtail.queues.celery.with_run(secured.url)(rows)  # only the server's URL
+    assert worker(*args, **kwargs) == 3
+    assert worker(*args, **kwargs) is None  # a redelivery runs nothing
+    assert [line.message for line in store.read(created.run_id)][:3] == ["row 1", "row 2", "row 3"]
+    run = store.get_run(created.run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+
+
+@pytest.mark.anyio
+async def test_an_arq_job_carries_the_token_to_a_worker_over_http(
+    secured: Secured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobtail.queues.arq
+
+    sent: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    class Redis:
+        async def enqueue_job(self, function: str, *args: object, **kwargs: object) -> object:
+            sent.append((args, kwargs))
+            return object()
+
+    async def job(ctx: dict[str, object], log: jobtail.RunLogger, count: int) -> int:
+        return rows(log, count)
+
+    monkeypatch.setenv("JOBTAIL_SECRET", SECRET)
+    store = secured.services.store
+    created = await jobtail.queues.arq.enqueue(
+        Redis(), "job", store, "petstore", "arq", 2, write_token=True
+    )
+    [(args, kwargs)] = sent
+    worker = jobtail.queues.arq.with_run(secured.url)(job)
+    assert await worker({}, *args, **kwargs) == 2
+    run = store.get_run(created.run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED and run.last_seq == 3
+
+
+def test_the_two_kinds_of_run_token_never_pass_for_each_other() -> None:
+    settings = Settings(secret=SecretStr(SECRET), auth="apikey", api_keys=[SecretStr(API_KEY)])
+    write, read = make_write_token(settings, "run-a"), make_stream_token(settings, "run-a")
+    assert check_write_token(settings, write) == "run-a"
+    with pytest.raises(AuthError):
+        check_stream_token(settings, "run-a", write)
+    with pytest.raises(AuthError):
+        check_stream_token(settings, "run-a", write.removeprefix("jtw_"))
+    with pytest.raises(AuthError):
+        check_write_token(settings, "jtw_" + read)
+    with pytest.raises(ScopeError, match="only writes run run-a"):
+        check_bearer(settings, f"Bearer {write}")  # the API's check: known, but not a key
+    assert bearer_grant(settings, f"Bearer {API_KEY}") is None
+    # rotating the secret keeps outstanding write tokens valid while the old one is listed
+    rotated = Settings(secret=SecretStr("t" * 32), old_secrets=[SecretStr(SECRET)], auth="apikey")
+    assert check_write_token(rotated, write) == "run-a"
+    with pytest.raises(AuthError, match="not valid"):
+        check_write_token(Settings(secret=SecretStr("t" * 32)), write)
+    with pytest.raises(AuthError, match="expired"):
+        check_write_token(settings, write, now=time.time() + 86_400)

@@ -3,6 +3,11 @@ from the first moment, even while it waits in the queue), its id travels with th
 the worker logs into it with ``jobtail.run(store, run_id=...)``, which claims it once (a
 redelivered message runs nothing) and ends it.
 
+A worker that logs over HTTP (``with_run("https://jobtail.example.com")``: no database
+credentials) gets its run's write token with the message: ``enqueue(..., write_token=True)``
+mints it (``jobtail.producer_token``, with ``JOBTAIL_SECRET``) and sends it as the task's
+``jobtail_token`` keyword, which ``with_run`` takes off before calling the job.
+
 One module per queue: ``background`` (FastAPI ``BackgroundTasks``), ``celery``, ``arq``. A
 worker killed mid-job stops heartbeating; the janitor (``jobtail.fastapi.router(...,
 janitor=True)``, jobtail's app, or the scheduled function) then fails its run, so its viewers
@@ -12,15 +17,34 @@ still get their ``end``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ..capture import line_fields
+from ..run import is_server_url
 from ..store import LogLine, LogStore, Run, RunStatus, StoreError, from_url
 from ..store.base import utcnow
 from ..tracebacks import shorten_paths
 
-__all__ = ["create_run", "end_lost_run", "fail_unsent"]
+__all__ = ["TOKEN_KWARG", "create_run", "end_lost_run", "fail_unsent", "take_token", "token_for"]
 
 log = logging.getLogger(__name__)
+TOKEN_KWARG = "jobtail_token"
+
+
+def token_for(run: Run, write_token: bool) -> dict[str, str]:
+    """The message's extra keyword: the run's write token, for a worker that logs over HTTP."""
+    if not write_token:
+        return {}
+    from ..web.auth import producer_token
+
+    return {TOKEN_KWARG: producer_token(run.run_id)}
+
+
+def take_token(store: LogStore | str, kwargs: dict[str, Any]) -> str | None:
+    """The token a message carried, off the job's keywords; used only by a worker that writes
+    to a jobtail server (one with the store itself has no use for it)."""
+    token = kwargs.pop(TOKEN_KWARG, None)
+    return token if isinstance(token, str) and is_server_url(store) else None
 
 
 def create_run(store: LogStore | str, upload_id: str, service: str) -> Run:

@@ -9,6 +9,8 @@
     run = await jobtail.queues.arq.enqueue(redis, "do_import", store, upload_id, "import", path)
 
 The job's exception ends the run failed and is raised on to arq (its retries, its result).
+A worker with no database credentials: ``with_run("https://jobtail.example.com")`` and
+``enqueue(..., write_token=True)``: the job carries the run's write token.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from ..run import RunClaimError, run
 from ..store import LogStore, Run
-from . import create_run, fail_unsent
+from . import create_run, fail_unsent, take_token, token_for
 
 __all__ = ["enqueue", "with_run"]
 
@@ -34,12 +36,15 @@ async def enqueue(
     upload_id: str,
     service: str,
     *args: Any,
+    write_token: bool = False,
     **kwargs: Any,
 ) -> Run:
     """Create the run, then ``redis.enqueue_job(function, run_id, *args, **kwargs)`` (an
-    ``ArqRedis``); the run is failed at once if the job cannot be enqueued."""
+    ``ArqRedis``); the run is failed at once if the job cannot be enqueued. ``write_token``:
+    the job also carries the run's write token, for a worker that logs over HTTP."""
     created = await asyncio.to_thread(create_run, store, upload_id, service)
     try:
+        kwargs = {**kwargs, **token_for(created, write_token)}
         job = await redis.enqueue_job(function, created.run_id, *args, **kwargs)
         if job is None:  # arq: a job with that id exists already
             raise RuntimeError("arq refused the job (duplicate job id)")
@@ -57,7 +62,7 @@ def with_run(
 
     def wrap(job: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def task(ctx: dict[str, Any], run_id: str, *args: Any, **kwargs: Any) -> Any:
-            handle = run(store, run_id=run_id, **run_options)
+            handle = run(store, run_id=run_id, token=take_token(store, kwargs), **run_options)
             try:
                 logger = await handle.__aenter__()
             except RunClaimError as exc:

@@ -6,6 +6,9 @@
 
     run = jobtail.queues.celery.enqueue(do_import, store, upload_id, "import", "/data/x.csv")
 
+A worker with no database credentials: ``with_run("https://jobtail.example.com")`` and
+``enqueue(..., write_token=True)``: the message carries the run's write token.
+
 The task's exception ends the run failed and is raised on, so Celery's own failure handling
 (retries, result backend, ``task_failure``) sees it. A redelivered message whose run already
 ran (or runs elsewhere) does nothing. When the pool process running the task dies (killed,
@@ -21,7 +24,7 @@ from typing import Any
 
 from ..run import RunClaimError, run
 from ..store import LogStore, Run
-from . import create_run, end_lost_run, fail_unsent
+from . import create_run, end_lost_run, fail_unsent, take_token, token_for
 
 __all__ = ["enqueue", "with_run"]
 
@@ -29,12 +32,20 @@ log = logging.getLogger(__name__)
 
 
 def enqueue(
-    task: Any, store: LogStore | str, upload_id: str, service: str, *args: Any, **kwargs: Any
+    task: Any,
+    store: LogStore | str,
+    upload_id: str,
+    service: str,
+    *args: Any,
+    write_token: bool = False,
+    **kwargs: Any,
 ) -> Run:
     """Create the run, then send ``task(run_id, *args, **kwargs)``; the run is failed at once
-    if the message cannot be sent."""
+    if the message cannot be sent. ``write_token``: the message also carries the run's write
+    token, for a worker that logs over HTTP (``with_run(server_url)``)."""
     created = create_run(store, upload_id, service)
     try:
+        kwargs = {**kwargs, **token_for(created, write_token)}
         task.apply_async(args=(created.run_id, *args), kwargs=kwargs)
     except Exception as exc:
         fail_unsent(store, created, exc)
@@ -51,7 +62,8 @@ def with_run(store: LogStore | str, **run_options: Any) -> Callable[[Callable[..
     def wrap(job: Callable[..., Any]) -> Callable[..., Any]:
         def task(run_id: str, *args: Any, **kwargs: Any) -> Any:
             try:
-                handle = run(store, run_id=run_id, **run_options)
+                token = take_token(store, kwargs)
+                handle = run(store, run_id=run_id, token=token, **run_options)
                 logger = handle.__enter__()
             except RunClaimError as exc:
                 log.info("%s", exc)  # a redelivery: at most once

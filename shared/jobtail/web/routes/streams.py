@@ -206,8 +206,6 @@ async def authorize(request: Request, mounted: Mounted, path: str, write: bool) 
             check_stream_token(settings, await streams.run_id(path), token)
             return False  # same bytes for every holder of a run token: shared caches may keep it
         run_id = bearer_grant(settings, authorization)
-    except ScopeError as exc:
-        raise refusal(403, str(exc)) from exc
     except AuthError as exc:
         if write and is_read_token(settings, path, authorization):
             raise refusal(403, READ_ONLY) from exc
