@@ -125,6 +125,13 @@ def check_write_token(settings: Settings, token: str, now: float | None = None) 
     return run_id
 
 
+def challenge(status: int, detail: str) -> str:
+    """``WWW-Authenticate`` for a refusal (RFC 6750), with the reason: a HEAD has no body."""
+    error = "invalid_token" if status == 401 else "insufficient_scope"
+    description = detail.replace('"', "'").replace("\\", "/")
+    return f'Bearer error="{error}", error_description="{description}"'
+
+
 def _digest(key: str) -> bytes:
     """Equal-length values, so comparing them says nothing about a key's length."""
     return hashlib.sha256(key.encode()).digest()

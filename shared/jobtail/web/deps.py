@@ -22,7 +22,7 @@ from ..services import Services
 from ..store import LogStore
 from ..streams import Streams
 from ..tail import Tailer
-from .auth import AuthError, ScopeError, check_bearer, check_stream_token
+from .auth import AuthError, ScopeError, challenge, check_bearer, check_stream_token
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 ID_HELP = "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 128"
@@ -106,10 +106,11 @@ def require_key(
         if request.method == "HEAD" and own:
             return
         raise HTTPException(
-            403, str(exc), headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+            403, str(exc), headers={"WWW-Authenticate": challenge(403, str(exc))}
         ) from exc
-    except AuthError as exc:
-        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from exc
+    except AuthError as exc:  # with the reason when a credential came (a HEAD has no body)
+        scheme = challenge(401, str(exc)) if authorization else "Bearer"
+        raise HTTPException(401, str(exc), headers={"WWW-Authenticate": scheme}) from exc
 
 
 def check_token(context: Context, run_id: str, token: str | None) -> None:

@@ -46,7 +46,7 @@ from ...streams import (
 )
 from ...streams.base import MAX_SAFE_INT
 from ...streams.runs import is_run_path
-from ..auth import AuthError, ScopeError, bearer_grant, check_stream_token
+from ..auth import AuthError, ScopeError, bearer_grant, challenge, check_stream_token
 from ..deps import Context, ContextDep, Routes, TokenQuery, check_token
 
 routes = APIRouter(tags=["streams"])
@@ -234,11 +234,7 @@ def is_read_token(settings: Settings, path: str, authorization: str | None) -> b
 
 
 def refusal(status: int, detail: str) -> HTTPException:
-    """A 401/403 whose reason also travels in ``WWW-Authenticate`` (RFC 6750), for HEAD."""
-    error = "invalid_token" if status == 401 else "insufficient_scope"
-    description = detail.replace('"', "'").replace("\\", "/")
-    challenge = f'Bearer error="{error}", error_description="{description}"'
-    return HTTPException(status, detail, headers={"WWW-Authenticate": challenge})
+    return HTTPException(status, detail, headers={"WWW-Authenticate": challenge(status, detail)})
 
 
 # -- responses -----------------------------------------------------------------------------------
