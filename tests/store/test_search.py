@@ -204,13 +204,14 @@ def test_python_patterns_in_postgres_dialect(python: str, postgres: str | None) 
 @pytest.mark.postgres
 def test_postgres_cancels_a_slow_statement_at_the_deadline(pg_url: str) -> None:
     """PostgreSQL's regex engine does not backtrack without end, but a heavy scan still stops
-    at the deadline: ``SET LOCAL statement_timeout`` cancels it (about 0.7 s of work here)."""
+    at the deadline: ``SET LOCAL statement_timeout`` cancels the window under way (the whole
+    scan is about 0.7 s of work here), and the answer says how far it got."""
     store = PostgresStore(pg_url)
     try:
         run_id = fill(store, [("INFO", "ab" * 1000 + str(n)) for n in range(20_000)])
         began = time.monotonic()
-        with pytest.raises(SearchTimeoutError):
-            store.search(
+        try:
+            hits = store.search(
                 run_id,
                 SearchQuery(r"(a|b)*c", regex=True),
                 after=0,
@@ -218,6 +219,10 @@ def test_postgres_cancels_a_slow_statement_at_the_deadline(pg_url: str) -> None:
                 limit=10,
                 deadline=time.monotonic() + 0.05,
             )
+        except SearchTimeoutError:
+            pass  # not even the first window finished
+        else:
+            assert hits.scanned_to < 20_000 and hits.matches == []
         assert time.monotonic() - began < 0.5
     finally:
         store.close()
