@@ -198,3 +198,61 @@ def test_a_failed_run_shows_its_error_last_and_no_server_path(
     everything = "\n".join(line.message for line in lines)
     for secret in (str(Path.cwd()), sys.prefix, str(Path(__file__).resolve().parents[2])):
         assert secret not in everything
+
+
+def test_a_worker_whose_run_was_taken_over_returns_the_runs_status_and_stops(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    """A newer worker claimed the stalled run: the old one says the run is running (its new
+    owner's), not that it failed, and writes nothing more."""
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    worker, results = start(run, created.run_id, heartbeat_interval=3600)
+    assert job.at_gate.wait(timeout=10)
+    newer = store.claim_run(created.run_id, takeover_stale_before=utcnow() + timedelta(minutes=5))
+    assert newer is not None
+    seen = store.read(created.run_id, limit=1000)
+    job.gate.set()
+    worker.join(timeout=10)
+    assert results == [RunStatus.RUNNING]
+    assert store.read(created.run_id, limit=1000) == seen
+
+
+class StatusOutageStore(SQLiteStore):
+    """A real SQLite store whose run reads fail once ``reads_down`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads_down = threading.Event()
+
+    def get_run(self, run_id: str) -> Any:
+        if self.reads_down.is_set():
+            raise StoreError("database is unreachable")
+        return super().get_run(run_id)
+
+
+def test_a_fenced_worker_that_cannot_read_the_run_reports_it_failed(
+    tmp_path: Path, uploads: Any, blobs: Any, registry: GeneratorRegistry
+) -> None:
+    """Fenced off, then the store cannot say how the run stands: the worker reports failure
+    (its job did not complete here) rather than raising or claiming success."""
+    store = StatusOutageStore(tmp_path / "status.db")
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    results: list[RunStatus] = []
+
+    def work() -> None:
+        options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+        results.append(run_job(created.run_id, store=store, heartbeat_interval=3600, **options))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    assert job.at_gate.wait(timeout=10)
+    assert store.claim_run(created.run_id, takeover_stale_before=utcnow() + timedelta(minutes=5))
+    store.reads_down.set()
+    job.gate.set()
+    worker.join(timeout=10)
+    assert results == [RunStatus.FAILED]
+    store.close()
