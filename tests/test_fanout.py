@@ -160,3 +160,36 @@ async def test_the_log_wakes_every_waiter_once_and_drops_the_oldest() -> None:
     fanout.publish(WindowEndEvent(3))
     assert fanout.since(0) is None and fanout.end == 3
     assert [item.event for item in fanout.since(1) or []] == [WindowEndEvent(2), WindowEndEvent(3)]
+
+
+async def test_a_viewer_joining_a_live_run_gets_store_and_buffer_bytes_once_each(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Encoded, a late viewer's replay is the store's bytes up to the follower's buffer, then
+    the buffer's: the same bytes as the per-line encoding, counted, ending at the right seq."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store, buffer_lines=3)
+    logger = RunLogger(sqlite_store, run.run_id)
+    frame = framing(run.run_id)
+    first: list[TailEvent] = []
+    second: list[TailEvent] = []
+
+    def counted(events: list[TailEvent]) -> int:
+        return sum(e.count for e in events if isinstance(e, EncodedLinesEvent))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gather, first, tailer.follow(run.run_id, framing=frame))
+        await wait_until(lambda: tailer.followers == 1)
+        for n in range(1, 11):
+            await anyio.to_thread.run_sync(logger.info, f"line {n}")
+        follower = tailer._followers[run.run_id]
+        await wait_until(lambda: [line.seq for line in follower.buffer] == [8, 9, 10])
+        tg.start_soon(gather, second, tailer.follow(run.run_id, framing=frame))
+        await wait_until(lambda: counted(second) == 10)
+        replayed = [e for e in second if isinstance(e, EncodedLinesEvent)]
+        assert replayed[-1].last_seq == 10
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    stored = sqlite_store.read(run.run_id)
+    assert wire(second) == wire(first) == per_line_bytes(run.run_id, stored)
+    assert counted(second) == 10 and isinstance(second[-1], EndEvent)

@@ -390,3 +390,90 @@ async def test_a_second_viewer_replays_the_followers_buffer_then_follows(
     assert seqs(first) == list(range(1, 8))
     assert seqs(second) == [3, 4, 5, 6, 7] and isinstance(second[-1], EndEvent)
     store.close()
+
+
+async def test_a_viewer_joining_a_live_run_gets_each_line_once_from_store_and_buffer(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """The follower keeps only its last ``buffer_lines``: a late viewer reads the older lines
+    from the store up to the buffer, then the buffer, then live lines; never one twice."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store, buffer_lines=3)
+    logger = RunLogger(sqlite_store, run.run_id)
+    first: list[TailEvent] = []
+    second: list[TailEvent] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gather, first, tailer.follow(run.run_id))
+        await wait_until(lambda: tailer.followers == 1)
+        await write(logger, *(f"line {n}" for n in range(1, 11)))
+        follower = tailer._followers[run.run_id]
+        await wait_until(lambda: [line.seq for line in follower.buffer] == [8, 9, 10])
+        tg.start_soon(gather, second, tailer.follow(run.run_id))
+        await wait_until(lambda: seqs(second) == list(range(1, 11)))
+        await write(logger, "line 11")
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    assert seqs(first) == seqs(second) == list(range(1, 12))
+    assert isinstance(second[-1], EndEvent)
+
+
+async def test_a_windowed_viewer_gets_the_live_lines_that_come_within_its_window(
+    sqlite_store: SQLiteStore,
+) -> None:
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    logger = RunLogger(sqlite_store, run.run_id)
+    events: list[TailEvent] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gather, events, tailer.follow(run.run_id, window=30))
+        await wait_until(lambda: tailer.followers == 1)
+        for n in range(1, 4):
+            await write(logger, f"line {n}")
+            await wait_until(lambda n=n: seqs(events)[-1:] == [n])
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    assert seqs(events) == [1, 2, 3] and isinstance(events[-1], EndEvent)
+
+
+@pytest.mark.parametrize("how", ["stop_following", "close"])
+async def test_a_shutdown_ends_live_viewers_with_the_cursor_to_resume_from(
+    tmp_path: object, how: str
+) -> None:
+    store = SQLiteStore(tmp_path / "shutdown.db")  # type: ignore[operator]
+    run = store.create_run("up", "svc")
+    store.start_run(run.run_id)
+    tailer = Tailer(store)
+    logger = RunLogger(store, run.run_id)
+    events: list[TailEvent] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gather, events, tailer.follow(run.run_id))
+        await wait_until(lambda: tailer.followers == 1)
+        await write(logger, "one", "two")
+        await wait_until(lambda: seqs(events) == [1, 2])
+        with anyio.fail_after(10):
+            await (tailer.stop_following() if how == "stop_following" else tailer.close())
+    assert seqs(events) == [1, 2] and events[-1] == WindowEndEvent(2)
+    assert tailer.followers == 0
+    await wait_until(lambda: not _tasks_named("_run_follower"))
+    store.close()
+
+
+def test_a_tailer_whose_event_loop_has_closed_does_not_break_writers(tmp_path: object) -> None:
+    """Writers notify the tailer from their own threads; once its loop is gone (a server or a
+    test client shut down), a commit must still just commit."""
+    import asyncio
+
+    store = SQLiteStore(tmp_path / "closed-loop.db")  # type: ignore[operator]
+    run = store.create_run("up", "svc")
+    RunLogger(store, run.run_id).info("before")
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    tailer = Tailer(store)
+
+    async def view() -> list[TailEvent]:
+        return [event async for event in tailer.follow(run.run_id)]
+
+    assert seqs(asyncio.run(view())) == [1]
+    other = store.create_run("up", "svc2")
+    RunLogger(store, other.run_id).info("after the loop closed")
+    assert [line.message for line in store.read(other.run_id)] == ["after the loop closed"]
+    store.close()
