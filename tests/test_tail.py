@@ -306,7 +306,9 @@ async def test_a_store_down_for_a_while_is_waited_out(flaky: FlakyStore) -> None
     assert all(e.retry_in <= 0.05 for e in downs(live))
 
 
-async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(flaky: FlakyStore) -> None:
+async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(
+    flaky: FlakyStore, caplog: pytest.LogCaptureFixture
+) -> None:
     run = flaky.create_run("up", "svc")
     flaky.start_run(run.run_id)
     tailer = Tailer(flaky, retry_first=0.01, retry_max=0.02, give_up_after=0.2)
@@ -328,6 +330,8 @@ async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(flaky: Fl
     assert first[-1] == WindowEndEvent(delivered[-1]) and downs(first)
     assert tailer.followers == 0  # unregistered: nobody subscribes to a dead follower
     assert not _tasks_named("_run_follower")
+    gave_up = [m for m in caplog.messages if m.startswith("follower of run")]
+    assert gave_up == [f"follower of run {run.run_id} gives up: store down: injected: store down"]
     # the viewer resumes by cursor once the store is back, and a late viewer comes too
     flaky.down = False
     await write(logger, "five")
