@@ -9,7 +9,7 @@ import anyio.to_thread
 import pytest
 
 from jobtail.logger import RunLogger
-from jobtail.store.base import RunStatus
+from jobtail.store.base import RunNotFoundError, RunStatus
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.tail import (
     EndEvent,
@@ -481,3 +481,8 @@ def test_a_tailer_whose_event_loop_has_closed_does_not_break_writers(tmp_path: o
     RunLogger(store, other.run_id).info("after the loop closed")
     assert [line.message for line in store.read(other.run_id)] == ["after the loop closed"]
     store.close()
+
+
+async def test_following_an_unknown_run_names_it(sqlite_store: SQLiteStore) -> None:
+    with pytest.raises(RunNotFoundError, match=r"^no run 'r-missing'$"):
+        await collect(Tailer(sqlite_store).follow("r-missing"))
