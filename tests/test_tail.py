@@ -455,7 +455,11 @@ async def test_a_shutdown_ends_live_viewers_with_the_cursor_to_resume_from(
         await write(logger, "one", "two")
         await wait_until(lambda: seqs(events) == [1, 2])
         with anyio.fail_after(10):
-            await (tailer.stop_following() if how == "stop_following" else tailer.close())
+            if how == "stop_following":
+                await tailer.stop_following()
+                assert not _tasks_named("_run_follower")  # it waits for them to end
+            else:
+                await tailer.close()
     assert seqs(events) == [1, 2] and events[-1] == WindowEndEvent(2)
     assert tailer.followers == 0
     await wait_until(lambda: not _tasks_named("_run_follower"))
