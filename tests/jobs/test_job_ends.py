@@ -17,7 +17,7 @@ from jobtail.janitor import sweep
 from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
 from jobtail.jobs.runner import run_job
 from jobtail.logger import RunLogger
-from jobtail.store.base import LogLine, RunStatus, StoreError, utcnow
+from jobtail.store.base import LogLine, RunFencedError, RunStatus, StoreError, utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.uploads import ParsedUpload
 
@@ -255,4 +255,40 @@ def test_a_fenced_worker_that_cannot_read_the_run_reports_it_failed(
     job.gate.set()
     worker.join(timeout=10)
     assert results == [RunStatus.FAILED]
+    store.close()
+
+
+class PurgeOnRefusalStore(SQLiteStore):
+    """A real SQLite store where the retention purge lands just after a writer is refused."""
+
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        try:
+            return super().append(run_id, lines, epoch=epoch)
+        except RunFencedError:
+            self.purge(finished_before=utcnow() + timedelta(days=1))
+            raise
+
+
+def test_a_fenced_worker_whose_run_was_purged_reports_it_failed(
+    tmp_path: Path, uploads: Any, blobs: Any, registry: GeneratorRegistry
+) -> None:
+    store = PurgeOnRefusalStore(tmp_path / "purged.db")
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    results: list[RunStatus] = []
+
+    def work() -> None:
+        options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+        results.append(run_job(created.run_id, store=store, heartbeat_interval=3600, **options))
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    assert job.at_gate.wait(timeout=10)
+    swept = sweep(store, stale_after=60, retention_days=1, now=utcnow() + timedelta(minutes=5))
+    assert swept.failed == [created.run_id]
+    job.gate.set()
+    worker.join(timeout=10)
+    assert results == [RunStatus.FAILED]
+    assert store.get_run(created.run_id) is None
     store.close()
