@@ -14,6 +14,7 @@ from jobtail.store.migrate import apply_migrations
 from jobtail.store.sqlite import SQLiteStore
 
 from .pg import PgCluster
+from .store.fake_postgrest import FakePostgrest
 from .waiting import wait_for
 
 
@@ -88,3 +89,11 @@ def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
     apply_migrations(url)
     yield url
     pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def fake_postgrest(pg_url: str) -> Iterator[FakePostgrest]:
+    """PostgREST's RPC contract over that database, for SupabaseStore's real client."""
+    fake = FakePostgrest(pg_url)
+    yield fake
+    fake.close()

@@ -12,21 +12,7 @@ from jobtail.store.base import LogStore
 from jobtail.store.postgres import PostgresStore
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.store.supabase import SupabaseStore
-from tests.store.fake_postgrest import FakePostgrest
-
-BACKENDS = [
-    "sqlite",
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("supabase", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture
-def fake_postgrest(pg_url: str) -> Iterator[FakePostgrest]:
-    """PostgREST's RPC contract over that database, for SupabaseStore's real client."""
-    fake = FakePostgrest(pg_url)
-    yield fake
-    fake.close()
+from tests.backends import BACKENDS
 
 
 def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> LogStore:

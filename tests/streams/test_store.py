@@ -26,20 +26,7 @@ from jobtail.streams.base import (
     StreamStore,
 )
 from jobtail.streams.sqlite import SQLiteStreams
-from tests.store.fake_postgrest import FakePostgrest
-
-BACKENDS = [
-    "sqlite",
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("supabase", marks=pytest.mark.postgres),
-]
-
-
-@pytest.fixture
-def fake_postgrest(pg_url: str) -> Iterator[FakePostgrest]:
-    fake = FakePostgrest(pg_url)
-    yield fake
-    fake.close()
+from tests.backends import BACKENDS
 
 
 def open_streams(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StreamStore:
