@@ -15,9 +15,20 @@ from jobtail.store.supabase import SupabaseStore
 from tests.backends import BACKENDS
 
 
-def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> LogStore:
+class PythonDefaults(SQLiteStore):
+    """SQLite with LogStore's own Python search and framed reads instead of its SQL ones: what
+    a backend that does not build them in its database (Supabase) runs."""
+
+    search = LogStore.search  # type: ignore[assignment]
+    read_framed = LogStore.read_framed
+
+
+def open_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> LogStore:
+    """A store of ``backend`` (a BACKENDS name, or "defaults": ``PythonDefaults``)."""
     if backend == "sqlite":
         return SQLiteStore(tmp_path / "s.db")
+    if backend == "defaults":
+        return PythonDefaults(tmp_path / "s.db")
     if backend == "postgres":
         return PostgresStore(request.getfixturevalue("pg_url"))
     return SupabaseStore(request.getfixturevalue("fake_postgrest").client())
@@ -26,6 +37,14 @@ def _open(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> LogSt
 @pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
     """The same store protocol over each backend."""
-    opened = _open(request.param, request, tmp_path)
+    opened = open_store(request.param, request, tmp_path)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=[*BACKENDS, "defaults"])
+def store_or_defaults(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
+    """``store``, and SQLite with LogStore's Python defaults, for what those defaults cover."""
+    opened = open_store(request.param, request, tmp_path)
     yield opened
     opened.close()

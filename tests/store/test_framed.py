@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from jobtail.store.base import JSON_LINES, TEXT_LINES, Framing, LogLine, LogStore, frame_lines
 
 SSE = Framing("id: r:", "\ndata: ", "\n\n")
 T = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(store_or_defaults: LogStore) -> LogStore:
+    """Every backend, and LogStore's Python default of this method over SQLite."""
+    return store_or_defaults
 
 
 def test_framed_reads_match_the_python_encoding_of_read(store: LogStore) -> None:
