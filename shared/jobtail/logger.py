@@ -6,7 +6,8 @@ raise into the job: unsent lines stay queued in order and every later call (and 
 ``close``) retries them with backoff; appends are idempotent on ``(run_id, seq)``, so a retry
 after a lost reply duplicates nothing. What does raise is a *refusal*: the run was closed or
 claimed by a newer writer (``RunFencedError``), and the job must stop, because nothing it writes
-can land any more.
+can land any more. A claimed run (the logger holds its epoch) that the store no longer has was
+purged under a stalled writer: that is refused the same way, as closed ("purged").
 
 Text is made storable where it is made: lone surrogates (a ``surrogateescape``-decoded file
 name, say) become visible escapes, so one odd line can never block the lines after it.
@@ -28,6 +29,7 @@ from .store.base import (
     LogLine,
     LogStore,
     RunFencedError,
+    RunNotFoundError,
     RunStatus,
     SeqGapError,
     StoreError,
@@ -246,7 +248,7 @@ class RunLogger:
             attempt = 0
             while True:
                 try:
-                    self.store.finish_run(
+                    closed = self.store.finish_run(
                         self.run_id,
                         status,
                         error,
@@ -254,10 +256,13 @@ class RunLogger:
                         epoch=self.epoch,
                         omitted=self.omitted,
                     )
+                    if not closed and self._purged():  # a store may say False for no run
+                        raise RunNotFoundError(self.run_id)
                 except (RunFencedError, SeqGapError) as exc:
                     self._refuse(exc)
                     raise
                 except (StoreError, OSError) as exc:  # the store is down: wait for it
+                    self._refuse_if_purged(exc)
                     delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
                     if time.monotonic() + delay > deadline:
                         log.warning("run %s: its end is not yet stored: %s", self.run_id, exc)
@@ -313,6 +318,24 @@ class RunLogger:
                 len(self._pending),
             )
         self._pending.clear()
+
+    def _refuse_if_purged(self, exc: BaseException) -> None:
+        """Refuse for good, as closed, a claimed run the store no longer has: it was purged
+        (without an epoch the run's row may just not be visible yet: its lines wait)."""
+        if isinstance(exc, RunNotFoundError) and self.epoch is not None:
+            purged = RunFencedError(self.run_id, "closed", epoch=self.epoch, status="purged")
+            self._refuse(purged)
+            raise purged from exc
+
+    def _purged(self) -> bool:
+        """Whether a claimed run is gone (a False end with no exception: a retried close, or no
+        run at all); an unreadable store counts as not gone."""
+        if self.epoch is None:
+            return False
+        try:
+            return self.store.get_run(self.run_id) is None
+        except (StoreError, OSError):
+            return False
 
     def _make_line(self, level: str, message: str, fields: dict[str, Any]) -> LogLine | None:
         """The next line, or None past the cap (then it is held for the tail, or counted)."""
@@ -372,6 +395,7 @@ class RunLogger:
                 self._refuse(exc)
                 raise
             except (StoreError, OSError) as exc:  # down or busy: keep the lines, retry
+                self._refuse_if_purged(exc)
                 if attempt == len(delays):
                     step = self.retry_delays[min(self._tries, len(self.retry_delays) - 1)]
                     self._tries += 1

@@ -15,9 +15,17 @@ import pytest
 
 from jobtail.janitor import sweep
 from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
-from jobtail.jobs.runner import run_job
+from jobtail.jobs.results import result_key
+from jobtail.jobs.runner import Heartbeat, run_job
 from jobtail.logger import RunLogger
-from jobtail.store.base import LogLine, RunFencedError, RunStatus, StoreError, utcnow
+from jobtail.store.base import (
+    LogLine,
+    RunFencedError,
+    RunNotFoundError,
+    RunStatus,
+    StoreError,
+    utcnow,
+)
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.uploads import ParsedUpload
 
@@ -292,3 +300,57 @@ def test_a_fenced_worker_whose_run_was_purged_reports_it_failed(
     assert results == [RunStatus.FAILED]
     assert store.get_run(created.run_id) is None
     store.close()
+
+
+def test_a_stalled_worker_whose_run_was_purged_is_refused_and_reports_it_failed(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry, blobs: Any
+) -> None:
+    """The janitor closed the stalled run and the retention purge deleted it before the worker
+    resumed: the worker's next line is refused (the run is gone, nothing can ever land), so it
+    stops at once, saves no result and reports the run failed, not succeeded."""
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    worker, results = start(run, created.run_id, heartbeat_interval=3600, end_timeout=30)
+    assert job.at_gate.wait(timeout=10)
+    sweep(store, stale_after=60, retention_days=1, now=utcnow() + timedelta(minutes=5))
+    assert store.purge(finished_before=utcnow() + timedelta(days=1)) == 1
+    job.gate.set()
+    worker.join(timeout=10)
+    assert results == [RunStatus.FAILED]
+    assert [type(exc).__name__ for exc in job.raised] == ["RunFencedError"]
+    assert "purged" in str(job.raised[0])
+    assert store.get_run(created.run_id) is None
+    assert not blobs.exists(result_key(created))  # no result saved for a run that is gone
+
+
+def test_a_claimed_writer_ending_a_purged_run_is_refused(store: SQLiteStore) -> None:
+    """The end of a run purged under its writer is refused, not reported as stored."""
+    created = store.create_run("petstore", "scripted")
+    claimed = store.claim_run(created.run_id)
+    assert claimed is not None
+    logger = RunLogger(store, created.run_id, start_seq=claimed.last_seq, epoch=claimed.epoch)
+    logger.info("before the stall")
+    sweep(store, stale_after=60, retention_days=1, now=utcnow() + timedelta(minutes=5))
+    assert store.purge(finished_before=utcnow() + timedelta(days=1)) == 1
+    with pytest.raises(RunFencedError, match="purged"):
+        logger.finish(RunStatus.SUCCEEDED, "Run succeeded", timeout=30)
+    with pytest.raises(RunFencedError):
+        logger.info("after the end")
+
+
+def test_a_heartbeat_stops_when_its_run_was_purged(
+    store: SQLiteStore, wait_until: Callable[..., bool], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A purged run refuses the beat for good: the heartbeat stops instead of warning of a
+    "missed" beat forever."""
+    created = store.create_run("petstore", "scripted")
+    claimed = store.claim_run(created.run_id)
+    assert claimed is not None
+    sweep(store, stale_after=60, retention_days=1, now=utcnow() + timedelta(minutes=5))
+    assert store.purge(finished_before=utcnow() + timedelta(days=1)) == 1
+    with Heartbeat(store, created.run_id, 0.01, epoch=claimed.epoch) as beat:
+        assert wait_until(lambda: beat.refused is not None, timeout=10)
+        assert wait_until(lambda: not beat._thread.is_alive(), timeout=10)
+    assert isinstance(beat.refused, RunNotFoundError) and beat.beats == 0
+    assert "heartbeat failed" not in caplog.text

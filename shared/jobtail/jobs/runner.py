@@ -25,7 +25,15 @@ from typing import Any
 from ..blobs import BlobNotFoundError, BlobStore
 from ..documents import ParsedUpload, UploadError, parse_document
 from ..logger import MAX_LINE_CHARS, RunLogger
-from ..store.base import LogStore, Run, RunFencedError, RunStatus, SeqGapError, StoreError
+from ..store.base import (
+    LogStore,
+    Run,
+    RunFencedError,
+    RunNotFoundError,
+    RunStatus,
+    SeqGapError,
+    StoreError,
+)
 from ..tracebacks import format_exception, shorten_paths
 from ..uploads import UploadNotFoundError, Uploads
 from . import sandbox
@@ -52,7 +60,8 @@ Outcome = tuple[RunStatus, str | None, str, dict[str, Any]]
 class Heartbeat:
     """Touches the run every ``interval`` seconds from a thread, so the janitor sees it alive.
 
-    Stops by itself when the store refuses the writer (``refused``): the run is someone else's.
+    Stops by itself when the store refuses the writer (``refused``): the run is someone else's,
+    or gone (purged under a stalled worker).
     """
 
     def __init__(
@@ -62,7 +71,7 @@ class Heartbeat:
             raise ValueError("heartbeat interval must be positive")
         self.store, self.run_id, self.interval, self.epoch = store, run_id, interval, epoch
         self.beats = 0
-        self.refused: RunFencedError | None = None
+        self.refused: RunFencedError | RunNotFoundError | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
 
@@ -72,7 +81,7 @@ class Heartbeat:
             try:
                 self.store.heartbeat(self.run_id, epoch=self.epoch)
                 self.beats += 1
-            except RunFencedError as exc:
+            except (RunFencedError, RunNotFoundError) as exc:
                 self.refused = exc
                 return
             except (StoreError, OSError) as exc:  # a missed beat is not a failed job
