@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from jobtail.store.base import SEARCH_PAGE, LogLine, LogStore, RunStatus
 from jobtail.store.matching import SearchHits, SearchQuery, SearchTimeoutError, required_text
 from jobtail.store.pg_search import pg_pattern
 from jobtail.store.postgres import PostgresStore
+from jobtail.store.supabase import SupabaseStore
+from tests.store.fake_postgrest import FakePostgrest
 
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 MESSAGES = [
@@ -248,3 +251,80 @@ def test_postgres_cancels_a_slow_statement_at_the_deadline(pg_url: str) -> None:
 )
 def test_the_text_a_regex_needs(pattern: str, case: bool, needed: tuple[str, bool]) -> None:
     assert required_text(SearchQuery(pattern, regex=True, case_sensitive=case)) == needed
+
+
+def test_the_sql_function_removes_the_same_escapes_as_python() -> None:
+    """``jobtail_search`` holds ANSI_PATTERN as a literal: the two must not drift apart."""
+    from jobtail.store.matching import ANSI_PATTERN
+    from jobtail.store.migrate import MIGRATIONS_DIR
+
+    sql = (MIGRATIONS_DIR / "0008_search.sql").read_text()
+    assert f"'{ANSI_PATTERN}'" in sql
+
+
+@pytest.mark.postgres
+def test_supabase_searches_in_sql_without_reading_lines(fake_postgrest: FakePostgrest) -> None:
+    """A search over PostgREST sends no line over the network: one ``jobtail_search`` call per
+    window, each a GET (read-only), and never ``jobtail_read``."""
+    store = SupabaseStore(fake_postgrest.client())
+    try:
+        run_id = fill(store, [("INFO", f"line {n}") for n in range(1, 5001)])
+        store.search_window = 2000
+        del fake_postgrest.requests[:]
+        hits = find(store, run_id, SearchQuery("line 4999"), (0, 5000))
+        assert hits.matches == [4999] and hits.scanned_to == 5000
+        calls = [(r.method, r.url.path.rsplit("/", 1)[-1]) for r in fake_postgrest.requests]
+        searches = [call for call in calls if call[1] == "jobtail_search"]
+        assert searches == [("GET", "jobtail_search")] * 3  # 2000 + 2000 + 1000 seqs
+        assert "jobtail_read" not in {fn for _, fn in calls}
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_supabase_search_goes_on_after_a_full_page_of_hits(fake_postgrest: FakePostgrest) -> None:
+    """PostgREST's max rows (1000 by default on Supabase) may cut an answer: a window with more
+    hits than that is asked again from its last seq, so no hit is skipped."""
+    store = SupabaseStore(fake_postgrest.client())
+    try:
+        run_id = fill(store, [("INFO", f"line {n}") for n in range(1, 2501)])
+        hits = find(store, run_id, SearchQuery("line"), (0, 2500), limit=10_000)
+        assert hits.matches == list(range(1, 2501)) and hits.scanned_to == 2500
+        hits = find(store, run_id, SearchQuery("line"), (0, 2500), limit=1500)
+        assert hits.matches == list(range(1, 1501)) and hits.scanned_to == 1500
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_supabase_matches_in_python_what_postgresql_refuses(
+    fake_postgrest: FakePostgrest,
+) -> None:
+    """A pattern the translation passes but PostgreSQL's engine refuses (``a{1,300}``: its
+    repeat bound is 255) is matched in Python, with the same answer."""
+    store = SupabaseStore(fake_postgrest.client())
+    try:
+        run_id = fill(store, MESSAGES)
+        query = SearchQuery("o{1,300}r", regex=True)
+        assert everything(store, run_id, query, len(MESSAGES)) == reference(query, MESSAGES)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("mode", "needle", "sqlstate"),
+    [("bogus", "x", "22023"), (None, "x", "22023"), ("strpos", None, "22004")],
+)
+def test_the_sql_function_refuses_a_mode_it_does_not_know(
+    pg_url: str, mode: str | None, needle: str | None, sqlstate: str
+) -> None:
+    store = PostgresStore(pg_url)
+    try:
+        with store._connection() as conn, pytest.raises(psycopg.Error) as caught:
+            conn.execute(
+                "select * from jobtail_search('r', 0, 10, 0, %s, %s, 10)", (mode, needle)
+            ).fetchall()
+        assert caught.value.sqlstate == sqlstate
+    finally:
+        store.close()

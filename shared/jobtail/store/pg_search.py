@@ -1,10 +1,13 @@
 """Search of a run inside PostgreSQL: ``strpos``, ``ILIKE`` or ``~``/``~*`` over the visible text.
 
-Each window of seqs is one statement under ``SET LOCAL statement_timeout`` (the time left before
-the deadline), so a pattern that backtracks is cancelled by the server and a search that runs
-out of time still says how far it got. ANSI escapes are removed in SQL (``regexp_replace``, only
-on lines that hold one). Case folding is the database's ``lower``/``ILIKE``, which follows its
-locale (under the C locale only ASCII letters fold).
+The SQL is one function, ``jobtail_search`` (``supabase/migrations/0008_search.sql``), which
+PostgreSQL and Supabase call alike, one window of seqs per call. On a direct connection each
+call runs under ``SET LOCAL statement_timeout`` (the time left before the deadline), so a
+pattern that backtracks is cancelled by the server and a search that runs out of time still
+says how far it got; over PostgREST the windows shrink to what fits a tenth of a second
+(``Windows``). ANSI escapes are removed in SQL (``regexp_replace``, only on lines that hold
+one). Case folding is the database's ``lower``/``ILIKE``, which follows its locale (under the C
+locale only ASCII letters fold).
 
 A Python pattern runs as a PostgreSQL regular expression (ARE) only once translated to the same
 meaning (``pg_pattern``: ``\\b`` is ``\\y`` there, ``.`` must not match a newline, ``$`` may sit
@@ -15,13 +18,13 @@ falls back to matching in Python, as does a pattern PostgreSQL refuses.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
 from .base import LEVELS, level_number
 from .matching import (
-    ANSI_PATTERN,
     SearchHits,
     SearchQuery,
     SearchTimeoutError,
@@ -30,10 +33,7 @@ from .matching import (
 )
 
 WINDOW = 100_000
-VISIBLE = (
-    "(case when strpos(message, chr(27)) > 0"
-    " then regexp_replace(message, %(ansi)s, '', 'g') else message end)"
-)
+SEARCH_SQL = "select s from jobtail_search(%s, %s, %s, %s, %s, %s, %s) as s"
 _SIMPLE_ESCAPES = set("dDsSwWAZafnrtv") | {"\\"}
 _LETTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
@@ -94,30 +94,42 @@ def _quantifier(text: str, i: int) -> bool:
     return bool(low.isdigit() and (high.isdigit() or high == "" or not comma))
 
 
-def condition(query: SearchQuery, folds_unicode: bool) -> tuple[str, dict[str, Any]] | None:
-    """The SQL test of a line and its parameters; None if it must be matched in Python (also a
-    needle with non-ASCII letters to fold where the database's locale folds only ASCII)."""
-    params: dict[str, Any] = {"ansi": ANSI_PATTERN}
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How ``jobtail_search`` matches a query: its ``p_mode`` and ``p_needle``."""
+
+    mode: str
+    needle: str = ""
+
+
+def plan(query: SearchQuery, folds_unicode: bool) -> Plan | None:
+    """The SQL matching of ``query``; None if it must be matched in Python (also a needle with
+    non-ASCII letters to fold where the database's locale folds only ASCII)."""
     if not query.text:
-        return "true", params
+        return Plan("all")
     if not (query.case_sensitive or folds_unicode or query.text.isascii()):
         return None
     if not query.regex:
         if query.case_sensitive:
-            return f"strpos({VISIBLE}, %(needle)s) > 0", {**params, "needle": query.text}
-        return f"{VISIBLE} ilike %(like)s escape '\\'", {**params, "like": like_pattern(query.text)}
+            return Plan("strpos", query.text)
+        return Plan("ilike", like_pattern(query.text))
     pattern = pg_pattern(query.text)
     if pattern is None:
         return None
-    op = "~" if query.case_sensitive else "~*"
-    return f"{VISIBLE} {op} %(pattern)s", {**params, "pattern": pattern}
+    return Plan("regex" if query.case_sensitive else "iregex", pattern)
+
+
+def min_level_number(query: SearchQuery) -> int:
+    """The level bound in SQL: none at DEBUG (the lowest), so lines of any level count."""
+    level = level_number(query.min_level) if query.min_level else 0
+    return level if level > LEVELS["DEBUG"] else 0
 
 
 def search(
     conn: psycopg.Connection[Any],
     run_id: str,
     query: SearchQuery,
-    test: tuple[str, dict[str, Any]],
+    how: Plan,
     *,
     after: int,
     upto: int,
@@ -127,13 +139,7 @@ def search(
 ) -> SearchHits | None:
     """``LogStore.search`` on a connection, one window per statement; QueryCanceled past the
     deadline ends it. None if PostgreSQL refuses the pattern (the caller matches in Python)."""
-    where, params = test
-    sql = (
-        "select seq from runs_logs where run_id = %(run_id)s and seq > %(lo)s and seq <= %(hi)s"
-        f" and level_no >= %(level)s and {where} order by seq limit %(limit)s"
-    )
-    level = level_number(query.min_level) if query.min_level else 0
-    params = {**params, "run_id": run_id, "level": level if level > LEVELS["DEBUG"] else 0}
+    level = min_level_number(query)
     hits: list[int] = []
     cursor, windows = after, Windows(window)
     while cursor < upto:
@@ -142,12 +148,11 @@ def search(
         if left_ms <= 0:
             break
         end = windows.span(cursor, upto)
+        args = (run_id, cursor, end, level, how.mode, how.needle, limit - len(hits))
         try:
             with conn.transaction():
                 conn.execute("select set_config('statement_timeout', %s, true)", (str(left_ms),))
-                rows = conn.execute(
-                    sql, {**params, "lo": cursor, "hi": end, "limit": limit - len(hits)}
-                ).fetchall()
+                rows = conn.execute(SEARCH_SQL, args).fetchall()
         except psycopg.errors.QueryCanceled:
             break
         except psycopg.errors.InvalidRegularExpression:

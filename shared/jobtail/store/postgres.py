@@ -43,7 +43,7 @@ from .base import (
 )
 from .matching import SearchHits, SearchQuery
 from .pg_listen import NOTIFY_WINDOW, Listener
-from .pg_search import condition as search_condition
+from .pg_search import plan as search_plan
 from .pg_search import search as pg_search
 
 log = logging.getLogger(__name__)
@@ -424,20 +424,21 @@ class PostgresStore(LogStore):
     def search(
         self, run_id: str, query: SearchQuery, *, after: int, upto: int, limit: int, deadline: float
     ) -> SearchHits:
-        """In SQL (``strpos``/``ILIKE``/``~*`` under a statement timeout): ``jobtail.store.
-        pg_search``; a pattern PostgreSQL cannot run the same way is matched in Python."""
+        """In SQL (``jobtail_search``: ``strpos``/``ILIKE``/``~*``, each window under a statement
+        timeout): ``jobtail.store.pg_search``; a pattern PostgreSQL cannot run the same way is
+        matched in Python."""
         query.check()
         if self._folds_unicode is None:
-            self._folds_unicode = bool(self._value("select lower('\u00c4') = '\u00e4'"))
-        test = search_condition(query, self._folds_unicode)
-        if test is not None:
+            self._folds_unicode = bool(self._value("select jobtail_search_folds_unicode()"))
+        how = search_plan(query, self._folds_unicode)
+        if how is not None:
             bounds = {"after": after, "upto": upto, "limit": limit}
             with self._connection() as conn:
                 hits = pg_search(
                     conn,
                     run_id,
                     query,
-                    test,
+                    how,
                     **bounds,
                     deadline=deadline,
                     window=self.search_window,

@@ -38,6 +38,10 @@ from .base import (
     refusal,
     utcnow,
 )
+from .matching import SearchHits, SearchQuery, SearchTimeoutError, Windows
+from .pg_search import Plan as SearchPlan
+from .pg_search import min_level_number
+from .pg_search import plan as search_plan
 
 RETRY_CODES = frozenset(
     {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01", "57P01", "57P03"}
@@ -109,11 +113,34 @@ def _transient(exc: APIError) -> bool:
     return _from_gateway(exc) or code in RETRY_CODES or code[:2] in ("08", "53")
 
 
+SEARCH_ROWS = 1000
+"""Seqs asked of one ``jobtail_search`` call: Supabase's default PostgREST "max rows", so a
+full answer is known to be possibly cut and the next call goes on from its last seq."""
+
+
+class _PatternRefusedError(Exception):
+    """PostgreSQL refused the regular expression: Python matches instead."""
+
+
+class _CancelledError(Exception):
+    """The call hit the database's statement timeout: the search stops where it got."""
+
+
+def _search_refusal(exc: APIError) -> Exception | None:
+    if exc.code == "2201B":  # invalid_regular_expression
+        return _PatternRefusedError()
+    if exc.code == "57014":  # query_canceled
+        return _CancelledError()
+    return None
+
+
 class SupabaseStore(LogStore):
     """Runs and lines in a Supabase project, through the client it is given."""
 
     poll_interval = 0.1
     max_poll_interval = 2.0
+    search_window = 100_000  # seqs per jobtail_search call at most
+    _folds_unicode: bool | None = None  # whether the database's lower() folds beyond ASCII
 
     def __init__(
         self,
@@ -333,3 +360,59 @@ class SupabaseStore(LogStore):
         if before is not None:
             params["p_before"] = before
         return [_line(row) for row in self.rpc("jobtail_read", params, read=True)]
+
+    def search(
+        self, run_id: str, query: SearchQuery, *, after: int, upto: int, limit: int, deadline: float
+    ) -> SearchHits:
+        """In SQL, one ``jobtail_search`` call per window of seqs (``jobtail.store.pg_search``):
+        no line crosses the network to be matched. PostgREST sets no per-call timeout we
+        control, so the windows shrink to what fits a tenth of a second and the deadline is
+        kept between calls. A pattern PostgreSQL cannot run the same way is matched in Python."""
+        query.check()
+        if self._folds_unicode is None:
+            self._folds_unicode = bool(self.rpc("jobtail_search_folds_unicode", {}, read=True))
+        how = search_plan(query, self._folds_unicode)
+        if how is not None:
+            found = self._search_sql(run_id, query, how, (after, upto), limit, deadline)
+            if found is not None:
+                return found
+        return super().search(run_id, query, after=after, upto=upto, limit=limit, deadline=deadline)
+
+    def _search_sql(
+        self,
+        run_id: str,
+        query: SearchQuery,
+        how: SearchPlan,
+        span: tuple[int, int],
+        limit: int,
+        deadline: float,
+    ) -> SearchHits | None:
+        after, upto = span
+        params: dict[str, Any] = {
+            "p_run_id": run_id,
+            "p_min_level": min_level_number(query),
+            "p_mode": how.mode,
+            "p_needle": how.needle,
+        }
+        hits: list[int] = []
+        cursor, windows = after, Windows(self.search_window)
+        while cursor < upto and time.monotonic() < deadline:
+            began = time.monotonic()
+            end = windows.span(cursor, upto)
+            want = min(limit - len(hits), SEARCH_ROWS)
+            window = {**params, "p_after": cursor, "p_upto": end, "p_limit": want}
+            try:
+                rows = self.rpc("jobtail_search", window, read=True, refuse=_search_refusal)
+            except _PatternRefusedError:
+                return None
+            except _CancelledError:
+                break
+            hits += [int(seq) for seq in rows]
+            if len(hits) >= limit:
+                return SearchHits(hits, hits[-1])
+            # a full page may have been cut at PostgREST's max rows: go on from its last seq
+            cursor = int(rows[-1]) if len(rows) == want else end
+            windows.took(time.monotonic() - began)
+        if cursor == after < upto:
+            raise SearchTimeoutError(after)
+        return SearchHits(hits, cursor)
