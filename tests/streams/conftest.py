@@ -14,7 +14,10 @@ from jobtail.services import Services
 from jobtail.store import LogLine, LogStore, RunStatus
 from jobtail.store.base import utcnow
 from jobtail.store.sqlite import SQLiteStore
+from jobtail.streams.base import StreamStore
+from jobtail.streams.sqlite import SQLiteStreams
 from jobtail.web.app import create_app
+from tests.backends import BACKENDS
 from tests.conftest import ServerThread
 
 
@@ -74,3 +77,24 @@ def new_run(
     yield make
     for services in opened:
         services.close()
+
+
+def open_streams(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StreamStore:
+    if kind == "postgres":
+        from jobtail.streams.postgres import PostgresStreams
+
+        return PostgresStreams(request.getfixturevalue("pg_url"), max_size=20)
+    if kind == "supabase":
+        from jobtail.store.supabase import SupabaseStore
+        from jobtail.streams.supabase import SupabaseStreams
+
+        fake = request.getfixturevalue("fake_postgrest")
+        return SupabaseStreams(SupabaseStore(fake.client()))
+    return SQLiteStreams(tmp_path / "store.db")
+
+
+@pytest.fixture(params=BACKENDS)
+def streams(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamStore]:
+    opened = open_streams(request.param, request, tmp_path)
+    yield opened
+    opened.close()

@@ -6,8 +6,6 @@ last append, serialized appends), forks that copy nothing, expiry."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,28 +24,6 @@ from jobtail.streams.base import (
     StreamStore,
 )
 from jobtail.streams.sqlite import SQLiteStreams
-from tests.backends import BACKENDS
-
-
-def open_streams(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StreamStore:
-    if kind == "postgres":
-        from jobtail.streams.postgres import PostgresStreams
-
-        return PostgresStreams(request.getfixturevalue("pg_url"), max_size=20)
-    if kind == "supabase":
-        from jobtail.store.supabase import SupabaseStore
-        from jobtail.streams.supabase import SupabaseStreams
-
-        fake = request.getfixturevalue("fake_postgrest")
-        return SupabaseStreams(SupabaseStore(fake.client()))
-    return SQLiteStreams(tmp_path / "store.db")
-
-
-@pytest.fixture(params=BACKENDS)
-def streams(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StreamStore]:
-    opened = open_streams(request.param, request, tmp_path)
-    yield opened
-    opened.close()
 
 
 def sql(

@@ -1,0 +1,233 @@
+"""``Streams``, what the HTTP routes call: one path space for generic streams and run logs, the
+long-poll wait (woken by this process's writes, polling for other processes'), and the
+cache-busting cursor (§10.1). Real SQLite stores, no server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from jobtail.store import LogLine, RunStatus
+from jobtail.store.base import utcnow
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.streams.base import (
+    AppendRequest,
+    Chunk,
+    CreateRequest,
+    Producer,
+    StreamNotFound,
+    StreamUnsupported,
+    format_offset,
+)
+from jobtail.streams.service import CURSOR_EPOCH, CURSOR_INTERVAL, Streams, next_cursor
+from jobtail.streams.sqlite import SQLiteStreams
+from tests.waiting import wait_for_async
+
+PLAIN = "text/plain"
+NOW = CURSOR_EPOCH + 100 * CURSOR_INTERVAL + 5
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(tmp_path / "store.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def service(store: SQLiteStore) -> Iterator[Streams]:
+    opened = Streams.over(store, SQLiteStreams.from_store(store), long_poll_seconds=3)
+    yield opened
+    opened.close()
+
+
+def test_the_cursor_counts_twenty_second_intervals_since_its_epoch() -> None:
+    assert next_cursor(None, NOW) == "100"
+    assert next_cursor(None, CURSOR_EPOCH + 100 * CURSOR_INTERVAL) == "100"
+    assert next_cursor(None, CURSOR_EPOCH + 101 * CURSOR_INTERVAL - 0.01) == "100"
+    for behind_or_not_ours in ("99", "0", "abc", "-5", "", "1e9"):
+        assert next_cursor(behind_or_not_ours, NOW) == "100"
+    before = int((time.time() - CURSOR_EPOCH) // CURSOR_INTERVAL)
+    assert before <= int(next_cursor(None)) <= before + 1
+
+
+def test_an_echoed_current_cursor_jumps_ahead_by_1_to_180_intervals() -> None:
+    for echoed in (100, 250):
+        seen = {int(next_cursor(str(echoed), NOW)) - echoed for _ in range(5000)}
+        assert min(seen) == 1 and max(seen) == 180
+
+
+def test_run_paths_are_read_only_and_generic_ones_need_a_stream_store(
+    store: SQLiteStore, service: Streams
+) -> None:
+    run = store.create_run("up", "svc")
+
+    async def main() -> None:
+        for call in (
+            service.create(f"runs/{run.run_id}", CreateRequest(PLAIN)),
+            service.delete(f"runs/{run.run_id}"),
+        ):
+            with pytest.raises(StreamUnsupported, match="created and deleted with its run"):
+                await call
+        runs_only = Streams.over(store, None)
+        for call in (
+            runs_only.create("s", CreateRequest(PLAIN)),
+            runs_only.append("s", AppendRequest(b"x")),
+            runs_only.head("s"),
+            runs_only.read("s", "-1"),
+            runs_only.delete("s"),
+        ):
+            with pytest.raises(StreamUnsupported, match="no generic streams"):
+                await call
+        assert (await runs_only.head(f"runs/{run.run_id}")).stream_id == run.run_id
+        runs_only.close()  # nothing to close
+
+    anyio.run(main)
+
+
+def test_paths_route_to_generic_streams_or_to_runs(store: SQLiteStore, service: Streams) -> None:
+    run = store.create_run("up", "svc")
+    claimed = store.claim_run(run.run_id)
+    assert claimed is not None
+    line = LogLine(1, utcnow(), "INFO", "hello", None)
+    body = b'[{"seq": 1, "log_level": "INFO", "message": "hello"}]'
+
+    async def main() -> None:
+        assert (await service.create("s", CreateRequest(PLAIN, body=b"ab"))).created
+        assert (await service.append("s", AppendRequest(b"c", PLAIN))).meta.tail == 3
+        assert (await service.head("s")).tail == 3
+        assert (await service.read("s", "-1")).data == b"abc"
+        await service.delete("s")
+        with pytest.raises(StreamNotFound):
+            await service.head("s")
+        path = f"runs/{run.run_id}"
+        producer = Producer("w", claimed.epoch, 0)
+        appended = await service.append(path, AppendRequest(body, producer=producer))
+        assert appended.meta.tail == 1
+        beat = await service.append(path, AppendRequest(producer=producer), heartbeat=True)
+        assert beat.duplicate
+        assert (await service.read(path, "-1")).messages[0].startswith('{"seq":1,')
+        assert (await service.head("runs/up/svc")).stream_id == run.run_id
+        assert await service.run_id("runs/up/svc") == run.run_id
+        assert await service.run_id(path) == run.run_id
+
+    anyio.run(main)
+    assert store.read(run.run_id)[0].message == line.message
+
+
+async def started(service: Streams, path: str, offset: str | None, into: list[Chunk]) -> None:
+    into.append(await service.wait_read(path, offset, 10))
+
+
+def count_reads(service: Streams) -> list[Chunk]:
+    """The chunks ``wait_read`` has read so far: a write after the first is one it waits for."""
+    reads: list[Chunk] = []
+    read = service.read
+
+    async def counted(path: str, offset: str | None) -> Chunk:
+        chunk = await read(path, offset)
+        reads.append(chunk)
+        return chunk
+
+    service.read = counted  # type: ignore[method-assign]
+    return reads
+
+
+@pytest.mark.anyio
+async def test_a_waiting_read_wakes_on_this_processs_append(service: Streams) -> None:
+    await service.create("s", CreateRequest(PLAIN, body=b"old"))
+    assert service.streams is not None
+    service.streams.poll_interval = 60  # a wake-up, not a poll, must answer
+    got: list[Chunk] = []
+    reads = count_reads(service)
+    began = time.monotonic()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(started, service, "s", None, got)
+        await wait_for_async(lambda: reads)
+        await service.append("s", AppendRequest(b"new", PLAIN))
+    assert got[0].data == b"new" and got[0].start == 3  # offset=now: from the tail it saw
+    assert time.monotonic() - began < 5
+    assert not service.streams.listeners._listeners  # the waiter stopped listening
+
+
+@pytest.mark.anyio
+async def test_a_waiting_read_polls_for_another_processs_append(
+    store: SQLiteStore, service: Streams
+) -> None:
+    await service.create("s", CreateRequest(PLAIN))
+    assert service.streams is not None
+    service.streams.poll_interval = 0.05
+    store.poll_interval = 60
+    other = SQLiteStreams(store.path)  # another process's store: its writes wake no one here
+    got: list[Chunk] = []
+    reads = count_reads(service)
+    began = time.monotonic()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(started, service, "s", "-1", got)
+        await wait_for_async(lambda: reads)
+        await anyio.to_thread.run_sync(other.append, "s", AppendRequest(b"x", PLAIN))
+    other.close()
+    assert got[0].data == b"x"
+    assert time.monotonic() - began < 5
+
+
+@pytest.mark.anyio
+async def test_a_waiting_read_ends_empty_at_its_timeout_or_at_once_when_closed(
+    service: Streams,
+) -> None:
+    await service.create("open", CreateRequest(PLAIN, body=b"a"))
+    await service.create("shut", CreateRequest(PLAIN, body=b"a", closed=True))
+    began = time.monotonic()
+    chunk = await service.wait_read("open", format_offset(1), 0.3)
+    waited = time.monotonic() - began
+    assert chunk.empty and not chunk.meta.closed and 0.3 <= waited < 3
+    began = time.monotonic()
+    chunk = await service.wait_read("shut", format_offset(1), 10)
+    assert chunk.empty and chunk.closed and time.monotonic() - began < 3
+    chunk = await service.wait_read("open", "-1", 10)  # data now: no wait
+    assert chunk.data == b"a"
+
+
+@pytest.mark.anyio
+async def test_a_waiting_read_of_a_run_wakes_on_its_lines(
+    store: SQLiteStore, service: Streams
+) -> None:
+    run = store.create_run("up", "svc")
+    claimed = store.claim_run(run.run_id)
+    assert claimed is not None
+    store.poll_interval = 60
+    for path in (f"runs/{run.run_id}", "runs/up/svc"):
+        got: list[Chunk] = []
+        reads = count_reads(service)
+        written = claimed.last_seq
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(started, service, path, None, got)
+            await wait_for_async(lambda reads=reads: reads)  # type: ignore[misc]
+            line = LogLine(written + 1, utcnow(), "INFO", "live", None)
+            store.append(run.run_id, [line], epoch=claimed.epoch)
+        assert len(got[0].messages) == 1 and '"message":"live"' in got[0].messages[0]
+        claimed = store.get_run(run.run_id) or claimed
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED, epoch=claimed.epoch)
+    chunk = await service.wait_read(f"runs/{run.run_id}", None, 10)
+    assert chunk.empty and chunk.closed
+
+
+@pytest.mark.anyio
+async def test_a_run_only_service_waits_on_its_own_listeners(store: SQLiteStore) -> None:
+    service = Streams.over(store, None)
+    run = store.create_run("up", "svc")
+    claimed = store.claim_run(run.run_id)
+    assert claimed is not None
+    store.poll_interval = 60
+    got: list[Chunk] = []
+    reads = count_reads(service)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(started, service, f"runs/{run.run_id}", None, got)
+        await wait_for_async(lambda: reads)
+        store.append(run.run_id, [LogLine(1, utcnow(), "INFO", "x", None)], epoch=claimed.epoch)
+    assert len(got[0].messages) == 1
