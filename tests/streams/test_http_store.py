@@ -97,7 +97,8 @@ def test_a_worker_claims_writes_and_ends_a_run(app: App) -> None:
     assert worker.claim_run(queued.run_id) is None  # running: not claimable
     assert worker.append(queued.run_id, [line(1), line(2)]) == 2  # epoch looked up
     batch = app.sent[-1]
-    assert batch.headers["producer-seq"] == "0" and batch.headers["content-type"] == "application/json"
+    assert batch.headers["producer-seq"] == "0"
+    assert batch.headers["content-type"] == "application/json"
     assert batch.headers["producer-epoch"] == str(claimed.epoch)
     assert worker.append(queued.run_id, [line(1), line(2)], epoch=claimed.epoch) == 2  # retry
     assert worker.append(queued.run_id, []) == 2

@@ -44,7 +44,8 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 def lines_body(first: int, count: int) -> bytes:
-    items = [{"seq": s, "log_level": "INFO", "message": f"m{s}"} for s in range(first, first + count)]
+    seqs = range(first, first + count)
+    items = [{"seq": s, "log_level": "INFO", "message": f"m{s}"} for s in seqs]
     return json.dumps(items).encode()
 
 
@@ -166,11 +167,13 @@ def test_a_worker_claims_a_queued_run_with_the_next_epoch(store: SQLiteStore) ->
         runs.write(path, AppendRequest(producer=Producer("w", run.epoch + 2, 0)), heartbeat=True)
     assert stale.value.epoch == run.epoch
     claim = runs.write(path, AppendRequest(producer=Producer("w", run.epoch + 1, 0)), True)
-    assert claim.duplicate and claim.producer == Producer("w", run.epoch + 1, 0)
+    assert not claim.duplicate and claim.producer == Producer("w", run.epoch + 1, 0)
     claimed = store.get_run(run.run_id)
     assert claimed is not None and claimed.status is RunStatus.RUNNING
     assert claimed.epoch == run.epoch + 1 and claim.meta.extra[1][1] == str(claimed.epoch)
-    with pytest.raises(StaleEpochError) as stale:  # a second claimant of the same epoch
+    late = runs.write(path, AppendRequest(producer=Producer("x", run.epoch + 1, 0)), True)
+    assert late.duplicate  # the same claim again: the owner's heartbeat, not a claim (HTTP 204)
+    with pytest.raises(StaleEpochError) as stale:  # a claim for an epoch beyond the run's
         runs.write(path, AppendRequest(producer=Producer("x", run.epoch + 2, 0)), heartbeat=True)
     assert stale.value.epoch == claimed.epoch
 
@@ -184,7 +187,8 @@ def test_a_worker_heartbeats_appends_and_retries(store: SQLiteStore) -> None:
     beat = runs.write(path, AppendRequest(producer=Producer("w", epoch, 0)), heartbeat=True)
     after = store.get_run(run_id)
     assert beat.duplicate and after is not None and after.heartbeat_at is not None
-    assert store_heartbeat.heartbeat_at is None or after.heartbeat_at >= store_heartbeat.heartbeat_at
+    previous = store_heartbeat.heartbeat_at
+    assert previous is None or after.heartbeat_at >= previous
     request = AppendRequest(lines_body(1, 3), producer=Producer("w", epoch, 0))
     appended = runs.write(path, request, heartbeat=True)  # lines with the header: lines
     assert not appended.duplicate and appended.meta.tail == 3 and not appended.meta.closed
@@ -243,7 +247,9 @@ def test_line_batches_are_parsed_or_refused() -> None:
         1, "WARNING", "2", {"a": 1},
     )  # fmt: skip
     assert many[1].fields is None
-    for bad in (b"nope", b'[{"message": "no seq"}]', b'[{"seq": 1}]', b'[{"seq": "x", "message": ""}]',
-                b"[1]", b'[{"seq": 1, "message": "", "timestamp": "yesterday"}]'):  # fmt: skip
+    for bad in (
+        b"nope", b'[{"message": "no seq"}]', b'[{"seq": 1}]', b'[{"seq": "x", "message": ""}]',
+        b"[1]", b'[{"seq": 1, "message": "", "timestamp": "yesterday"}]',
+    ):  # fmt: skip
         with pytest.raises(StreamInvalid, match="JSON objects with seq, log_level and message"):
             parse_lines(bad)

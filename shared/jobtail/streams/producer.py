@@ -136,11 +136,13 @@ class HttpStore(LogStore):
         if run is None or run.status is not RunStatus.QUEUED:
             return None
         try:
-            self._post(run_id, run.epoch + 1, 0, extra=HEARTBEAT)
+            response = self._post(run_id, run.epoch + 1, 0, extra=HEARTBEAT)
         except CredentialRefused:
             raise
         except RunFencedError:
-            return None  # another worker claimed it first
+            return None  # another worker claimed it first, with a newer epoch
+        if response.status_code != 200:
+            return None  # another worker claimed it first: the server took this for its heartbeat
         return self.get_run(run_id)
 
     def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:

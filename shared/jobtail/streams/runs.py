@@ -118,16 +118,20 @@ class RunStreams:
         0 claims a queued run. Lines carry their ``seq`` and the store's append is idempotent
         on it, so ``Producer-Seq`` is the seq before the batch: a retry is a no-op (204), a gap
         is refused (409 naming the expected seq), a stale epoch is 403 and a finished run 409
-        with ``Stream-Closed``. Closing stores the final lines and status in one transaction."""
+        with ``Stream-Closed``. Closing stores the final lines and status in one transaction.
+        A claim is not a duplicate; a claim that lost the race to another worker is, at the
+        winner's epoch, indistinguishable from the winner's heartbeat and is one."""
         parts = path[len(PREFIX) :].split("/")
         if len(parts) != 1 or request.producer is None:
             raise StreamUnsupported("write to runs/<run_id> with Producer-Id/-Epoch/-Seq headers")
         producer = request.producer
-        run = self._owned(self.run_of(path), producer)
+        found = self.run_of(path)
+        run = self._owned(found, producer)
         try:
             if heartbeat and not request.body and not request.close:
                 self.store.heartbeat(run.run_id, epoch=producer.epoch)
-                return Appended(self.meta(run), duplicate=True, producer=producer)
+                claimed = run.epoch != found.epoch  # this request claimed it: not a duplicate
+                return Appended(self.meta(run), duplicate=not claimed, producer=producer)
             lines = parse_lines(request.body) if request.body else []
             if request.close:
                 closed = self.store.finish_run(

@@ -371,7 +371,8 @@ async def append(request: Request, path: str, mounted: MountedDep) -> Response:
             error=request.headers.get("jobtail-run-error"),
             omitted=count(request, "jobtail-run-omitted"),
         )
-        result = await streams.append(path, wanted, flag(request, "jobtail-heartbeat"))
+        heartbeat = flag(request, "jobtail-heartbeat")
+        result = await streams.append(path, wanted, heartbeat)
     except StreamError as exc:
         return error_response(exc)
     headers = {**meta_headers(result.meta), **SECURITY}
@@ -379,7 +380,9 @@ async def append(request: Request, path: str, mounted: MountedDep) -> Response:
     if result.producer is not None:
         headers["Producer-Epoch"] = str(result.producer.epoch)
         headers["Producer-Seq"] = str(result.producer.seq)
-        status = 200 if wanted.body and not result.duplicate else 204
+        # 200: data landed, or a bare heartbeat claimed a queued run (204: another worker had)
+        claim = heartbeat and not wanted.close
+        status = 200 if (wanted.body or claim) and not result.duplicate else 204
     return Response(status_code=status, headers=headers)
 
 
