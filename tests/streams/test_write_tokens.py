@@ -23,7 +23,7 @@ from jobtail.config import Settings
 from jobtail.run import RunClaimError
 from jobtail.services import Services
 from jobtail.store import LogLine, RunStatus
-from jobtail.store.base import RunFencedError, utcnow
+from jobtail.store.base import RunActiveError, RunFencedError, StoreError, utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.client import follow
 from jobtail.streams.producer import CredentialRefused, HttpStore
@@ -302,3 +302,30 @@ def test_the_two_kinds_of_run_token_never_pass_for_each_other() -> None:
         check_write_token(Settings(secret=SecretStr("t" * 32)), write)
     with pytest.raises(AuthError, match="expired"):
         check_write_token(settings, write, now=time.time() + 86_400)
+
+
+def test_a_job_with_an_api_key_makes_its_own_run_over_http(secured: Secured) -> None:
+    """``jobtail.run(server, upload, service, token=api_key)``: the server creates the run,
+    the job claims and writes it; a second one for the same key while it runs is refused
+    (RunActiveError), and a write token cannot create runs."""
+    with jobtail.run(secured.url, "petstore", "own", token=API_KEY) as log:
+        log.info("made here")
+        run_id = log.run_id
+        with (
+            pytest.raises(RunActiveError) as active,
+            jobtail.run(secured.url, "petstore", "own", token=API_KEY),
+        ):
+            pass
+        assert active.value.run.run_id == run_id
+    run = secured.services.store.get_run(run_id)
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    assert (run.upload_id, run.service_name) == ("petstore", "own")
+    lines = secured.services.store.read(run_id)
+    assert lines[0].message == "made here" and lines[-1].message.startswith("Run succeeded")
+    token = str(secured.queue("tokened")["write_token"])
+    worker = HttpStore(secured.url, token=token)
+    with pytest.raises(StoreError, match=r"\(403\).*takes an API key"):
+        worker.create_run("petstore", "else")
+    with pytest.raises(StoreError, match="names new runs"):
+        worker.create_run("petstore", "else", run_id="mine")
+    worker.close()

@@ -6,6 +6,10 @@ as a Durable Streams producer, with the run's write token instead of database cr
     with jobtail.run("https://jobtail.example.com", run_id=run_id, token=token) as log:
         log.info("parsing")
 
+    # or, holding an API key, the job makes its own run for the key
+    with jobtail.run("https://jobtail.example.com", "petstore", "report", token=api_key) as log:
+        log.info("parsing")
+
 The token (``jtw_...``) lets it write that one run and nothing else; an API key works too.
 
 Only what a worker does is here: claim (``Producer-Epoch`` = the run's epoch + 1), append lines
@@ -23,11 +27,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from ..store import LogLine, LogStore, Run, RunStatus, StoreError
-from ..store.base import RunFencedError, SeqGapError, dump_json, utcnow
+from ..store.base import RunActiveError, RunFencedError, SeqGapError, dump_json, utcnow
 
 PRODUCER_ID = "jobtail-worker"
 HEARTBEAT = {"Jobtail-Heartbeat": "true"}
@@ -193,7 +198,28 @@ class HttpStore(LogStore):
         return StoreError(f"{what} is done by the jobtail server, not over HttpStore")
 
     def create_run(self, upload_id: str, service_name: str, run_id: str | None = None) -> Run:
-        raise self._server_side("creating runs")
+        """A queued run for the key, made by the server (``POST /runs/{upload}/{service}/runs``):
+        ``jobtail.run(server, upload_id, service, token=api_key)`` with no ``run_id``. It needs
+        an API key; a write token is for one run that already exists."""
+        if run_id is not None:
+            raise StoreError("the jobtail server names new runs: create_run takes no run_id")
+        path = f"{self.url}/runs/{quote(upload_id, safe='')}/{quote(service_name, safe='')}/runs"
+        try:
+            response = self._client.post(path, headers=self._headers)
+        except httpx.TransportError as exc:
+            raise StoreError(f"jobtail server at {self.url} unreachable: {exc}") from exc
+        body = _json_body(response)
+        if response.status_code == 201:
+            return _run_from(body)
+        if response.status_code == 409 and isinstance(body.get("run_id"), str):
+            active = self.get_run(body["run_id"])
+            if active is not None:
+                raise RunActiveError(active)
+        detail = body.get("detail") or response.text or response.reason_phrase
+        refused = f"jobtail server refused to create a run ({response.status_code}): {detail}"
+        if response.status_code in (401, 403):
+            refused += "; creating runs takes an API key (a write token only writes its own run)"
+        raise StoreError(refused)
 
     def list_runs(
         self, upload_id: str | None = None, service_name: str | None = None, limit: int = 100
@@ -233,6 +259,37 @@ def _reason(response: httpx.Response) -> str:
     if marker in challenge:
         return challenge.split(marker, 1)[1].split('"', 1)[0]
     return response.text or response.reason_phrase
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _run_from(body: dict[str, Any]) -> Run:
+    """A run as the runs API shows it (``Run.to_json``)."""
+
+    def when(key: str) -> datetime | None:
+        value = body.get(key)
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+    return Run(
+        run_id=body["run_id"],
+        upload_id=body["upload_id"],
+        service_name=body["service_name"],
+        status=RunStatus(body["status"]),
+        created_at=when("created_at") or utcnow(),
+        started_at=when("started_at"),
+        finished_at=when("finished_at"),
+        heartbeat_at=when("heartbeat_at"),
+        last_seq=int(body.get("last_seq") or 0),
+        error=body.get("error"),
+        epoch=int(body.get("epoch") or 0),
+        omitted=int(body.get("omitted") or 0),
+    )
 
 
 def _body(lines: Sequence[LogLine]) -> bytes:
