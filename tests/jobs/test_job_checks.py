@@ -1,14 +1,15 @@
-"""The runner's checks of generated code: what they say, and that they leave nothing behind."""
+"""The runner's checks of generated code: what they say, word for word."""
 
 from __future__ import annotations
 
-import sys
+import re
 from collections.abc import Callable
 
 import pytest
 
-from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
-from jobtail.jobs.runner import describe_schema, import_check
+from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorError, GeneratorRegistry
+from jobtail.jobs.runner import describe_schema
+from jobtail.jobs.sandbox import import_check
 from jobtail.logger import RunLogger
 from jobtail.store.base import LogLine, RunStatus
 from jobtail.store.sqlite import SQLiteStore
@@ -27,26 +28,36 @@ class Fixed(Generator):
         return self.output
 
 
-def test_the_import_check_counts_classes_and_leaves_no_module_behind(
+def test_the_import_check_counts_classes_in_its_own_process(
     store: SQLiteStore, log_of: Callable[[str], list[LogLine]]
 ) -> None:
     run = store.create_run("up", "svc")
-    before = {name for name in sys.modules if name.startswith("_jobtail_check_")}
+    source = "class A: pass\nclass B(A): pass\nimport os\nX = os.sep\n"
     with RunLogger(store, run.run_id) as log:
-        code = compile("class A: pass\nclass B(A): pass\nimport os\nX = os.sep\n", "m.py", "exec")
-        assert import_check(code, log) == 2
-    assert {name for name in sys.modules if name.startswith("_jobtail_check_")} == before
-    messages = [line.message for line in log_of(run.run_id)]
-    assert messages[0].startswith("Import check passed: 2 classes defined in ")
-    assert messages[0].endswith(" ms") and messages[1] == "Classes: A, B"
+        assert import_check(source, "m.py", log) == 2
+    passed, classes = [line.message for line in log_of(run.run_id)]
+    assert re.fullmatch(
+        r"Import check passed: 2 classes defined in \d+ ms \(separate process\)", passed
+    )
+    assert classes == "Classes: A, B"
 
 
-def test_a_failed_import_check_leaves_no_module_behind(store: SQLiteStore) -> None:
+def test_an_import_check_that_fails_or_lacks_a_package_says_so(
+    store: SQLiteStore, log_of: Callable[[str], list[LogLine]]
+) -> None:
     run = store.create_run("up", "svc")
-    before = set(sys.modules)
-    with RunLogger(store, run.run_id) as log, pytest.raises(Exception, match="fails on import"):
-        import_check(compile("raise RuntimeError('boom')", "m.py", "exec"), log)
-    assert not {name for name in set(sys.modules) - before if name.startswith("_jobtail_check_")}
+    with RunLogger(store, run.run_id) as log:
+        with pytest.raises(GeneratorError) as caught:
+            import_check("raise RuntimeError('boom')", "m.py", log)
+        assert str(caught.value) == "the generated code fails on import: RuntimeError: boom"
+        assert import_check("import no_such_package_here", "m.py", log) is None
+    assert [(line.log_level, line.message) for line in log_of(run.run_id)] == [
+        (
+            "WARNING",
+            "Import check skipped: No module named 'no_such_package_here'"
+            " (a package this worker does not have)",
+        )
+    ]
 
 
 @pytest.mark.parametrize(

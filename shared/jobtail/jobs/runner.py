@@ -15,11 +15,8 @@ their ``end`` at once instead of after the janitor's timeout.
 from __future__ import annotations
 
 import logging
-import secrets
-import sys
 import threading
 import time
-import types
 from typing import Any
 
 from ..blobs import BlobNotFoundError, BlobStore
@@ -46,7 +43,7 @@ from .generators import (
 )
 from .results import ResultInfo, result_key, save_result
 
-__all__ = ["Heartbeat", "describe_error", "import_check", "result_key", "run_job"]
+__all__ = ["Heartbeat", "describe_error", "result_key", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -241,28 +238,6 @@ def describe_schema(schema: Any) -> str:
     if "$ref" in schema:
         return f"reference to {schema['$ref']}"
     return str(schema.get("type", "any"))
-
-
-def import_check(code: types.CodeType, logger: RunLogger) -> int | None:
-    """Execute the module in a fresh namespace and count its classes; None if skipped."""
-    name = f"_jobtail_check_{secrets.token_hex(4)}"
-    module = types.ModuleType(name)
-    sys.modules[name] = module  # pydantic resolves forward references through sys.modules
-    started = time.perf_counter()
-    try:
-        exec(code, module.__dict__)
-    except ImportError as exc:
-        logger.warning(f"Import check skipped: {exc} (a package this worker does not have)")
-        return None
-    except Exception as exc:
-        raise GeneratorError(f"the generated code fails on import: {describe_error(exc)}") from exc
-    finally:
-        sys.modules.pop(name, None)
-    classes = [k for k, v in vars(module).items() if isinstance(v, type) and v.__module__ == name]
-    ms = (time.perf_counter() - started) * 1000
-    logger.info(f"Import check passed: {len(classes)} classes defined in {ms:.0f} ms")
-    logger.debug(f"Classes: {', '.join(classes)}")
-    return len(classes)
 
 
 class _Job:
