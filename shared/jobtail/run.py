@@ -72,6 +72,9 @@ class _Heartbeat:
         self._thread.start()
 
     def _beat(self) -> None:
+        """An outage is said twice, when it starts and when it ends, not once per beat: a store
+        down for ten minutes would otherwise write a hundred warnings into the job's output."""
+        missed = 0
         while not self._stop.wait(self.interval):
             try:
                 self.store.heartbeat(self.run.run_id, epoch=self.run.epoch)
@@ -79,7 +82,18 @@ class _Heartbeat:
                 self.refused = exc
                 return
             except (StoreError, OSError) as exc:  # a missed beat is not a failed job
-                log.warning("run %s: heartbeat failed: %s", self.run.run_id, exc)
+                missed += 1
+                if missed == 1:
+                    log.warning(
+                        "run %s: heartbeat failed: %s (retrying every %g s)",
+                        self.run.run_id,
+                        exc,
+                        self.interval,
+                    )
+                continue
+            if missed:
+                log.warning("run %s: heartbeat back after %d missed", self.run.run_id, missed)
+                missed = 0
 
     def stop(self) -> None:
         self._stop.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import threading
@@ -15,7 +16,7 @@ import pytest
 import jobtail
 from jobtail.run import RunClaimError
 from jobtail.store import RunActiveError, RunStatus
-from jobtail.store.base import RunFencedError
+from jobtail.store.base import RunFencedError, StoreError
 from jobtail.store.sqlite import SQLiteStore
 
 from ..functions.lambdas import FakeContext, sqs_event
@@ -210,3 +211,38 @@ def test_a_cancelled_task_ends_its_run_failed(sqlite_store: SQLiteStore) -> None
     asyncio.run(main())
     run = only_run(sqlite_store, "cancel")
     assert run.status is RunStatus.FAILED and "interrupted (CancelledError)" in run.error
+
+
+class FlakyHeartbeats(SQLiteStore):
+    """A store whose heartbeats fail while ``down`` is set (an outage), counting every try."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.down = threading.Event()
+        self.tries = 0
+
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        self.tries += 1
+        if self.down.is_set():
+            raise StoreError("the database is unreachable")
+        super().heartbeat(run_id, epoch=epoch)
+
+
+def test_a_heartbeat_outage_is_said_once_when_it_starts_and_once_when_it_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyHeartbeats(tmp_path / "s.db")
+    caplog.set_level(logging.WARNING, logger="jobtail")
+    with jobtail.run(store, "flaky", "beat", heartbeat_interval=0.01) as log:
+        store.down.set()
+        begun = store.tries
+        wait_for(lambda: store.tries >= begun + 5, 10, "five missed beats")
+        store.down.clear()
+        wait_for(lambda: "heartbeat back" in caplog.text, 10, "the heartbeat back")
+        log.info("done")
+    said = [r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage()]
+    assert len(said) == 2, said
+    assert "heartbeat failed: the database is unreachable (retrying every 0.01 s)" in said[0]
+    missed = int(said[1].split("back after ")[1].split()[0])
+    assert missed >= 5
+    store.close()
