@@ -130,6 +130,14 @@ def add_read_routes(routes: Routes) -> None:
     routes.add(f"{RUN}/status", run_status, name="jobtail.run_status")
 
 
+def already_active(exc: RunActiveError) -> JSONResponse:
+    """409 naming the run that holds the key, so a client can follow it instead."""
+    return JSONResponse(
+        {"detail": f"a run for this key is already {exc.run.status}", "run_id": exc.run.run_id},
+        status_code=409,
+    )
+
+
 # -- jobtail's own job: generate code from an upload --------------------------------------
 
 
@@ -156,10 +164,7 @@ def generate(
     try:
         run = services.store.create_run(upload_id, service)
     except RunActiveError as exc:
-        return JSONResponse(
-            {"detail": f"a run for this key is already {exc.run.status}", "run_id": exc.run.run_id},
-            status_code=409,
-        )
+        return already_active(exc)
     assert services.dispatcher is not None
     try:
         services.dispatcher.submit(run)
@@ -200,10 +205,7 @@ def create(
     try:
         run = context.store.create_run(upload_id, service)
     except RunActiveError as exc:
-        return JSONResponse(
-            {"detail": f"a run for this key is already {exc.run.status}", "run_id": exc.run.run_id},
-            status_code=409,
-        )
+        return already_active(exc)
     stream = f"{request.scope.get('root_path', '')}/v1/stream/runs/{run.run_id}"
     body = {**run.to_json(), "stream": stream, **_token(context, run)}
     return JSONResponse({**body, **_write_token(context, run)}, status_code=201)
