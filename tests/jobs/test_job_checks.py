@@ -76,6 +76,10 @@ def test_an_import_check_that_fails_or_lacks_a_package_says_so(
             "Run failed: the generated code does not compile: source code string cannot contain "
             "null bytes",
         ),
+        (  # compile() raises ValueError, not SyntaxError, for a NUL in the file name
+            GeneratedCode("x = 1\n", "bad\x00.py"),
+            "Run failed: the generated code does not compile: embedded null character",
+        ),
     ],
 )
 def test_checks_say_why_in_the_runs_own_words(
