@@ -1,6 +1,7 @@
 """``redispatch_queued`` hands over every queued run, oldest first, page by page: it used to
 look at the newest 1,000 runs of any status only, so on a busy store older queued runs stayed
-queued until the janitor failed them."""
+queued until the janitor failed them. Supabase pages too (``jobtail_queued_runs``, migration
+0009), where it used to see only the oldest page."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from jobtail.jobs.dispatch import Dispatcher, DispatchError, redispatch_queued
 from jobtail.store.base import LogStore, Run, RunStatus
 from jobtail.store.postgres import PostgresStore
 from jobtail.store.sqlite import SQLiteStore
+from jobtail.store.supabase import SupabaseStore
+from tests.backends import BACKENDS
 
 
 class Recording(Dispatcher):
@@ -28,13 +31,15 @@ class Recording(Dispatcher):
         self.runs.append(run.run_id)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LogStore]:
     opened: LogStore
     if request.param == "sqlite":
         opened = SQLiteStore(tmp_path / "s.db")
-    else:
+    elif request.param == "postgres":
         opened = PostgresStore(request.getfixturevalue("pg_url"))
+    else:
+        opened = SupabaseStore(request.getfixturevalue("fake_postgrest").client())
     yield opened
     opened.close()
 

@@ -389,11 +389,7 @@ class PostgresStore(LogStore):
     ) -> list[Run]:
         created, run_id = after if after else (None, "")
         rows = self._rows(
-            f"select {RUN_COLUMNS} from runs where status = 'queued'"
-            " and (%(created)s::timestamptz is null"
-            " or (created_at, run_id) > (%(created)s::timestamptz, %(run_id)s::text))"
-            " order by created_at, run_id limit %(limit)s",
-            {"created": created, "run_id": run_id, "limit": limit},
+            f"select {RUN_COLUMNS} from jobtail_queued_runs(%s, %s, %s)", (created, run_id, limit)
         )
         return [_run(row) for row in rows]
 

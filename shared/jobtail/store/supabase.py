@@ -331,6 +331,14 @@ class SupabaseStore(LogStore):
         params["p_limit"] = limit
         return [_run(row) for row in self.rpc("jobtail_stale_runs", params, read=True)]
 
+    def queued_runs(
+        self, after: tuple[datetime, str] | None = None, limit: int = 1000
+    ) -> list[Run]:
+        params: dict[str, Any] = {"p_limit": limit}
+        if after is not None:
+            params |= {"p_after_created": after[0].isoformat(), "p_after_run_id": after[1]}
+        return [_run(row) for row in self.rpc("jobtail_queued_runs", params, read=True)]
+
     def purge(self, finished_before: datetime) -> int:
         return int(self.rpc("jobtail_purge", {"p_finished_before": finished_before.isoformat()}))
 
