@@ -13,13 +13,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import browser, figures, scale, streams
+from . import browser, figures, scale, streams, writers
 
 Figure = Callable[[Path], list[tuple[str, str, str, bool]]]
 
 ALL: dict[str, Figure] = {
     "append": figures.append_rates,
     "latency": figures.sse_latency,
+    "inserver": writers.inserver_rows,
     "viewers": figures.many_viewers,
     "replay": figures.late_replay,
     "churn": figures.connect_churn,

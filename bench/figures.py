@@ -85,16 +85,11 @@ def _per_line_rate(
 
 
 def append_rates(tmp: Path) -> list[Row]:
+    """Per line beside the raw driver's INSERT + commit (``bench.writers``), then batched."""
+    from . import writers
+
+    rows = writers.append_rows(tmp)
     store = SQLiteStore(tmp / "s.db")
-    per_line = _per_line_rate(store)
-    rows: list[Row] = [
-        (
-            "durable append, per line, SQLite",
-            f"{per_line:,.0f} lines/s",
-            ">= 20,000 lines/s",
-            per_line >= 20_000,
-        )
-    ]
     behind = _per_line_rate(store, 100_000, write_behind=0.05)
     rows.append(("  (per line, RunLogger write_behind=0.05)", f"{behind:,.0f} lines/s", "", True))
     batched = _batched_rate(store)
