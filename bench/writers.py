@@ -376,9 +376,9 @@ if __name__ == "__main__":
 
         with tempfile.TemporaryDirectory() as folder:
             for name in sys.argv[1:]:
-                figure: Callable[[Path], list[Row]] = {
+                figures: dict[str, Callable[[Path], list[Row]]] = {
                     "append": append_rows,
                     "inserver": inserver_rows,
-                }[name]
-                for row in figure(Path(folder)):
+                }
+                for row in figures[name](Path(folder)):
                     print(row, flush=True)
