@@ -46,11 +46,13 @@ TRUNCATION_MARKER = " … [truncated {dropped} characters]"
 log = logging.getLogger(__name__)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_LEVEL_NAMES = {name: name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
+"""The levels RunLogger's own methods pass, already normal: no per-line work for them."""
 
 
 def storable(text: str) -> str:
     """``text`` with lone surrogates, which UTF-8 cannot encode, as visible ``\\udcXX`` escapes."""
-    if _SURROGATE.search(text) is None:
+    if text.isascii() or _SURROGATE.search(text) is None:
         return text
     return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
@@ -379,7 +381,7 @@ class RunLogger:
         return LogLine(
             seq=self.seq,
             timestamp=utcnow(),
-            log_level=normalize_level(storable(level)),
+            log_level=_LEVEL_NAMES.get(level) or normalize_level(storable(level)),
             message=message,
             fields=fields or None,
         )

@@ -83,14 +83,17 @@ INSERT = (
     " upload_id, service_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # The common case, one next line from the run's owner, is one statement (its own transaction,
-# holding the write lock from its start): it inserts only if the line is the next one and the
-# writer still owns an open run. Anything else takes the checked path in a transaction.
+# holding the write lock from its start): its seq is NULL, which the NOT NULL key refuses, unless
+# the line is the next one and the writer still owns an open run. Anything else (a retry, a gap,
+# a fenced writer) takes the checked path in a transaction, which says which. A single-row VALUES,
+# not INSERT ... SELECT: reading runs_logs in the SELECT made SQLite copy the row through a
+# temporary table first (to guard against reading its own insert), a fifth of the append's cost.
 INSERT_NEXT = (
     "INSERT INTO runs_logs (run_id, seq, timestamp, log_level, level_no, message, fields,"
-    " upload_id, service_name) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
-    " WHERE ?2 = (SELECT coalesce(max(seq), 0) + 1 FROM runs_logs WHERE run_id = ?1)"
+    " upload_id, service_name) VALUES (?1, CASE WHEN"
+    " ?2 = (SELECT coalesce(max(seq), 0) + 1 FROM runs_logs WHERE run_id = ?1)"
     " AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND status IN ('queued', 'running')"
-    " AND (?10 IS NULL OR epoch = ?10))"
+    " AND (?10 IS NULL OR epoch = ?10)) THEN ?2 END, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
 )
 
 # A line's JSON built by SQLite itself, the same bytes as msgspec makes of LogLine.to_json():
@@ -365,10 +368,15 @@ class SQLiteStore(LogStore):
             return self._last_seq(run_id)
         if len(lines) == 1 and lines[0].seq > 0:
             row = self._row(run_id, lines[0])
-            with self._errors():
-                if self._db().execute(INSERT_NEXT, (*row, epoch)).rowcount == 1:
-                    self.listeners.notify(run_id)
-                    return lines[0].seq
+            try:
+                self._db().execute(INSERT_NEXT, (*row, epoch))
+            except sqlite3.IntegrityError:
+                pass  # not the next line, or not this writer's run: the checked path says why
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"SQLite {self.path}: {exc}") from exc
+            else:
+                self.listeners.notify(run_id)
+                return lines[0].seq
         with self._tx() as db:
             state = self._state(db, run_id)
             fresh = check_writer(run_id, state, lines, epoch)
