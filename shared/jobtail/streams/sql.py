@@ -135,9 +135,6 @@ class SqlStreamStore(StreamStore):
     def _read_tx(self) -> AbstractContextManager[Tx]:
         return self._tx()
 
-    def _notify(self, tx: Tx, path: str) -> None:
-        """Announce a change to other processes, inside the transaction (PostgreSQL NOTIFY)."""
-
     # -- rows -------------------------------------------------------------------------------
     def _row(self, tx: Tx, path: str) -> Row | None:
         """The stream at ``path``; an expired one is removed on the way and reads as absent."""
@@ -221,7 +218,6 @@ class SqlStreamStore(StreamStore):
                     "UPDATE streams SET forks = forks + 1 WHERE stream_id = ?", (row.fork_of,)
                 )
             row.tail, row.closed = tail, request.closed
-            self._notify(tx, path)
         self.listeners.notify(path)
         return Created(row.meta(), created=True)
 
@@ -294,8 +290,6 @@ class SqlStreamStore(StreamStore):
         with self._tx() as tx:
             row = self._open(tx, path)
             result = self._append(tx, row, request)
-            if not result.duplicate:
-                self._notify(tx, path)
         if not result.duplicate:
             self.listeners.notify(path)
         return result
@@ -374,7 +368,6 @@ class SqlStreamStore(StreamStore):
         with self._tx() as tx:
             row = self._open(tx, path)
             self._remove(tx, row)
-            self._notify(tx, path)
         self.listeners.notify(path)
 
     def head(self, path: str) -> StreamMeta:
