@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
+import boto3
 import pytest
+from moto import mock_aws
 
-from jobtail.blobs import LocalBlobs
+from jobtail.blobs import LocalBlobs, S3Blobs
 from jobtail.uploads import (
     SAMPLES_DIR,
     UPLOAD_ID,
     UploadError,
     UploadNotFoundError,
     Uploads,
+    clean_filename,
+    new_upload_id,
     parse_document,
 )
 
@@ -177,3 +183,110 @@ def test_unknown_upload_is_upload_not_found(tmp_path: Path, upload_id: str) -> N
         uploads.load(upload_id)
     assert str(caught.value) == f"no upload {upload_id!r}"
     assert not uploads.exists(upload_id)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        (None, None),
+        ("", None),
+        ("a/b\\c/pets.yaml", "pets.yaml"),
+        ("  spaced name.json  ", "spaced name.json"),
+        ("bell\x07and\nnewline.json", "bellandnewline.json"),
+        ("folder/", None),
+        (" \x00 ", None),
+        ("x" * 300 + ".json", "x" * 255),
+    ],
+)
+def test_a_client_file_name_is_reduced_to_a_clean_base_name(
+    given: str | None, kept: str | None
+) -> None:
+    assert clean_filename(given) == kept
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("My Pets.yaml", "My-Pets"),
+        ("..hidden--.json", "hidden"),
+        ("ünï côdé.json", "n-c-d"),
+        ("!!!.json", "upload"),
+        (None, "upload"),
+        ("a.b_c-d.yaml", "a.b_c-d"),
+        ("y" * 60 + ".yaml", "y" * 40),
+    ],
+)
+def test_an_upload_id_is_a_slug_of_the_name_and_ten_random_hex(name: str | None, slug: str) -> None:
+    upload_id = new_upload_id(name)
+    assert re.fullmatch(re.escape(slug) + r"-[0-9a-f]{10}", upload_id), upload_id
+    assert UPLOAD_ID.match(upload_id)
+
+
+def test_uploads_are_stored_where_earlier_versions_stored_them() -> None:
+    """The blob layout is data at rest: ``uploads/<id>`` with its content type, and its
+    metadata as JSON in ``upload-meta/<id>.json``."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="jobtail-uploads")
+        uploads = Uploads(S3Blobs("jobtail-uploads", client=client), samples_dir=None)
+        yaml_id = uploads.save(PETSTORE, "pets.yaml")
+        body = json.dumps({"type": "object", "title": "Thing"}).encode()
+        json_id = uploads.save(body)
+        stored = client.get_object(Bucket="jobtail-uploads", Key=f"uploads/{yaml_id}")
+        assert stored["ContentType"] == "application/yaml" and stored["Body"].read() == PETSTORE
+        assert json_id.startswith("Thing-")
+        stored = client.get_object(Bucket="jobtail-uploads", Key=f"uploads/{json_id}")
+        assert stored["ContentType"] == "application/json" and stored["Body"].read() == body
+        meta = client.get_object(Bucket="jobtail-uploads", Key=f"upload-meta/{yaml_id}.json")
+        assert meta["ContentType"] == "application/json"
+        assert json.loads(meta["Body"].read()) == {
+            "upload_id": yaml_id,
+            "filename": "pets.yaml",
+            "kind": "openapi",
+            "title": "Petstore",
+            "size": len(PETSTORE),
+            "summary": "OpenAPI 3.0.3 'Petstore' with 8 schemas and 4 paths",
+        }
+        assert uploads.filename(json_id) is None  # saved without a name
+        assert uploads.filename("no-such-upload") is None
+        assert uploads.filename("../x") is None
+
+
+def test_a_saved_upload_shadows_a_sample_of_the_same_id(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path / "blobs")
+    uploads = Uploads(blobs)
+    blobs.put("uploads/petstore", b"type: object\n")
+    assert uploads.load("petstore") == b"type: object\n"
+    assert uploads.exists("petstore") and uploads.exists("invoice")
+    assert uploads.filename("petstore") == "petstore.yaml"  # no metadata: the sample's name
+
+
+def test_samples_come_from_their_folder_sorted_and_bad_ones_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "b.yml").write_bytes(PETSTORE)
+    (samples / "a.json").write_text('{"type": "object", "title": "A"}')
+    (samples / "c.yaml").write_text("name: Rex\n")  # neither OpenAPI nor JSON Schema
+    (samples / "notes.txt").write_text("type: object\n")
+    (samples / "d.yaml").mkdir()  # unreadable as a file
+    uploads = Uploads(LocalBlobs(tmp_path / "blobs"), samples_dir=samples)
+    with caplog.at_level(logging.WARNING, logger="jobtail.uploads"):
+        listed = uploads.samples()
+    assert [(s["upload_id"], s["filename"], s["title"]) for s in listed] == [
+        ("a", "a.json", "A"),
+        ("b", "b.yml", "Petstore"),
+    ]
+    assert listed[0]["kind"] == "jsonschema" and listed[1]["summary"].startswith("OpenAPI 3.0.3")
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 2 and all(m.startswith("skipping bundled sample ") for m in skipped)
+    assert "c.yaml: " in skipped[0] and "d.yaml: " in skipped[1]
+    (samples / "a.json").unlink()
+    assert [s["upload_id"] for s in uploads.samples()] == ["a", "b"]  # read once, then kept
+    listed.clear()
+    assert len(uploads.samples()) == 2  # a copy: the caller cannot change the list
+    assert not uploads.exists("notes") and not uploads.exists("a")
+    assert uploads.load("b") == PETSTORE
+    assert Uploads(LocalBlobs(tmp_path), samples_dir=tmp_path / "none").samples() == []
+    assert Uploads(LocalBlobs(tmp_path), samples_dir=None).samples() == []
