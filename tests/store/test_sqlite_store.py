@@ -4,6 +4,7 @@ readers of the file see them, and the paths the behaviour suite crosses only on 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from jobtail.store.base import (
     StoreError,
     utcnow,
 )
+from jobtail.store.matching import SearchHits, SearchQuery
 from jobtail.store.sqlite import SQLiteStore
 
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -273,3 +275,14 @@ def test_a_new_run_is_announced_and_stored_as_returned(store: SQLiteStore) -> No
     assert heard == ["mine"]
     assert store.get_run("mine") == run
     assert (run.upload_id, run.service_name, run.status) == ("u", "s", RunStatus.QUEUED)
+
+
+def test_search_scans_window_by_window_within_its_bounds(store: SQLiteStore) -> None:
+    run = store.create_run("u", "s").run_id
+    store.append(run, [line(n, f"line {n}") for n in range(1, 31)])
+    store.search_window = 4
+    deadline = time.monotonic() + 30
+    hits = store.search(run, SearchQuery("line 1"), after=5, upto=25, limit=3, deadline=deadline)
+    assert hits == SearchHits([10, 11, 12], 12)
+    hits = store.search(run, SearchQuery("line 2"), after=12, upto=21, limit=99, deadline=deadline)
+    assert hits == SearchHits([20, 21], 21)
