@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from itsdangerous import URLSafeSerializer
 from pydantic import SecretStr
 
 from jobtail.config import Settings
 from jobtail.web.app import create_app
-from jobtail.web.auth import AuthError, check_bearer, check_stream_token, make_stream_token
+from jobtail.web.auth import (
+    AuthError,
+    ScopeError,
+    bearer_grant,
+    challenge,
+    check_bearer,
+    check_stream_token,
+    check_write_token,
+    make_stream_token,
+    make_write_token,
+    producer_token,
+)
 
 from .conftest import ServerThread
 from .scripted import make_services
@@ -197,8 +210,6 @@ def test_too_many_streams_is_a_503(tmp_path: Path, serve: Callable[[object], Ser
 
 def test_refusals_say_exactly_what_is_wrong() -> None:
     """The messages are the 401's ``detail``: pinned word for word."""
-    from itsdangerous import URLSafeSerializer
-
     settings = _settings(["first-key"], SECRET)
     public = Settings(host="0.0.0.0", auth="apikey", api_keys=[SecretStr(LONG)])
     signed_text = URLSafeSerializer(SECRET, salt="jobtail-stream:run1").dumps("tomorrow")
@@ -223,3 +234,101 @@ MISSING = "missing bearer token: send Authorization: Bearer <api key>"
 NOT_VALID = "stream token is not valid for this run"
 EXPIRED = "stream token expired: ask for a new one with the status route"
 NO_SECRET = "stream tokens need JOBTAIL_SECRET beyond a loopback bind"
+
+
+def test_a_write_token_names_its_run_until_it_expires() -> None:
+    settings = Settings(auth="apikey", api_keys=[SecretStr("k")], secret=SecretStr(SECRET),
+                        write_token_ttl=120)  # fmt: skip
+    token = make_write_token(settings, "run1", now=1000.0)
+    assert token.startswith("jtw_") and "." in token
+    assert check_write_token(settings, token, now=1119.999) == "run1"
+    with pytest.raises(AuthError) as expired:  # at its exact second, not one past
+        check_write_token(settings, token, now=1120.0)
+    assert str(expired.value) == "write token for run run1 expired: ask for a new one"
+    short = make_write_token(settings, "run2", ttl=5, now=1000.0)
+    assert check_write_token(settings, short, now=1004.5) == "run2"
+    with pytest.raises(AuthError, match="expired"):
+        check_write_token(settings, short, now=1005.0)
+    for ttl in (0, -1):
+        with pytest.raises(ValueError, match="a write token's ttl must be positive"):
+            make_write_token(settings, "run1", ttl=ttl)
+    fresh = make_write_token(settings, "run3")  # now: the clock
+    assert check_write_token(settings, fresh) == "run3"
+    stale = make_write_token(settings, "run3", now=time.time() - 121)
+    with pytest.raises(AuthError, match="expired"):
+        check_write_token(settings, stale)
+
+
+def test_only_a_signed_write_claim_is_a_write_token() -> None:
+    settings = _settings(["k"], SECRET)
+    signer = URLSafeSerializer(SECRET, salt="jobtail-write")
+    claims = {"scope": "write", "run": "r", "exp": 2**40}
+    assert check_write_token(settings, "jtw_" + signer.dumps(claims)) == "r"
+    stream = make_stream_token(settings, "r")
+    forged = URLSafeSerializer("x" * 32, salt="jobtail-write").dumps(claims)
+    cases = {
+        "no prefix": (signer.dumps(claims), MALFORMED),
+        "no signature": ("jtw_abc", MALFORMED),
+        "a stream token": ("jtw_" + stream, FORGED),
+        "another secret": ("jtw_" + forged, FORGED),
+        "not an object": ("jtw_" + signer.dumps(["write", "r"]), MALFORMED),
+        "read scope": ("jtw_" + signer.dumps(claims | {"scope": "read"}), MALFORMED),
+        "no run": ("jtw_" + signer.dumps({"scope": "write", "exp": 2**40}), MALFORMED),
+        "a numbered run": ("jtw_" + signer.dumps(claims | {"run": 7}), MALFORMED),
+        "no expiry": ("jtw_" + signer.dumps({"scope": "write", "run": "r"}), MALFORMED),
+        "text expiry": ("jtw_" + signer.dumps(claims | {"exp": "never"}), MALFORMED),
+    }
+    for case, (token, message) in cases.items():
+        with pytest.raises(AuthError) as caught:
+            check_write_token(settings, token)
+        assert str(caught.value) == message, case
+
+
+def test_a_bearer_is_an_api_key_or_a_runs_write_token() -> None:
+    settings = _settings(["first-key"], SECRET)
+    token = make_write_token(settings, "run1")
+    assert bearer_grant(settings, "Bearer first-key") is None
+    assert bearer_grant(settings, f"Bearer  {token} ") == "run1"
+    with pytest.raises(ScopeError) as scoped:  # a write token is not an API key
+        check_bearer(settings, f"Bearer {token}")
+    assert scoped.value.run_id == "run1"
+    assert str(scoped.value) == (
+        "a write token only writes run run1 (POST and HEAD on /v1/stream/runs/run1);"
+        " this needs an API key"
+    )
+    assert str(ScopeError("r", "read only")) == "read only"
+    with pytest.raises(AuthError, match="unknown API key"):
+        bearer_grant(settings, "Bearer jtw-not-a-token")
+    with pytest.raises(AuthError, match="write token is not valid"):
+        bearer_grant(_settings(["first-key"], "b" * 32), f"Bearer {token}")
+    check_bearer(Settings(auth="none"), f"Bearer {token}")  # auth off: nothing is asked
+
+
+def test_refusal_challenges_name_the_error_and_the_reason() -> None:
+    assert challenge(401, 'bad "token" \\ here') == (
+        'Bearer error="invalid_token", error_description="bad \'token\' / here"'
+    )
+    assert challenge(403, "not yours") == (
+        'Bearer error="insufficient_scope", error_description="not yours"'
+    )
+
+
+def test_a_producer_token_needs_the_servers_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(["k"], SECRET)
+    token = producer_token("run1", ttl=60, settings=settings)
+    assert check_write_token(settings, token) == "run1"
+    with pytest.raises(AuthError, match="expired"):
+        check_write_token(settings, token, now=time.time() + 61)
+    with pytest.raises(AuthError) as refused:
+        producer_token("run1", settings=_settings(["k"], None))
+    assert str(refused.value).startswith("producer_token needs JOBTAIL_SECRET")
+    monkeypatch.setenv("JOBTAIL_SECRET", SECRET)
+    from_env = producer_token("run2")
+    assert check_write_token(settings, from_env) == "run2"
+    default_ttl = Settings().write_token_ttl
+    with pytest.raises(AuthError, match="expired"):
+        check_write_token(settings, from_env, now=time.time() + default_ttl + 1)
+
+
+MALFORMED = "malformed write token"
+FORGED = "write token is not valid (altered, or its secret was retired)"
