@@ -182,6 +182,7 @@ def test_unknown_upload_is_upload_not_found(tmp_path: Path, upload_id: str) -> N
     with pytest.raises(UploadNotFoundError) as caught:
         uploads.load(upload_id)
     assert str(caught.value) == f"no upload {upload_id!r}"
+    assert caught.value.args == (upload_id,) and caught.value.upload_id == upload_id
     assert not uploads.exists(upload_id)
 
 
@@ -271,22 +272,39 @@ def test_samples_come_from_their_folder_sorted_and_bad_ones_are_skipped(
     (samples / "c.yaml").write_text("name: Rex\n")  # neither OpenAPI nor JSON Schema
     (samples / "notes.txt").write_text("type: object\n")
     (samples / "d.yaml").mkdir()  # unreadable as a file
+    (samples / "e-thing.yml").write_text("type: object\nproperties: {a: {type: string}}\n")
     uploads = Uploads(LocalBlobs(tmp_path / "blobs"), samples_dir=samples)
     with caplog.at_level(logging.WARNING, logger="jobtail.uploads"):
         listed = uploads.samples()
     assert [(s["upload_id"], s["filename"], s["title"]) for s in listed] == [
         ("a", "a.json", "A"),
         ("b", "b.yml", "Petstore"),
+        ("e-thing", "e-thing.yml", "e-thing"),  # untitled: named after its file
     ]
     assert listed[0]["kind"] == "jsonschema" and listed[1]["summary"].startswith("OpenAPI 3.0.3")
     skipped = [r.getMessage() for r in caplog.records]
     assert len(skipped) == 2 and all(m.startswith("skipping bundled sample ") for m in skipped)
-    assert "c.yaml: " in skipped[0] and "d.yaml: " in skipped[1]
+    assert "c.yaml: " in skipped[0] and "neither an OpenAPI document" in skipped[0]
+    assert "d.yaml: " in skipped[1] and "Is a directory" in skipped[1]
     (samples / "a.json").unlink()
-    assert [s["upload_id"] for s in uploads.samples()] == ["a", "b"]  # read once, then kept
+    assert [s["upload_id"] for s in uploads.samples()] == ["a", "b", "e-thing"]  # read once
     listed.clear()
-    assert len(uploads.samples()) == 2  # a copy: the caller cannot change the list
+    assert len(uploads.samples()) == 3  # a copy: the caller cannot change the list
     assert not uploads.exists("notes") and not uploads.exists("a")
     assert uploads.load("b") == PETSTORE
     assert Uploads(LocalBlobs(tmp_path), samples_dir=tmp_path / "none").samples() == []
     assert Uploads(LocalBlobs(tmp_path), samples_dir=None).samples() == []
+
+
+def test_save_reads_a_document_as_its_file_name_says_and_within_the_limit(tmp_path: Path) -> None:
+    blobs = LocalBlobs(tmp_path)
+    uploads = Uploads(blobs, samples_dir=None)
+    untitled = b"type: object\nproperties: {a: {type: string}}\n"
+    upload_id = uploads.save(untitled, "my-thing.yml")
+    assert json.loads(blobs.get(f"upload-meta/{upload_id}.json"))["title"] == "my-thing"
+    with pytest.raises(UploadError, match=r"not valid JSON: .* at line 2 column"):
+        uploads.save(b'{"type": "object",\n  oops}', "schema.json")  # JSON's own error
+    small = Uploads(blobs, samples_dir=None, max_bytes=len(untitled) - 1)
+    with pytest.raises(UploadError, match=f"limit is {len(untitled) - 1:,} bytes"):
+        small.save(untitled, "my-thing.yml")
+    assert Uploads(blobs, max_bytes=len(untitled)).save(untitled, "my-thing.yml")
