@@ -214,6 +214,7 @@ def test_a_client_file_name_is_reduced_to_a_clean_base_name(
         ("!!!.json", "upload"),
         (None, "upload"),
         ("a.b_c-d.yaml", "a.b_c-d"),
+        ("XXL X.json", "XXL-X"),
         ("y" * 60 + ".yaml", "y" * 40),
     ],
 )
