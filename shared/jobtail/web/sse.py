@@ -9,12 +9,17 @@ batches, once for every viewer) build the same bytes ``line_event`` would, witho
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.types import Message, Send
+from sse_starlette import ServerSentEvent
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..store.base import Framing, LogLine, frame_lines
 from ..tail import (
@@ -135,14 +140,110 @@ def store_down(event: StoreDownEvent, run_id: str) -> ServerSentEvent:
     return ServerSentEvent(_json(data), event="status", sep=SEP)
 
 
-class StreamResponse(EventSourceResponse):
-    """sse-starlette's response, sending each chunk directly when there is no send timeout:
-    its per-send cancel scope was a fifth of the server's CPU per event with thousands of
-    viewers (``python -m bench --only fanout``), and a slow client is already bounded by the
-    tail (it lags, then resyncs) and by TCP."""
+class StreamResponse(Response):
+    """A ``text/event-stream`` response that costs two tasks per viewer, one of them idle.
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
+    sse-starlette's response runs four tasks per response in an anyio task group (the
+    stream, a ping loop, a disconnect listener, a shutdown listener); with thousands of viewers
+    their wake-ups, cancel scopes and the depth of the request's await chain (every middleware,
+    the router, the endpoint) were most of the server's CPU per line (``python -m bench --only
+    fanout``). Here a task of its own sends the body, so waking it for a batch resumes a few
+    generators, not the whole request; the request's task only waits for the client to leave,
+    sending the keep-alive comment when ``ping`` seconds pass without a message (0: never). A
+    disconnect cancels the body task, whose generators clean up in their ``finally``. A
+    shutdown ends the streams through the tail (``Tailer.stop_following``), not through a
+    listener per response. ``on_close`` runs once the response is over, however it ended."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        ping: float,
+        headers: Mapping[str, str] | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.body_iterator = body
+        self.status_code = 200
+        self.background = None
+        self.ping = ping
+        self.on_close = on_close
+        merged = MutableHeaders(headers=dict(headers or {}))
+        merged.setdefault("Cache-Control", "no-store")
+        merged["Connection"] = "keep-alive"
+        merged["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+        self.init_headers(merged)
+        self._done = False  # the last message is sent (or being sent): no more pings
+        self._lock = asyncio.Lock()  # the last message and a ping never cross
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await self._stream(receive, send)
+        finally:
+            if self.on_close is not None:
+                self.on_close()
+
+    async def _stream(self, receive: Receive, send: Send) -> None:
+        waiter = asyncio.current_task()
+        assert waiter is not None
+        body = asyncio.get_running_loop().create_task(self._body(send))
+
+        watching = True
+
+        def finished(_: asyncio.Task[None]) -> None:
+            if watching:
+                waiter.cancel()  # wake the wait below: the body is over
+
+        body.add_done_callback(finished)
+        try:
+            await self._watch(receive, send, body)
+        except asyncio.CancelledError:
+            if not body.done() or waiter.uncancel() > 0:
+                raise  # cancelled from outside (a shutdown): the body goes too, in finally
+        finally:
+            watching = False
+            if not body.done():
+                body.cancel()
+            await asyncio.wait([body])
+        if not body.cancelled():
+            body.result()  # its error, if it failed
+
+    async def _watch(self, receive: Receive, send: Send, body: asyncio.Task[None]) -> None:
+        """Until the client leaves: keep-alive comments while idle; then end the body."""
+        while not body.done():
+            try:
+                async with asyncio.timeout(self.ping or None):
+                    message = await receive()
+            except TimeoutError:
+                async with self._lock:
+                    if not self._done:
+                        await send(
+                            {"type": "http.response.body", "body": _ping(), "more_body": True}
+                        )
+                continue
+            if message["type"] == "http.disconnect":
+                body.cancel()
+                return
+
+    async def _body(self, send: Send) -> None:
+        body = self.body_iterator
+        try:
+            async for chunk in body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        async with self._lock:
+            self._done = True
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _ping() -> bytes:
+    """sse-starlette's keep-alive comment, ``: ping - <UTC time>``."""
+    return ServerSentEvent(comment=f"ping - {datetime.now(UTC)}", sep=SEP).encode()

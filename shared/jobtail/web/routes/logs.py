@@ -15,15 +15,14 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import Depends, Header, HTTPException, Query, Response
 from sse_starlette import EventSourceResponse
-from starlette.types import Receive, Scope, Send
 
 from ...config import Settings
 from ...levels import Level
 from ...store import LogLine, LogStore, Run
 from ...tail import LinesEvent, TailEvent, WindowEndEvent
-from ..deps import Context, ContextDep, Routes, StreamGate, TokenQuery, check_token
+from ..deps import Context, ContextDep, Routes, TokenQuery, check_token
 from ..export import export_response
-from ..sse import SEP, StreamResponse, encode, encode_within, framing, parse_event_id
+from ..sse import StreamResponse, encode, encode_within, framing, parse_event_id
 from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
 
 LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
@@ -88,24 +87,12 @@ async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Respon
             async for chunk in _windowed(stream, run.run_id, cursor, settings):
                 yield chunk
 
-    return GatedEventSourceResponse(
-        gate, events(), ping=settings.ping_seconds, sep=SEP, headers={"Cache-Control": "no-store"}
+    return StreamResponse(
+        events(),
+        ping=settings.ping_seconds,
+        headers={"Cache-Control": "no-store"},
+        on_close=gate.release,
     )
-
-
-class GatedEventSourceResponse(StreamResponse):
-    """Gives its stream slot back when the response is over, however it ended (even when the
-    client left before the body was first read)."""
-
-    def __init__(self, gate: StreamGate, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate = gate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.gate.release()
 
 
 async def _windowed(
