@@ -269,10 +269,12 @@ class _Viewer:
     ended: bool = False
 
 
-def client(port: int, count: int, timeout: float) -> None:
-    """Open ``count`` SSE streams; report "ready" once every one has its status event, then,
-    when every stream has ended (or ``timeout``), the latencies (µs) and lines per viewer."""
-    request = f"GET {PATH} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+def client(
+    port: int, count: int, timeout: float, path: str = PATH, ready: bytes = b"event: status"
+) -> None:
+    """Open ``count`` SSE streams; report "ready" once every one has its first event (``ready``),
+    then, when every stream has ended (or ``timeout``), the latencies (µs) and lines per viewer."""
+    request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
     selector = selectors.DefaultSelector()
     viewers: list[_Viewer] = []
     for n in range(count):
@@ -283,13 +285,13 @@ def client(port: int, count: int, timeout: float) -> None:
         viewers.append(viewer)
         selector.register(sock, selectors.EVENT_READ, viewer)
         if n % 100 == 99:
-            _pump(selector, 0)  # drain what arrived while connecting
+            _pump(selector, 0, ready)  # drain what arrived while connecting
     latencies: list[int] = []
     deadline = time.monotonic() + timeout
     said_ready = False
     open_ = count
     while open_ and time.monotonic() < deadline:
-        for viewer, delays in _pump(selector, 1.0):
+        for viewer, delays in _pump(selector, 1.0, ready):
             latencies += delays
             if viewer.ended:
                 open_ -= 1
@@ -308,7 +310,9 @@ _BUFFER = bytearray(1 << 16)
 _VIEW = memoryview(_BUFFER)
 
 
-def _pump(selector: selectors.BaseSelector, wait: float) -> list[tuple[_Viewer, list[int]]]:
+def _pump(
+    selector: selectors.BaseSelector, wait: float, ready: bytes
+) -> list[tuple[_Viewer, list[int]]]:
     got = []
     for key, _ in selector.select(wait):
         viewer: _Viewer = key.data
@@ -326,7 +330,7 @@ def _pump(selector: selectors.BaseSelector, wait: float) -> list[tuple[_Viewer, 
         text = viewer.buffer + data
         cut = text.rfind(b"\n\n") + 2
         whole, viewer.buffer = text[:cut], text[cut:]
-        if not viewer.ready and b"event: status" in whole:
+        if not viewer.ready and ready in whole:
             viewer.ready = True
         delays = []
         at = whole.find(MARK)
@@ -373,13 +377,22 @@ def measure(
     loop: str = "auto",
     http: str = "auto",
     floor: bool = False,
+    node: bool = False,
 ) -> Result:
-    """One scenario; ``floor`` measures the bare asyncio fan-out instead of jobtail."""
+    """One scenario; ``floor`` measures the bare asyncio fan-out instead of jobtail, ``node``
+    the Durable Streams reference server (``bench/nodepeer.py``)."""
     python = sys.executable
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
-    role = ["serve-floor", loop] if floor else ["serve", str(data_dir), str(viewers), loop, http]
+    role = ["bench.fanout", "serve", str(data_dir), str(viewers), loop, http]
+    read = [PATH, "event: status"]
+    if floor:
+        role = ["bench.fanout", "serve-floor", loop]
+    elif node:
+        from . import nodepeer
+
+        role, read = ["bench.nodepeer", "serve"], [nodepeer.PATH, nodepeer.READY.decode()]
     server = subprocess.Popen(
-        [python, "-m", "bench.fanout", *role],
+        [python, "-m", *role],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -393,9 +406,10 @@ def measure(
         shares = [viewers // clients + (1 if i < viewers % clients else 0) for i in range(clients)]
         timeout = lines / rate + 60 + viewers / 200
         for share in shares:
+            command = ["bench.fanout", "client", str(port), str(share), str(timeout), *read]
             procs.append(
                 subprocess.Popen(
-                    [python, "-m", "bench.fanout", "client", str(port), str(share), str(timeout)],
+                    [python, "-m", *command],
                     stdout=subprocess.PIPE,
                     text=True,
                     env=env,
@@ -458,11 +472,14 @@ if __name__ == "__main__":
     elif role == "serve":
         serve(Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5])
     elif role == "client":
-        client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+        path, ready = (
+            (sys.argv[5], sys.argv[6].encode()) if len(sys.argv) > 6 else (PATH, b"event: status")
+        )
+        client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), path, ready)
     else:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            floor = "floor" in sys.argv
+            floor, node = "floor" in sys.argv, "node" in sys.argv
             kwargs = dict(arg.split("=") for arg in sys.argv[2:] if "=" in arg)
-            print(measure(Path(tmp), int(role), lines=30, floor=floor, **kwargs))
+            print(measure(Path(tmp), int(role), lines=30, floor=floor, node=node, **kwargs))
