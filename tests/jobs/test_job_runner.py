@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 
@@ -246,6 +247,8 @@ def test_a_plug_in_generator_is_used(
     assert "shouting Invoice" in messages
     assert "Import check passed: 1 classes defined" in " ".join(messages)
     assert blobs.get(result_key(created)) == b"class INVOICE:\n    pass\n"
+    info = read_manifest(blobs, created)
+    assert info is not None and info.classes == 1  # the import check's count
 
 
 class GatedGenerator(Generator):
@@ -310,3 +313,65 @@ def test_a_finished_run_is_not_run_again(store: SQLiteStore, run: Run, log_of: L
 
 def test_an_unknown_run_is_reported_failed_without_lines(store: SQLiteStore, run: Run) -> None:
     assert run("no-such-run") is RunStatus.FAILED
+
+
+def test_a_run_logs_each_step_word_for_word(
+    store: SQLiteStore, blobs: LocalBlobs, run: Run, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    """The whole log of a small successful run: what the page shows, its progress marks and the
+    fields a tool reads, in order (timings as patterns)."""
+    code = "x = 1\n" * 1500
+    registry.register(StubbornGenerator(GeneratedCode(code, "x.py"), import_check=False))
+    created = store.create_run("petstore", "stub")
+    assert run(created.run_id) is RunStatus.SUCCEEDED
+    lines = log_of(created.run_id)
+    seconds = r"\d+\.\d\d s"
+    schemas = [
+        "PetStatus: enum of 3 values",
+        "Category: object, 2 properties (2 required)",
+        "Tag: object, 1 properties (1 required)",
+        "NewPet: object, 5 properties (1 required)",
+        "Pet: allOf with 2 schemas",
+        "Pets: array",
+        "Photo: object, 3 properties (1 required)",
+        "Error: object, 2 properties (2 required)",
+    ]
+    expected: list[tuple[str, str, dict[str, object] | None]] = [
+        ("INFO", f"Run {created.run_id}: service 'stub' for upload 'petstore'", {"progress": 0}),
+        ("INFO", "Generator 'stub': returns canned output", None),
+        ("INFO", "Loaded upload 'petstore' (4,962 bytes, petstore.yaml)", {"bytes": 4962}),
+        (
+            "INFO",
+            "Parsed YAML: OpenAPI 3.0.3 'Petstore' with 8 schemas and 4 paths",
+            {"kind": "openapi", "schemas": 8, "paths": 4},
+        ),
+        *[("DEBUG", f"Schema {words}", None) for words in schemas],
+        ("INFO", "Upload checked", {"progress": 20}),
+        ("INFO", "Generating with 'stub'", {"progress": 30}),
+        ("INFO", f"Generated x.py in {seconds}: 1,500 lines, 9,000 bytes", None),
+        ("INFO", "Code generated", {"progress": 70}),
+        ("INFO", "Compile check passed", None),
+        ("INFO", "Import check skipped: 'stub' output is not executed here", None),
+        ("INFO", "Checks done", {"progress": 85}),
+        ("INFO", f"Saved x.py (9,000 bytes) as {result_key(created)}", {"progress": 100}),
+        ("INFO", f"Run succeeded in {seconds}: x.py, 1,500 lines", None),
+    ]
+    assert len(lines) == len(expected), [line.message for line in lines]
+    for line, (level, message, fields) in zip(lines, expected, strict=True):
+        assert line.log_level == level
+        if seconds in message:
+            assert re.fullmatch(
+                re.escape(message).replace(re.escape(seconds), seconds), line.message
+            )
+        else:
+            assert line.message == message
+        if fields is not None:
+            assert line.fields == fields
+    generated, succeeded = lines[-7].fields or {}, lines[-1].fields or {}
+    assert generated.keys() == {"seconds", "lines", "bytes"}
+    assert (generated["lines"], generated["bytes"]) == (1500, 9000)
+    assert isinstance(generated["seconds"], float) and 0 <= generated["seconds"] < 60
+    assert succeeded.keys() == {"seconds"} and 0 < succeeded["seconds"] < 60
+    assert succeeded["seconds"] == round(succeeded["seconds"], 3)
+    info = read_manifest(blobs, created)
+    assert info is not None and info.classes is None  # no import check: no count
