@@ -179,6 +179,7 @@ def test_heartbeats_of_a_writer_that_lost_its_run(store: SQLiteStore) -> None:
     assert (stale.value.reason, stale.value.epoch, stale.value.status) == (
         "stale_epoch", run.epoch, "running",
     )  # fmt: skip
+    assert stale.value.run_id == run.run_id
     store.finish_run(run.run_id, RunStatus.SUCCEEDED, epoch=run.epoch)
     with pytest.raises(RunFencedError) as closed:
         store.heartbeat(run.run_id, epoch=run.epoch)
@@ -286,3 +287,36 @@ def test_search_scans_window_by_window_within_its_bounds(store: SQLiteStore) -> 
     assert hits == SearchHits([10, 11, 12], 12)
     hits = store.search(run, SearchQuery("line 2"), after=12, upto=21, limit=99, deadline=deadline)
     assert hits == SearchHits([20, 21], 21)
+
+
+def test_the_default_page_sizes(store: SQLiteStore) -> None:
+    """What a caller that names no limit gets: 100 runs, 1,000 queued or stale runs, 1,000
+    lines."""
+    db = raw(store)
+    now = utcnow()
+    db.executemany(
+        "INSERT INTO runs (run_id, upload_id, service_name, status, created_at)"
+        " VALUES (?, ?, 's', 'queued', ?)",
+        [(f"r{n:04}", f"u{n}", (now - timedelta(seconds=n)).isoformat()) for n in range(1001)],
+    )
+    db.commit()
+    db.close()
+    assert len(store.list_runs()) == 100
+    assert len(store.queued_runs()) == 1000
+    assert len(store.stale_runs(now + timedelta(seconds=5))) == 1000
+    run = store.create_run("lines", "s").run_id
+    store.append(run, [line(n) for n in range(1, 1002)])
+    assert len(store.read(run)) == 1000
+    framed = store.read_framed(run)
+    assert (framed.count, framed.last_seq) == (1000, 1000)
+
+
+def test_an_end_without_a_count_omitted_nothing_and_a_live_status_is_no_end(
+    store: SQLiteStore,
+) -> None:
+    run = store.create_run("u", "s").run_id
+    with pytest.raises(ValueError, match=r"^finish_run needs a final status, not running$"):
+        store.finish_run(run, RunStatus.RUNNING)
+    assert store.finish_run(run, RunStatus.SUCCEEDED)
+    ended = store.get_run(run)
+    assert ended is not None and ended.omitted == 0 and ended.to_json()["truncated"] is False
