@@ -7,6 +7,7 @@ tests/store/test_conformance.py and tests/test_fencing_http.py.)
 from __future__ import annotations
 
 import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,60 @@ def test_a_store_outage_is_not_a_dead_worker(
     assert store.claim_run(run.run_id) is not None
     janitor = Janitor(store, stale_after=0.05, retention_days=1)
     store.down = True
-    wait_for(lambda: janitor.sweep() and janitor.outage, 5, "a sweep the store refuses")
-    assert janitor.sweep().failed == []  # one warning per outage, no traceback
-    assert [r.message for r in caplog.records if r.name == "jobtail.janitor"] == [
+    caplog.set_level(logging.INFO, logger="jobtail.janitor")
+    refused = [
         "janitor: the store refused a sweep; no run fails until it is back: "
         "database or disk is full"
     ]
+    wait_for(lambda: janitor.sweep() and janitor.outage, 5, "a sweep the store refuses")
+    assert caplog.messages == refused  # said at once
+    assert janitor.sweep().failed == [] and janitor.sweep().failed == []
+    assert caplog.messages == refused  # one warning per outage, no traceback
     before = store.get_run(run.run_id).heartbeat_at  # type: ignore[union-attr]
     store.down = False
     assert janitor.sweep().failed == [] and not janitor.outage  # clocks restarted, none failed
+    assert caplog.messages[1:] == [
+        "janitor: the store takes writes again; runs get a fresh stale_after"
+    ]
     after = store.get_run(run.run_id)
     assert after is not None and after.status is RunStatus.RUNNING
     assert after.heartbeat_at is not None and before is not None and after.heartbeat_at > before
     wait_for(lambda: janitor.sweep().failed == [run.run_id], 5, "the dead worker's run to fail")
+    store.close()
+
+
+def test_after_an_outage_every_running_run_gets_a_fresh_clock(tmp_path: Path) -> None:
+    """A backlog of older queued runs does not crowd the running ones out of the restart."""
+    store = WritesFail(tmp_path / "s.db")
+    old = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    db = sqlite3.connect(store.path)
+    db.executemany(
+        "INSERT INTO runs (run_id, upload_id, service_name, status, created_at)"
+        " VALUES (?, ?, 's', 'queued', ?)",
+        [(f"q{n:04}", f"u{n}", old) for n in range(1000)],
+    )
+    db.commit()
+    db.close()
+    run = store.create_run("up", "svc")
+    assert store.claim_run(run.run_id) is not None
+    janitor = Janitor(store, stale_after=0.05, retention_days=1, queued_after=3600)
+    store.down = True
+    janitor.sweep()
+    before = store.get_run(run.run_id).heartbeat_at  # type: ignore[union-attr]
+    store.down = False
+    janitor.sweep()
+    after = store.get_run(run.run_id).heartbeat_at  # type: ignore[union-attr]
+    assert before is not None and after is not None and after > before
+    assert store.get_run("q0000").heartbeat_at is None  # type: ignore[union-attr]
+    store.close()
+
+
+def test_the_janitor_lets_queued_runs_wait_their_own_time(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    queued = store.create_run("u1", "svc").run_id
+    running = store.create_run("u2", "svc").run_id
+    assert store.claim_run(running) is not None
+    janitor = Janitor(store, stale_after=0.05, retention_days=1, queued_after=3600)
+    wait_for(lambda: janitor.sweep().failed == [running], 5, "the silent run to fail")
+    assert store.get_run(queued).status is RunStatus.QUEUED  # type: ignore[union-attr]
     store.close()
