@@ -59,3 +59,69 @@ def test_ignored_python_hints_are_noted_up_to_a_limit_then_once_more(count: int)
     )
     assert notes[-1] == "more Python hints were ignored"
     assert len(_hinted(1)) == 1 and len(_hinted(MAX_NOTES)) == MAX_NOTES
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ({"openapi": "3.1.0", "info": []}, "'info' must be an object, not a list"),
+        ({"openapi": "3.1.0", "paths": "/pets"}, "'paths' must be an object, not a string"),
+        ({"openapi": "3.1.0", "components": 3}, "'components' must be an object, not a number"),
+        (
+            {"openapi": "3.1.0", "components": {"schemas": True}},
+            "'components.schemas' must be an object, not a boolean",
+        ),
+        ({"swagger": "2.0", "definitions": []}, "'definitions' must be an object, not a list"),
+        ({"type": "object", "definitions": "A"}, "'definitions' must be an object, not a string"),
+        ({"type": "object", "$defs": []}, "'$defs' must be an object, not a list"),
+        ({"type": "object", "properties": None}, "'properties' must be an object, not empty"),
+    ],
+)
+def test_each_container_the_job_reads_must_be_an_object(doc: object, reason: str) -> None:
+    with pytest.raises(UploadError) as caught:
+        parse_document(json.dumps(doc).encode(), "x.json")
+    assert str(caught.value) == reason
+
+
+def test_containers_are_checked_only_where_the_kind_reads_them() -> None:
+    """An OpenAPI document's 'properties' and a JSON Schema's 'info' are nobody's business."""
+    api = parse_document(b'{"openapi": "3.1.0", "properties": [], "$defs": 1}')
+    assert (api.kind, api.title, api.paths, api.schemas) == ("openapi", "Untitled API", {}, {})
+    schema = parse_document(b'{"type": "object", "info": [], "paths": 1, "components": 2}')
+    assert (schema.kind, schema.title, schema.properties) == ("jsonschema", "Untitled schema", {})
+
+
+def test_a_title_is_trimmed_and_cut_and_a_blank_one_falls_back() -> None:
+    long = {"openapi": "3.1.0", "info": {"title": "  " + "T" * 300 + " "}}
+    assert parse_document(json.dumps(long).encode()).title == "T" * 200
+    blank = {"type": "object", "title": "   "}
+    assert parse_document(json.dumps(blank).encode(), "dir/point.schema.json").title == (
+        "point.schema"
+    )
+    assert parse_document(json.dumps(blank).encode()).title == "Untitled schema"
+
+
+@pytest.mark.parametrize(
+    ("text", "described"), [(b"!!set {a: null}", "a set"), (b"!!binary aGk=", "a bytes")]
+)
+def test_a_yaml_value_of_another_type_is_named_by_its_type(text: bytes, described: str) -> None:
+    with pytest.raises(UploadError) as caught:
+        parse_document(text, "x.yaml")
+    assert str(caught.value).startswith(f"the document is {described}, not an object")
+
+
+def test_numbers_must_be_finite_and_at_most_100_digits() -> None:
+    def parse(value: str) -> object:
+        text = f"type: object\nproperties:\n  a:\n    default: {value}\n"
+        return parse_document(text.encode(), "x.yaml").document["properties"]["a"]["default"]
+
+    assert parse("9" * 100) == 10**100 - 1
+    assert parse("-" + "9" * 100) == -(10**100 - 1)
+    for big in ("1" + "0" * 100, "-1" + "0" * 100):
+        with pytest.raises(UploadError) as caught:
+            parse(big)
+        assert str(caught.value) == "the number at /properties/a/default has more than 100 digits"
+    for infinite in (".inf", "-.inf", ".nan"):
+        with pytest.raises(UploadError) as caught:
+            parse(infinite)
+        assert str(caught.value) == "the number at /properties/a/default is not finite"
