@@ -5,13 +5,14 @@ lines, heartbeat, end) mapped onto the store's fenced writes and back onto strea
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from jobtail.store import LogLine, RunStatus
+from jobtail.store import LogLine, Run, RunStatus
 from jobtail.store.base import utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.base import (
@@ -34,6 +35,9 @@ from jobtail.streams.runs import (
     next_offset,
     parse_lines,
 )
+
+WRITE_HOW = "write to runs/<run_id> with Producer-Id/-Epoch/-Seq headers"
+CLAIM_AT_0 = "a claim (Producer-Epoch = run epoch + 1) starts at seq 0"
 
 
 @pytest.fixture
@@ -152,7 +156,7 @@ def test_writes_need_a_run_id_path_and_a_producer(store: SQLiteStore) -> None:
         ("runs/up/svc", AppendRequest(lines_body(1, 1), producer=Producer("w", epoch, 0))),
         (f"runs/{run_id}", AppendRequest(lines_body(1, 1))),
     ):
-        with pytest.raises(StreamUnsupported, match="Producer-Id/-Epoch/-Seq"):
+        with pytest.raises(StreamUnsupported, match=f"^{re.escape(WRITE_HOW)}$"):
             runs.write(path, request)
     assert store.read(run_id) == []
 
@@ -161,7 +165,7 @@ def test_a_worker_claims_a_queued_run_with_the_next_epoch(store: SQLiteStore) ->
     runs = RunStreams(store)
     run = store.create_run("up", "svc")
     path = f"runs/{run.run_id}"
-    with pytest.raises(StreamInvalid, match="starts at seq 0"):
+    with pytest.raises(StreamInvalid, match=f"^{re.escape(CLAIM_AT_0)}$"):
         runs.write(path, AppendRequest(producer=Producer("w", run.epoch + 1, 1)), heartbeat=True)
     with pytest.raises(StaleEpochError) as stale:  # not a claim: the epoch is not the run's
         runs.write(path, AppendRequest(producer=Producer("w", run.epoch + 2, 0)), heartbeat=True)
@@ -253,3 +257,32 @@ def test_line_batches_are_parsed_or_refused() -> None:
     ):  # fmt: skip
         with pytest.raises(StreamInvalid, match="JSON objects with seq, log_level and message"):
             parse_lines(bad)
+
+
+class RivalStore(SQLiteStore):
+    """A store on which another worker claims the run just before each claim of ours."""
+
+    def claim_run(self, run_id: str, **kwargs: object) -> Run | None:
+        super().claim_run(run_id)
+        return super().claim_run(run_id, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_claim_that_loses_the_race_in_the_store_is_stale(tmp_path: Path) -> None:
+    store = RivalStore(tmp_path / "rival.db")
+    runs = RunStreams(store)
+    run = store.create_run("up", "svc")
+    claim = AppendRequest(producer=Producer("w", run.epoch + 1, 0))
+    with pytest.raises(StaleEpochError) as stale:
+        runs.write(f"runs/{run.run_id}", claim, heartbeat=True)
+    assert stale.value.epoch == run.epoch
+    store.close()
+
+
+def test_a_bare_write_without_the_heartbeat_header_changes_nothing(store: SQLiteStore) -> None:
+    runs = RunStreams(store)
+    run_id, epoch = claimed_run(store, 1)
+    before = store.get_run(run_id)
+    bare = runs.write(f"runs/{run_id}", AppendRequest(producer=Producer("w", epoch, 1)))
+    after = store.get_run(run_id)
+    assert bare.duplicate and bare.meta.tail == 1
+    assert before is not None and after is not None and after.heartbeat_at == before.heartbeat_at

@@ -200,17 +200,19 @@ async def test_a_waiting_read_of_a_run_wakes_on_its_lines(
     run = store.create_run("up", "svc")
     claimed = store.claim_run(run.run_id)
     assert claimed is not None
-    store.poll_interval = 60
+    store.poll_interval = 60  # a wake-up, not a poll, must answer
     for path in (f"runs/{run.run_id}", "runs/up/svc"):
         got: list[Chunk] = []
         reads = count_reads(service)
         written = claimed.last_seq
+        began = time.monotonic()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(started, service, path, None, got)
             await wait_for_async(lambda reads=reads: reads)  # type: ignore[misc]
             line = LogLine(written + 1, utcnow(), "INFO", "live", None)
             store.append(run.run_id, [line], epoch=claimed.epoch)
         assert len(got[0].messages) == 1 and '"message":"live"' in got[0].messages[0]
+        assert time.monotonic() - began < 5, path
         claimed = store.get_run(run.run_id) or claimed
     store.finish_run(run.run_id, RunStatus.SUCCEEDED, epoch=claimed.epoch)
     chunk = await service.wait_read(f"runs/{run.run_id}", None, 10)
@@ -231,3 +233,48 @@ async def test_a_run_only_service_waits_on_its_own_listeners(store: SQLiteStore)
         await wait_for_async(lambda: reads)
         store.append(run.run_id, [LogLine(1, utcnow(), "INFO", "x", None)], epoch=claimed.epoch)
     assert len(got[0].messages) == 1
+
+
+@pytest.mark.anyio
+async def test_a_waiting_read_of_a_run_polls_at_the_log_stores_pace(
+    store: SQLiteStore, service: Streams
+) -> None:
+    run = store.create_run("up", "svc")
+    claimed = store.claim_run(run.run_id)
+    assert claimed is not None and service.streams is not None
+    store.poll_interval = 0.05
+    service.streams.poll_interval = 60
+    other = SQLiteStore(store.path)  # another process's writer: it wakes no one here
+    got: list[Chunk] = []
+    reads = count_reads(service)
+    began = time.monotonic()
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(started, service, f"runs/{run.run_id}", None, got)
+        await wait_for_async(lambda: reads)
+        line = LogLine(1, utcnow(), "INFO", "elsewhere", None)
+        await anyio.to_thread.run_sync(lambda: other.append(run.run_id, [line], epoch=1))
+    other.close()
+    assert len(got[0].messages) == 1 and time.monotonic() - began < 5
+
+
+def test_a_heartbeat_reaches_the_run_and_a_bare_post_does_not(
+    store: SQLiteStore, service: Streams
+) -> None:
+    run = store.create_run("up", "svc")
+    claimed = store.claim_run(run.run_id)
+    assert claimed is not None
+    path, producer = f"runs/{run.run_id}", Producer("w", claimed.epoch, 0)
+
+    def beat_at() -> object:
+        current = store.get_run(run.run_id)
+        assert current is not None
+        return current.heartbeat_at
+
+    async def main() -> None:
+        before = beat_at()
+        assert (await service.append(path, AppendRequest(producer=producer))).duplicate
+        assert beat_at() == before
+        await service.append(path, AppendRequest(producer=producer), heartbeat=True)
+        assert beat_at() != before
+
+    anyio.run(main)
