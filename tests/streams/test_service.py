@@ -4,6 +4,7 @@ cache-busting cursor (§10.1). Real SQLite stores, no server."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ from jobtail.streams.sqlite import SQLiteStreams
 from tests.waiting import wait_for_async
 
 PLAIN = "text/plain"
+RUN_OWNED = "a run's stream is created and deleted with its run"
+NO_GENERIC = "this store keeps no generic streams (only runs/...)"
 NOW = CURSOR_EPOCH + 100 * CURSOR_INTERVAL + 5
 
 
@@ -72,7 +75,7 @@ def test_run_paths_are_read_only_and_generic_ones_need_a_stream_store(
             service.create(f"runs/{run.run_id}", CreateRequest(PLAIN)),
             service.delete(f"runs/{run.run_id}"),
         ):
-            with pytest.raises(StreamUnsupported, match="created and deleted with its run"):
+            with pytest.raises(StreamUnsupported, match=f"^{re.escape(RUN_OWNED)}$"):
                 await call
         runs_only = Streams.over(store, None)
         for call in (
@@ -82,7 +85,7 @@ def test_run_paths_are_read_only_and_generic_ones_need_a_stream_store(
             runs_only.read("s", "-1"),
             runs_only.delete("s"),
         ):
-            with pytest.raises(StreamUnsupported, match="no generic streams"):
+            with pytest.raises(StreamUnsupported, match=f"^{re.escape(NO_GENERIC)}$"):
                 await call
         assert (await runs_only.head(f"runs/{run.run_id}")).stream_id == run.run_id
         runs_only.close()  # nothing to close
@@ -278,3 +281,13 @@ def test_a_heartbeat_reaches_the_run_and_a_bare_post_does_not(
         assert beat_at() != before
 
     anyio.run(main)
+
+
+def test_long_polls_wait_20_seconds_and_sse_windows_last_60_unless_told(
+    store: SQLiteStore,
+) -> None:
+    default = Streams.over(store, None)
+    assert (default.long_poll_seconds, default.sse_seconds) == (20.0, 60.0)
+    told = Streams.over(store, None, long_poll_seconds=3, sse_seconds=7)
+    assert (told.long_poll_seconds, told.sse_seconds) == (3, 7)
+    assert told.runs.store is store and told.streams is None
