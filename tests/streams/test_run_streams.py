@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from jobtail.streams.base import (
     StaleEpochError,
     StreamClosedError,
     StreamInvalid,
+    StreamMeta,
     StreamNotFound,
     StreamUnsupported,
     format_offset,
@@ -37,6 +38,7 @@ from jobtail.streams.runs import (
 )
 
 WRITE_HOW = "write to runs/<run_id> with Producer-Id/-Epoch/-Seq headers"
+BEYOND = "offset is beyond the run's last line, or not one of ours"
 CLAIM_AT_0 = "a claim (Producer-Epoch = run epoch + 1) starts at seq 0"
 
 
@@ -131,7 +133,7 @@ def test_reads_return_the_hinted_block_and_hint_the_next(store: SQLiteStore) -> 
     now = runs.read(path, None)
     assert now.empty and now.start == 40
     for wrong in (format_offset(41), format_offset(0, 3)):
-        with pytest.raises(StreamInvalid, match="beyond the run's last line"):
+        with pytest.raises(StreamInvalid, match=f"^{re.escape(BEYOND)}$"):
             runs.read(path, wrong)
     assert runs.read(path, format_offset(0, 2)).stop == 40  # hint 2: up to 1024 lines
 
@@ -195,7 +197,8 @@ def test_a_worker_heartbeats_appends_and_retries(store: SQLiteStore) -> None:
     assert previous is None or after.heartbeat_at >= previous
     request = AppendRequest(lines_body(1, 3), producer=Producer("w", epoch, 0))
     appended = runs.write(path, request, heartbeat=True)  # lines with the header: lines
-    assert not appended.duplicate and appended.meta.tail == 3 and not appended.meta.closed
+    assert not appended.duplicate
+    assert appended.meta == StreamMeta(run_id, "application/json", 3, closed=False)
     assert appended.producer == Producer("w", epoch, 0)
     assert runs.write(path, request).duplicate  # a retry adds nothing
     with pytest.raises(SequenceGapError) as gap:
@@ -217,6 +220,7 @@ def test_a_worker_ends_its_run_with_its_last_lines(store: SQLiteStore) -> None:
     )  # fmt: skip
     ended = runs.write(path, closing)
     assert not ended.duplicate and ended.meta.closed and ended.meta.tail == 2
+    assert ended.producer == Producer("w", epoch, 0)  # echoed: Producer-Epoch/-Seq headers
     run = store.get_run(run_id)
     assert run is not None and (run.status, run.error, run.omitted) == (RunStatus.FAILED, "boom", 7)
     assert runs.write(path, AppendRequest(close=True, producer=Producer("w", epoch, 2))).duplicate
@@ -286,3 +290,35 @@ def test_a_bare_write_without_the_heartbeat_header_changes_nothing(store: SQLite
     after = store.get_run(run_id)
     assert bare.duplicate and bare.meta.tail == 1
     assert before is not None and after is not None and after.heartbeat_at == before.heartbeat_at
+
+
+class TakeoverStore(SQLiteStore):
+    """A store on which the janitor takes a silent run over just before a worker's write."""
+
+    def _take_over(self, run_id: str) -> None:
+        later = datetime(2999, 1, 1, tzinfo=UTC)
+        for _ in range(2):  # two epochs on: a refusal names the newest
+            assert self.claim_run(run_id, takeover_stale_before=later) is not None
+
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        self._take_over(run_id)
+        super().heartbeat(run_id, epoch=epoch)
+
+    def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        self._take_over(run_id)
+        return super().append(run_id, lines, epoch=epoch)
+
+
+@pytest.mark.parametrize("body", [b"", b'[{"seq": 1, "log_level": "INFO", "message": "zombie"}]'])
+def test_a_takeover_between_the_check_and_the_write_fences_it(tmp_path: Path, body: bytes) -> None:
+    store = TakeoverStore(tmp_path / "takeover.db")
+    run = store.create_run("up", "svc")
+    claimed = SQLiteStore.claim_run(store, run.run_id)
+    assert claimed is not None
+    runs = RunStreams(store)
+    request = AppendRequest(body, producer=Producer("w", claimed.epoch, 0))
+    with pytest.raises(StaleEpochError) as stale:
+        runs.write(f"runs/{run.run_id}", request, heartbeat=True)
+    assert stale.value.epoch == claimed.epoch + 2
+    assert store.read(run.run_id) == []
+    store.close()
