@@ -125,3 +125,29 @@ def test_numbers_must_be_finite_and_at_most_100_digits() -> None:
         with pytest.raises(UploadError) as caught:
             parse(infinite)
         assert str(caught.value) == "the number at /properties/a/default is not finite"
+
+
+@pytest.mark.parametrize(
+    ("schema", "version"),
+    [
+        ("http://json-schema.org/draft-07/schema#", "draft-07"),
+        ("https://json-schema.org/draft/2019-09/schema", "2019-09"),
+        ("https://example.com/my-dialect", ""),
+        (None, ""),
+    ],
+)
+def test_a_json_schema_names_its_draft_when_its_schema_says(
+    schema: str | None, version: str
+) -> None:
+    doc = {"type": "object"} | ({"$schema": schema} if schema else {})
+    assert parse_document(json.dumps(doc).encode()).version == version
+
+
+def test_a_document_of_neither_kind_is_told_what_was_looked_for() -> None:
+    with pytest.raises(UploadError) as caught:
+        parse_document(b"name: Rex\n")
+    assert str(caught.value) == (
+        "the document is neither an OpenAPI document (no 'openapi' or 'swagger' field) nor a "
+        "JSON Schema (none of 'type', 'properties', '$defs', 'definitions', '$schema', "
+        "'oneOf', 'anyOf' ...): check that you picked the right file"
+    )
