@@ -354,3 +354,32 @@ def test_a_heartbeat_stops_when_its_run_was_purged(
         assert wait_until(lambda: not beat._thread.is_alive(), timeout=10)
     assert isinstance(beat.refused, RunNotFoundError) and beat.beats == 0
     assert "heartbeat failed" not in caplog.text
+
+
+def test_an_end_the_store_never_takes_is_said_and_left_to_the_janitor(
+    outage_store: OutageStore,
+    uploads: Any,
+    blobs: Any,
+    registry: GeneratorRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store stays down past ``end_timeout``: the worker says so once, as an error, and the
+    run is left running (the janitor closes it); an end that was stored says nothing of it."""
+    outages = [outage_store.down.set]  # the first run only
+    job = registry.register(Scripted(before_gate=lambda: outages and outages.pop()()))
+    assert isinstance(job, Scripted)
+    job.gate.set()
+    created = outage_store.create_run("petstore", "scripted")
+    options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+    run_job(created.run_id, store=outage_store, end_timeout=0.2, **options)
+    outage_store.down.clear()
+    stuck = outage_store.get_run(created.run_id)
+    assert stuck is not None and stuck.status is RunStatus.RUNNING
+    said = [r for r in caplog.records if "could not store its end" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in said] == [
+        ("ERROR", f"run {created.run_id}: could not store its end; the janitor will close it")
+    ]
+    caplog.clear()
+    ended = outage_store.create_run("invoice", "scripted")
+    assert run_job(ended.run_id, store=outage_store, **options) is RunStatus.SUCCEEDED
+    assert "could not store its end" not in caplog.text
