@@ -12,6 +12,7 @@ import pytest
 
 from jobtail.store.base import (
     JSON_LINES,
+    SEARCH_PAGE,
     TEXT_LINES,
     Framing,
     ListenerSet,
@@ -35,6 +36,7 @@ from jobtail.store.base import (
     refusal,
     utcnow,
 )
+from jobtail.store.matching import SearchHits, SearchQuery, SearchTimeoutError
 from jobtail.store.sqlite import SQLiteStore
 
 T = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -249,3 +251,40 @@ def test_the_inherited_defaults(tmp_path: Path) -> None:
         store.check()  # the default check: nothing to say
     finally:
         store.close()
+
+
+def test_the_default_search_reads_page_by_page_within_its_bounds(tmp_path: Path) -> None:
+    """LogStore.search, the Python matching a backend without its own gets, over SQLite."""
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.create_run("u", "s").run_id
+    levels = ["INFO", "ERROR"]
+    store.append(
+        run, [LogLine(n, T, levels[n % 2], f"line {n}") for n in range(1, SEARCH_PAGE + 11)]
+    )
+    late = time.monotonic() + 30
+
+    def search(query: SearchQuery, after: int, upto: int, limit: int = 99_999) -> SearchHits:
+        return LogStore.search(store, run, query, after=after, upto=upto, limit=limit,
+                               deadline=late)  # fmt: skip
+
+    last = SEARCH_PAGE + 10
+    assert search(SearchQuery("line 500"), 0, last) == SearchHits([500, *range(5000, 5010)], last)
+    assert search(SearchQuery("line 1"), 0, last, limit=3) == SearchHits([1, 10, 11], 11)
+    assert search(SearchQuery("line 1"), 11, 19) == SearchHits([12, 13, 14, 15, 16, 17, 18, 19], 19)
+    assert search(SearchQuery("line", min_level="ERROR"), 0, 6) == SearchHits([1, 3, 5], 6)
+    assert search(SearchQuery("nothing"), 7, 7) == SearchHits([], 7)
+    assert search(SearchQuery("line 5010"), SEARCH_PAGE, last) == SearchHits([5010], last)
+    slow = SearchQuery(r"(a|aa)+$", regex=True)
+    store.append(run, [LogLine(last + n, T, "INFO", "a" * 40 + "!") for n in (1, 2)])
+    with pytest.raises(SearchTimeoutError) as stuck:
+        LogStore.search(store, run, slow, after=last, upto=last + 2, limit=9, deadline=0.0)
+    assert stuck.value.after == last
+    passed = LogStore.search(
+        store, run, SearchQuery(r"line \d+$|(a|aa)+$", regex=True), after=last - 2,
+        upto=last + 2, limit=9, deadline=time.monotonic() + 0.3,
+    )  # fmt: skip
+    assert passed == SearchHits([last - 1, last], last)  # stopped at the line it could not do
+    ended = LogStore.search(store, run, SearchQuery("line"), after=0, upto=last, limit=99_999,
+                            deadline=0.0)  # fmt: skip
+    assert ended == SearchHits(list(range(1, SEARCH_PAGE + 1)), SEARCH_PAGE)  # one page, no more
+    store.close()
