@@ -19,7 +19,7 @@ from jobtail.store.base import (
     StoreError,
     utcnow,
 )
-from jobtail.store.matching import SearchHits, SearchQuery
+from jobtail.store.matching import SearchHits, SearchQuery, SearchTimeoutError
 from jobtail.store.sqlite import SQLiteStore
 
 T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -320,3 +320,9 @@ def test_an_end_without_a_count_omitted_nothing_and_a_live_status_is_no_end(
     assert store.finish_run(run, RunStatus.SUCCEEDED)
     ended = store.get_run(run)
     assert ended is not None and ended.omitted == 0 and ended.to_json()["truncated"] is False
+    try:  # past its deadline: the statement under way finishes, one window, no more
+        hits = store.search(run, SearchQuery("line"), after=0, upto=30, limit=99, deadline=0.0)
+    except SearchTimeoutError:
+        pass  # or SQLite's progress handler stopped that statement too
+    else:
+        assert hits == SearchHits([1, 2, 3, 4], 4)
