@@ -4,6 +4,7 @@ Writers (job threads) use a thread-safe ``ConnectionPool``; tails read from the 
 through an ``AsyncConnectionPool`` (``aget_run``/``aread``/``apoll``), one per loop, closed by
 ``aclose``. Every operation is one call of a ``jobtail_*`` SQL function (``supabase/
 migrations``), so each is atomic and one round trip; an append batch travels as one jsonb array.
+The exception is the common one-line append, a single statement of its own (``APPEND_NEXT``).
 The functions NOTIFY ``jobtail`` with the run id on appends and status changes, and a background
 thread LISTENs on a dedicated session connection, so this process's tails wake at once whichever
 process wrote. It reconnects with backoff after a server restart (tails poll meanwhile); pool
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -58,6 +60,12 @@ DOWN_POOL_TIMEOUT = 0.5
 """Seconds a call waits for a pool connection while the server is known to be unreachable (the
 last call failed for that), instead of ``pool_timeout``: a job logging through an outage is
 held back this long per attempt, not 5 s (its lines wait in order either way)."""
+CHECK_IDLE = 1.0
+"""Seconds a pooled connection may sit unused and still be handed out unchecked. A check is a
+round trip of its own, as long as a one-line append's; a connection that answered within the
+last second is very likely alive, and if the server went away since, the call fails like any
+call during an outage (callers retry: every call is idempotent) and the pool's explicit check
+drops the other dead connections."""
 
 RUN_COLUMNS = (
     "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
@@ -75,6 +83,41 @@ MISSING_SQL = """
 select array(select t from unnest(%(tables)s::text[]) t where to_regclass(t) is null)
     || array(select f from unnest(%(functions)s::text[]) f where not exists (
         select 1 from pg_proc p where p.proname = f and pg_function_is_visible(p.oid)))
+"""
+
+
+# The common case of an append, the run's owner adding its next line, as one statement instead of
+# a call of jobtail_append (whose PL/pgSQL, jsonb parsing and separate row lock made a one-line
+# append cost about three INSERTs): the UPDATE moves last_seq only if the line is the next one
+# and the writer still owns an open run (PostgreSQL re-checks that against the latest row once
+# it holds the row's lock, so a claim that commits first fences it), and the line is inserted
+# only if it did. NOTIFY as migration 0006 does (jobtail__announce): at most once per window
+# (notified_at set to the clock, so a later one than this statement's start means it just was),
+# or on every append, or never. No row: not the common case, so jobtail_append says why.
+APPEND_NEXT = """
+with moved as (
+    update runs set last_seq = %(seq)s,
+           notified_at = case
+               when coalesce(nullif(current_setting('jobtail.notify', true), ''), 'coalesced')
+                        = 'off' then notified_at
+               when current_setting('jobtail.notify', true) = 'every' or notified_at is null
+                    or notified_at <= clock_timestamp() - make_interval(secs => coalesce(nullif(
+                        current_setting('jobtail.notify_window_ms', true), '')::double precision,
+                        5) / 1000)
+               then clock_timestamp() else notified_at end
+     where run_id = %(run_id)s and last_seq = %(seq)s - 1 and status in ('queued', 'running')
+       and (%(epoch)s::bigint is null or epoch = %(epoch)s::bigint)
+    returning upload_id, service_name, notified_at >= statement_timestamp() as due
+), added as (
+    insert into runs_logs (run_id, seq, upload_id, service_name, "timestamp", log_level,
+                           level_no, message, fields)
+    select %(run_id)s, %(seq)s, upload_id, service_name, %(timestamp)s, %(log_level)s,
+           %(level_no)s, %(message)s, %(fields)s::jsonb
+      from moved
+    returning seq
+)
+select (select count(*) from added),
+       (select count(pg_notify('jobtail', %(run_id)s)) from moved where due)
 """
 
 
@@ -165,6 +208,7 @@ class PostgresStore(LogStore):
         self.where = describe(conninfo)
         self.pool_timeout = pool_timeout
         self._unreachable = False  # the last call failed for want of the server
+        self._used: dict[int, float] = {}  # id(pooled connection) -> when a call last succeeded
         self.max_size = max_size
         # the tail reads through an async pool of the event loop it runs on (one per loop)
         self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
@@ -185,7 +229,7 @@ class PostgresStore(LogStore):
             min_size=min_size,
             max_size=max_size,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=self._check_idle,
             timeout=pool_timeout,
             reconnect_timeout=RECONNECT_TIMEOUT,
             name="jobtail",
@@ -221,6 +265,12 @@ class PostgresStore(LogStore):
                 f"cannot connect to PostgreSQL at {self.where}: {exc}".strip()
             ) from exc
 
+    def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
+        """The pool's check before handing out ``conn``: only after ``CHECK_IDLE`` unused."""
+        used = self._used.get(id(conn))
+        if used is None or time.monotonic() - used >= CHECK_IDLE:
+            ConnectionPool.check_connection(conn)
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection; psycopg errors become StoreError."""
@@ -229,6 +279,9 @@ class PostgresStore(LogStore):
             with self._pool.connection(timeout=wait) as conn:
                 self._unreachable = False  # a checked connection: the server is there
                 yield conn
+                if len(self._used) > 10 * self.max_size:  # ids of connections closed since
+                    self._used.clear()
+                self._used[id(conn)] = time.monotonic()
         except PoolTimeout as exc:
             self._unreachable = True
             raise StoreError(
@@ -398,6 +451,22 @@ class PostgresStore(LogStore):
 
     # -- lines ------------------------------------------------------------------------------
     def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
+        if len(lines) == 1 and lines[0].seq > 0:
+            line = lines[0]
+            message = line.message
+            row = {
+                "run_id": run_id,
+                "seq": line.seq,
+                "epoch": epoch,
+                "timestamp": line.timestamp,
+                "log_level": line.log_level,
+                "level_no": LEVELS.get(line.log_level) or level_number(line.log_level),
+                "message": message.replace("\x00", "\ufffd") if "\x00" in message else message,
+                "fields": dump_pg_json(line.fields) if line.fields else None,
+            }
+            if self._rows(APPEND_NEXT, row)[0][0]:
+                self.listeners.notify(run_id)
+                return line.seq
         last = int(
             self._value(
                 "select jobtail_append(%s, %s::jsonb, %s)", (run_id, lines_json(lines), epoch)
