@@ -119,9 +119,9 @@ def _pg_floor(url: str, store: LogStore, count: int) -> float:
 
 
 @contextmanager
-def pg_cluster() -> Iterator[Any]:
+def pg_cluster(fsync: bool = True) -> Iterator[Any]:
     """The embedded PostgreSQL server with fsync on, as a user's server runs (the test
-    fixture turns it off), or None if it cannot start here."""
+    fixture turns it off: ``fsync=False``), or None if it cannot start here."""
     try:
         from tests.pg import PgCluster
     except ImportError:
@@ -129,8 +129,8 @@ def pg_cluster() -> Iterator[Any]:
         return
     with PgCluster.temporary() as cluster:
         with cluster.connect() as conn:
-            conn.execute("alter system set fsync = on")
-            conn.execute("alter system set full_page_writes = on")
+            conn.execute(f"alter system set fsync = {'on' if fsync else 'off'}")
+            conn.execute(f"alter system set full_page_writes = {'on' if fsync else 'off'}")
             conn.execute("alter system set max_connections = 300")  # 100 writers + readers
         cluster.stop("fast")
         cluster.start()
