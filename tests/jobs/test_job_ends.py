@@ -383,3 +383,36 @@ def test_an_end_the_store_never_takes_is_said_and_left_to_the_janitor(
     ended = outage_store.create_run("invoice", "scripted")
     assert run_job(ended.run_id, store=outage_store, **options) is RunStatus.SUCCEEDED
     assert "could not store its end" not in caplog.text
+
+
+class ClosedAtTheEndStore(SQLiteStore):
+    """A real SQLite store where someone else closes the run just before its worker ends it."""
+
+    def finish_run(self, run_id: str, status: RunStatus, *args: Any, **kwargs: Any) -> bool:
+        if kwargs.get("epoch") is not None:
+            super().finish_run(run_id, RunStatus.FAILED, "closed by an operator")
+        return super().finish_run(run_id, status, *args, **kwargs)
+
+
+def test_a_worker_whose_end_is_refused_says_who_ended_it_and_returns_the_runs_status(
+    tmp_path: Path,
+    uploads: Any,
+    blobs: Any,
+    registry: GeneratorRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ClosedAtTheEndStore(tmp_path / "closed.db")
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    job.gate.set()
+    created = store.create_run("petstore", "scripted")
+    options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+    assert run_job(created.run_id, store=store, **options) is RunStatus.FAILED
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.error == "closed by an operator"
+    said = [r.getMessage() for r in caplog.records if "ended by someone else" in r.getMessage()]
+    assert said == [
+        f"run {created.run_id}: ended by someone else (run {created.run_id} was claimed by a"
+        f" newer writer (epoch {ended.epoch}))"
+    ]
+    store.close()
