@@ -287,6 +287,12 @@ def test_search_scans_window_by_window_within_its_bounds(store: SQLiteStore) -> 
     assert hits == SearchHits([10, 11, 12], 12)
     hits = store.search(run, SearchQuery("line 2"), after=12, upto=21, limit=99, deadline=deadline)
     assert hits == SearchHits([20, 21], 21)
+    try:  # past its deadline: the statement under way finishes, one window, no more
+        hits = store.search(run, SearchQuery("line"), after=0, upto=30, limit=99, deadline=0.0)
+    except SearchTimeoutError:
+        pass  # or SQLite's progress handler stopped that statement too
+    else:
+        assert hits == SearchHits([1, 2, 3, 4], 4)
 
 
 def test_the_default_page_sizes(store: SQLiteStore) -> None:
@@ -320,9 +326,3 @@ def test_an_end_without_a_count_omitted_nothing_and_a_live_status_is_no_end(
     assert store.finish_run(run, RunStatus.SUCCEEDED)
     ended = store.get_run(run)
     assert ended is not None and ended.omitted == 0 and ended.to_json()["truncated"] is False
-    try:  # past its deadline: the statement under way finishes, one window, no more
-        hits = store.search(run, SearchQuery("line"), after=0, upto=30, limit=99, deadline=0.0)
-    except SearchTimeoutError:
-        pass  # or SQLite's progress handler stopped that statement too
-    else:
-        assert hits == SearchHits([1, 2, 3, 4], 4)
