@@ -66,7 +66,7 @@ async def test_a_follower_killed_by_a_bug_is_logged_and_its_viewers_resume_by_cu
     events: list[TailEvent] = []
 
     async def view() -> None:
-        with anyio.fail_after(20):
+        with anyio.fail_after(60):
             async for event in tailer.follow(run.run_id):
                 events.append(event)
 
@@ -88,7 +88,7 @@ async def test_a_follower_killed_by_a_bug_is_logged_and_its_viewers_resume_by_cu
     store.broken = False  # fixed: the viewer resumes from its cursor and gets the rest
     await anyio.to_thread.run_sync(logger.info, "three")
     await anyio.to_thread.run_sync(store.finish_run, run.run_id, RunStatus.SUCCEEDED)
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         resumed = [event async for event in tailer.follow(run.run_id, after=2)]
     assert seqs(resumed) == [3] and isinstance(resumed[-1], EndEvent)
     store.close()
@@ -109,7 +109,7 @@ def down_later(tmp_path: Path) -> Iterator[tuple[DownFramedStore, str]]:
 async def until_down(store: FlakyStore, events: AsyncIterator[TailEvent]) -> list[TailEvent]:
     """The viewer's events; the store goes down for good after the second batch of lines."""
     got: list[TailEvent] = []
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         async for event in events:
             got.append(event)
             batches = [e for e in got if isinstance(e, LinesEvent | EncodedLinesEvent)]

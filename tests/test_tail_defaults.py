@@ -53,7 +53,7 @@ def lines(first: int, last: int) -> list[LogLine]:
 
 
 async def collect(events: AsyncIterator[TailEvent]) -> list[TailEvent]:
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         return [event async for event in events]
 
 
@@ -86,7 +86,7 @@ async def test_a_late_viewer_reads_only_what_is_older_than_the_followers_last_10
     late: list[TailEvent] = []
 
     async def view(into: list[TailEvent]) -> None:
-        with anyio.fail_after(20):
+        with anyio.fail_after(60):
             async for event in tailer.follow(run.run_id):
                 into.append(event)
 
@@ -118,7 +118,7 @@ async def test_a_viewer_is_resynced_from_the_store_once_more_than_1000_events_be
     stalled = anyio.Event()
 
     async def stalled_viewer() -> None:
-        with anyio.fail_after(30):
+        with anyio.fail_after(60):
             async for event in tailer.follow(run.run_id):
                 events.append(event)
                 if seqs(events) == [1]:

@@ -31,6 +31,7 @@ from jobtail.store.sqlite import SQLiteStore
 store = SQLiteStore(sys.argv[1])
 run_id = sys.argv[2]
 logger = RunLogger(store, run_id)
+print("ready", flush=True)
 for command in sys.stdin:
     if command.strip() == "finish":
         store.finish_run(run_id, RunStatus.SUCCEEDED)
@@ -53,6 +54,14 @@ class Writer:
             env=env,
             text=True,
         )
+
+    def _ready(self) -> None:
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline() == "ready\n"
+
+    async def ready(self) -> None:
+        """Wait until it is up (imports take seconds on a busy machine)."""
+        await anyio.to_thread.run_sync(self._ready)
 
     def _send(self, command: str) -> None:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -116,7 +125,7 @@ async def test_the_follower_counts_idle_polls_since_lines_from_another_process_c
     events: list[TailEvent] = []
 
     async def view() -> None:
-        with anyio.fail_after(20):
+        with anyio.fail_after(60):
             async for event in tailer.follow(run.run_id):
                 events.append(event)
 
@@ -124,6 +133,7 @@ async def test_the_follower_counts_idle_polls_since_lines_from_another_process_c
         return [line.seq for e in events if isinstance(e, LinesEvent) for line in e.lines]
 
     try:
+        await writer.ready()
         async with anyio.create_task_group() as tg:
             tg.start_soon(view)
             await wait_until(lambda: store.waits_since_lines() >= 3)  # quiet from the start
