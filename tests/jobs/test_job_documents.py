@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from jobtail.documents import MAX_NOTES, UploadError, parse_document
+from jobtail import documents
+from jobtail.documents import MAX_DEPTH, MAX_NOTES, UploadError, parse_document
 
 
 def test_a_json_schema_summary_names_its_draft_and_counts() -> None:
@@ -151,3 +152,23 @@ def test_a_document_of_neither_kind_is_told_what_was_looked_for() -> None:
         "JSON Schema (none of 'type', 'properties', '$defs', 'definitions', '$schema', "
         "'oneOf', 'anyOf' ...): check that you picked the right file"
     )
+
+
+def test_the_value_and_depth_limits_are_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MAX_DEPTH levels and the value limit (the object, its 'type', the list and its items
+    count; lowered here so the test stays quick) pass; one more of either is refused."""
+
+    def nested(levels: int) -> bytes:
+        return b'{"type": "object", "a": ' + b"[" * levels + b"]" * levels + b"}"
+
+    assert parse_document(nested(MAX_DEPTH)).document["a"]
+    with pytest.raises(UploadError, match=f"nests deeper than {MAX_DEPTH} levels"):
+        parse_document(nested(MAX_DEPTH + 1))
+
+    def values(n: int) -> bytes:
+        return json.dumps({"type": "object", "a": [0] * (n - 3)}).encode()
+
+    monkeypatch.setattr(documents, "MAX_VALUES", 50)
+    assert len(parse_document(values(50)).document["a"]) == 47
+    with pytest.raises(UploadError, match="more than 50 values"):
+        parse_document(values(51))
