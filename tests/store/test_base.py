@@ -4,6 +4,7 @@ reads back from its SQL, the checks of a writer's lines, the models' JSON and wi
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,4 +288,80 @@ def test_the_default_search_reads_page_by_page_within_its_bounds(tmp_path: Path)
     ended = LogStore.search(store, run, SearchQuery("line"), after=0, upto=last, limit=99_999,
                             deadline=0.0)  # fmt: skip
     assert ended == SearchHits(list(range(1, SEARCH_PAGE + 1)), SEARCH_PAGE)  # one page, no more
+    store.close()
+
+
+class WorkerWinsTheRace(SQLiteStore):
+    """Between the janitor's scan and its close, each running run's worker heartbeats and each
+    queued run is claimed: the race ``fail_stale`` must lose without a trace."""
+
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        runs = super().stale_runs(heartbeat_before, queued_before, limit)
+        for run in runs:
+            if run.status is RunStatus.RUNNING:
+                self.heartbeat(run.run_id)
+            else:
+                self.claim_run(run.run_id)
+        return runs
+
+
+def test_fail_stale_closes_only_runs_still_silent_when_it_closes_them(tmp_path: Path) -> None:
+    store = WorkerWinsTheRace(tmp_path / "s.db")
+    running = store.create_run("u1", "s").run_id
+    store.claim_run(running)
+    queued = store.create_run("u2", "s").run_id
+    bound = utcnow() + timedelta(milliseconds=1)
+    while utcnow() <= bound:  # both silent since before the bound
+        pass
+    failed = store.fail_stale(bound, "stale", explain=lambda run: "Run failed")
+    assert failed == []
+    for run_id in (running, queued):
+        run = store.get_run(run_id)
+        assert run is not None and run.status is RunStatus.RUNNING and run.last_seq == 0
+    store.close()
+
+
+def test_the_default_queue_sees_its_oldest_page_only(tmp_path: Path) -> None:
+    """LogStore.queued_runs, for a store that cannot page: the oldest queued runs, after a
+    cursor within them; no running or finished run."""
+    store = SQLiteStore(tmp_path / "s.db")
+    queued = [store.create_run(f"u{n}", "s").run_id for n in range(4)]
+    store.claim_run(queued[1])
+    store.finish_run(store.create_run("done", "s").run_id, RunStatus.SUCCEEDED)
+    first = LogStore.queued_runs(store, limit=2)
+    assert [run.run_id for run in first] == [queued[0], queued[2]]
+    everything = LogStore.queued_runs(store)
+    assert [run.run_id for run in everything] == [queued[0], queued[2], queued[3]]
+    after = (everything[0].created_at, everything[0].run_id)
+    assert [run.run_id for run in LogStore.queued_runs(store, after)] == queued[2:]
+    assert LogStore.queued_runs(store, (everything[-1].created_at, queued[3])) == []
+    db = sqlite3.connect(store.path)
+    db.executemany(
+        "INSERT INTO runs (run_id, upload_id, service_name, status, created_at)"
+        " VALUES (?, ?, 's', 'queued', ?)",
+        [(f"r{n:04}", f"k{n}", (utcnow() + timedelta(hours=20)).isoformat()) for n in range(998)],
+    )
+    db.commit()
+    db.close()
+    assert len(LogStore.queued_runs(store)) == 1000  # 1,000 by default, a day ahead included
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_the_default_async_framed_read_is_the_sync_one(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.create_run("u", "s").run_id
+    levels = ["INFO", "WARNING", "ERROR"]
+    store.append(run, [LogLine(n, T, levels[n % 3], f"m{n}") for n in range(1, 1002)])
+    sse = Framing("id: r:", "\ndata: ", "\n\n")
+    page = await store.aread_framed(run, 1, 3, "WARNING", 9, sse)
+    assert page == store.read_framed(run, 1, 3, "WARNING", 9, sse) and page.count == 3
+    assert page.data.startswith(b"id: r:2\ndata: ")
+    text = await store.aread_framed(run, 5, 2, framing=TEXT_LINES)
+    assert text.data.decode().endswith(" m6\n" + text.data.decode().split("\n")[1] + "\n")
+    assert (text.count, text.last_seq) == (2, 7)
+    whole = await store.aread_framed(run)
+    assert whole == store.read_framed(run) and (whole.count, whole.last_seq) == (1000, 1000)
     store.close()
