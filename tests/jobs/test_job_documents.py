@@ -172,3 +172,15 @@ def test_the_value_and_depth_limits_are_exact(monkeypatch: pytest.MonkeyPatch) -
     assert len(parse_document(values(50)).document["a"]) == 47
     with pytest.raises(UploadError, match="more than 50 values"):
         parse_document(values(51))
+
+
+def test_yaml_aliases_count_once_per_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small alias bomb against a lowered value limit (the full-size one is in
+    test_job_uploads.py): an 11-value anchor used twice passes, five times it is refused."""
+    monkeypatch.setattr(documents, "MAX_VALUES", 50)
+    anchor = "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n"
+    within = f"type: object\n{anchor}b: [*a, *a]\n".encode()  # 3 + 11 + 1 + 2 x 11 = 37
+    assert len(parse_document(within).document["b"]) == 2
+    bomb = f"type: object\n{anchor}b: [*a, *a, *a, *a, *a]\n".encode()
+    with pytest.raises(UploadError, match="more than 50 values"):
+        parse_document(bomb)
