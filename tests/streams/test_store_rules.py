@@ -107,6 +107,9 @@ def test_a_stream_created_closed_is_finished(streams: StreamStore) -> None:
     assert refused.value.next_offset == format_offset(3)
     closing = streams.append("done", AppendRequest(close=True))  # closing again: a no-op
     assert closing.duplicate and closing.meta.closed and closing.meta.tail == 3
+    late = Producer("late", 0, 0)
+    closing = streams.append("done", AppendRequest(close=True, producer=late))
+    assert closing.duplicate and closing.producer == late and closing.meta.tail == 3
     assert not streams.create("done", CreateRequest(PLAIN, closed=True)).created
 
 
@@ -121,11 +124,11 @@ def test_json_bodies_are_stored_as_messages(streams: StreamStore) -> None:
         streams.append("j", AppendRequest(b"\xff", JSON))
     appended = streams.append("j", AppendRequest(b'{"a": 1}', JSON))
     assert appended.meta.tail == 1 and appended.meta.next_offset == format_offset(1)
-    assert streams.append("j", AppendRequest('[[1, 2], "é"]'.encode(), JSON)).meta.tail == 3
+    assert streams.append("j", AppendRequest('[[1, 2], "é x"]'.encode(), JSON)).meta.tail == 3
     chunk = streams.read("j", "-1")
-    assert chunk.messages == ('{"a":1}', "[1,2]", '"é"') and chunk.stop == 3
-    assert chunk.body() == '[{"a":1},[1,2],"é"]'.encode()
-    assert streams.read("j", format_offset(2)).messages == ('"é"',)
+    assert chunk.messages == ('{"a":1}', "[1,2]", '"é x"') and chunk.stop == 3
+    assert chunk.body() == '[{"a":1},[1,2],"é x"]'.encode()
+    assert streams.read("j", format_offset(2)).messages == ('"é x"',)
 
 
 def test_appends_are_refused_for_what_they_lack(streams: StreamStore) -> None:
@@ -175,6 +178,8 @@ def test_producer_rules(streams: StreamStore) -> None:
     assert send(Producer("a", 3, 0)) == (False, Producer("a", 3, 0))
     assert send(Producer("a", 3, 1)) == (False, Producer("a", 3, 1))
     assert send(Producer("a", 3, 0)) == (True, Producer("a", 3, 1))  # the highest accepted
+    retry = streams.append("p", AppendRequest(b"x", PLAIN, producer=Producer("a", 3, 1)))
+    assert retry.duplicate and retry.meta.tail == 2 and not retry.meta.closed
     assert send(Producer("b", 0, 0)) == (False, Producer("b", 0, 0))  # producers are apart
     with pytest.raises(SequenceGapError) as gap:
         send(Producer("a", 3, 3))
