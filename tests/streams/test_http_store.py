@@ -52,7 +52,7 @@ def app(
     services = Services.from_settings(settings, store=store)
     sent: list[httpx.Request] = []
     server = serve(create_app(services=services))
-    with httpx.Client(event_hooks={"request": [sent.append]}) as client:
+    with httpx.Client(timeout=30, event_hooks={"request": [sent.append]}) as client:
         yield App(store, settings, server.url, client, sent)
     services.close()
 
