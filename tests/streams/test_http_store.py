@@ -191,7 +191,6 @@ def test_an_unreachable_server_is_a_store_error() -> None:
 def test_server_side_operations_are_refused_by_name() -> None:
     worker = HttpStore(BASE)
     for call, what in (
-        (lambda: worker.create_run("u", "s"), "creating runs"),
         (lambda: worker.list_runs(), "listing runs"),
         (lambda: worker.stale_runs(utcnow()), "the janitor"),
         (lambda: worker.purge(utcnow()), "purging"),
