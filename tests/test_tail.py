@@ -490,3 +490,13 @@ def test_a_tailer_whose_event_loop_has_closed_does_not_break_writers(tmp_path: o
 async def test_following_an_unknown_run_names_it(sqlite_store: SQLiteStore) -> None:
     with pytest.raises(RunNotFoundError, match=r"^no run 'r-missing'$"):
         await collect(Tailer(sqlite_store).follow("r-missing"))
+
+
+async def test_a_window_closes_on_a_live_run_that_stays_quiet(sqlite_store: SQLiteStore) -> None:
+    """Nothing to replay and nothing new: the window alone ends the stream, with the cursor."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    RunLogger(sqlite_store, run.run_id).info("before")
+    events = await collect(Tailer(sqlite_store).follow(run.run_id, after=1, window=0.2))
+    assert isinstance(events[0], StatusEvent) and events[0].run.status is RunStatus.RUNNING
+    assert events[1:] == [WindowEndEvent(1)]
