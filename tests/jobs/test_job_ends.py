@@ -3,6 +3,7 @@ closed the run under a stalled worker. Real SQLite, the real runner, a gated plu
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -39,6 +40,7 @@ class OutageStore(SQLiteStore):
         super().__init__(path)
         self.down = threading.Event()
         self.refused_ends = 0
+        self.refused_beats = 0
 
     def _check(self) -> None:
         if self.down.is_set():
@@ -49,6 +51,8 @@ class OutageStore(SQLiteStore):
         return super().append(run_id, lines, epoch=epoch)
 
     def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        if self.down.is_set():
+            self.refused_beats += 1
         self._check()
         super().heartbeat(run_id, epoch=epoch)
 
@@ -366,7 +370,12 @@ def test_an_end_the_store_never_takes_is_said_and_left_to_the_janitor(
     """The store stays down past ``end_timeout``: the worker says so once, as an error, and the
     run is left running (the janitor closes it); an end that was stored says nothing of it."""
     outages = [outage_store.down.set]  # the first run only
-    job = registry.register(Scripted(before_gate=lambda: outages and outages.pop()()))
+
+    def go_down() -> None:
+        if outages:
+            outages.pop()()
+
+    job = registry.register(Scripted(before_gate=go_down))
     assert isinstance(job, Scripted)
     job.gate.set()
     created = outage_store.create_run("petstore", "scripted")
@@ -417,3 +426,44 @@ def test_a_worker_whose_end_is_refused_says_who_ended_it_and_returns_the_runs_st
         f" newer writer (epoch {now.epoch}))"
     ]
     store.close()
+
+
+def test_a_heartbeat_through_an_outage_says_so_once_each_way_and_counts_its_beats(
+    outage_store: OutageStore,
+    wait_until: Callable[..., bool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Missed beats are not a failed job: one warning when they start, one when a beat lands
+    again with how many were missed, and only landed beats are counted."""
+    created = outage_store.create_run("petstore", "scripted")
+    claimed = outage_store.claim_run(created.run_id)
+    assert claimed is not None
+    run_id = created.run_id
+    with Heartbeat(outage_store, run_id, 0.01, epoch=claimed.epoch) as beat:
+        assert wait_until(lambda: beat.beats >= 2, timeout=10)
+        outage_store.down.set()
+        assert wait_until(lambda: outage_store.refused_beats >= 1, timeout=10)
+        before = beat.beats  # the beat thread is past its last good beat
+        assert wait_until(lambda: outage_store.refused_beats >= 3, timeout=10)
+        assert beat.beats == before
+        outage_store.down.clear()
+        assert wait_until(lambda: "heartbeat back" in caplog.text, timeout=10)
+        assert wait_until(lambda: beat.beats > before, timeout=10)
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.endswith("runner")]
+    assert said[0] == ("WARNING", f"run {run_id}: heartbeat failed: disk I/O error")
+    assert said[1][0] == "WARNING"
+    assert re.fullmatch(rf"run {run_id}: heartbeat back after ([0-9]+) missed", said[1][1])
+    assert int(said[1][1].split()[-2]) >= 3 and len(said) == 2
+    assert beat.refused is None and not beat._thread.is_alive()
+    alive = outage_store.get_run(run_id)
+    assert alive is not None and alive.status is RunStatus.RUNNING
+
+
+def test_a_heartbeat_interval_must_be_positive(store: SQLiteStore, run: Run) -> None:
+    with pytest.raises(ValueError, match=r"^heartbeat interval must be positive$"):
+        Heartbeat(store, "r", 0)
+    created = store.create_run("petstore", "scripted")
+    with pytest.raises(ValueError, match=r"^heartbeat_interval must be positive$"):
+        run(created.run_id, heartbeat_interval=0)
+    queued = store.get_run(created.run_id)
+    assert queued is not None and queued.status is RunStatus.QUEUED  # refused before the claim
