@@ -8,6 +8,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -364,4 +365,27 @@ async def test_the_default_async_framed_read_is_the_sync_one(tmp_path: Path) -> 
     assert (text.count, text.last_seq) == (2, 7)
     whole = await store.aread_framed(run)
     assert whole == store.read_framed(run) and (whole.count, whole.last_seq) == (1000, 1000)
+    store.close()
+
+
+class ClosedMeanwhile(SQLiteStore):
+    """A backend that refuses the janitor's close of a run that ended in between as "closed"
+    (as a SQL function may) instead of answering False."""
+
+    def finish_run(self, run_id: str, *args: Any, **kwargs: Any) -> bool:
+        if run_id == "first":
+            raise RunFencedError(run_id, "closed", status="succeeded")
+        return super().finish_run(run_id, *args, **kwargs)
+
+
+def test_fail_stale_goes_on_past_a_run_that_ended_meanwhile(tmp_path: Path) -> None:
+    store = ClosedMeanwhile(tmp_path / "s.db")
+    store.create_run("u1", "s", run_id="first")
+    store.create_run("u2", "s", run_id="second")
+    soon = utcnow() + timedelta(seconds=5)
+    assert store.fail_stale(soon, "stale", explain=lambda run: f"Run failed: {run.run_id}") == [
+        "second"
+    ]
+    explained = store.read("second")
+    assert [(x.log_level, x.message) for x in explained] == [("ERROR", "Run failed: second")]
     store.close()
