@@ -16,6 +16,7 @@ from jobtail.store.base import (
     RunFencedError,
     RunNotFoundError,
     RunStatus,
+    SeqGapError,
     StoreError,
     utcnow,
 )
@@ -326,3 +327,14 @@ def test_an_end_without_a_count_omitted_nothing_and_a_live_status_is_no_end(
     assert store.finish_run(run, RunStatus.SUCCEEDED)
     ended = store.get_run(run)
     assert ended is not None and ended.omitted == 0 and ended.to_json()["truncated"] is False
+
+
+def test_a_refused_end_names_its_run(store: SQLiteStore) -> None:
+    run = store.claim_run(store.create_run("u", "s").run_id)
+    assert run is not None
+    with pytest.raises(SeqGapError) as gap:
+        store.finish_run(run.run_id, RunStatus.SUCCEEDED, lines=[line(2)], epoch=run.epoch)
+    assert (gap.value.run_id, gap.value.expected, gap.value.received) == (run.run_id, 1, 2)
+    with pytest.raises(RunFencedError) as stale:
+        store.finish_run(run.run_id, RunStatus.SUCCEEDED, epoch=run.epoch + 1)
+    assert (stale.value.run_id, stale.value.reason) == (run.run_id, "stale_epoch")
