@@ -88,7 +88,10 @@ def test_a_run_is_found_by_its_id_or_its_key(store: SQLiteStore) -> None:
     latest = store.create_run("up", "svc")
     assert runs.run_of(f"runs/{older.run_id}").run_id == older.run_id
     assert runs.run_of("runs/up/svc").run_id == latest.run_id
-    for path in ("runs/", "runs/nope", "runs/up/", "runs//svc", "runs/up/nope", "runs/a/b/c"):
+    elsewhere = store.create_run("other", "svc")  # the same service under another upload
+    assert runs.run_of("runs/up/svc").run_id == latest.run_id
+    assert runs.run_of("runs/other/svc").run_id == elsewhere.run_id
+    for path in ("runs/", "runs/nope", "runs/up/", "runs//svc", "runs/up/nope", "runs/up/svc/x"):
         with pytest.raises(StreamNotFound) as missing:
             runs.run_of(path)
         assert str(missing.value) == (
@@ -322,3 +325,11 @@ def test_a_takeover_between_the_check_and_the_write_fences_it(tmp_path: Path, bo
     assert stale.value.epoch == claimed.epoch + 2
     assert store.read(run.run_id) == []
     store.close()
+
+
+def test_a_run_stream_hints_the_blocks_it_was_given(store: SQLiteStore) -> None:
+    runs = RunStreams(store, blocks=(1, 4))
+    run_id, _ = claimed_run(store, 10)
+    first = runs.read(f"runs/{run_id}", "-1")
+    assert first.next_offset == format_offset(1, 1)  # 2..4 is a complete block of 4
+    assert len(runs.read(f"runs/{run_id}", first.next_offset).messages) == 3

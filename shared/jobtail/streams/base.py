@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from ..store.base import ListenerSet, RunStatus
 
@@ -215,10 +215,6 @@ class AppendRequest:
     status: RunStatus = RunStatus.SUCCEEDED  # run streams: how a close ends the run
     error: str | None = None
     omitted: int = 0  # run streams: lines a capped logger left out
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class StreamStore(ABC):
