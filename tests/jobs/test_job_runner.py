@@ -371,6 +371,7 @@ def test_a_run_logs_each_step_word_for_word(
     assert generated.keys() == {"seconds", "lines", "bytes"}
     assert (generated["lines"], generated["bytes"]) == (1500, 9000)
     assert isinstance(generated["seconds"], float) and 0 <= generated["seconds"] < 60
+    assert generated["seconds"] == round(generated["seconds"], 3)
     assert succeeded.keys() == {"seconds"} and 0 < succeeded["seconds"] < 60
     assert succeeded["seconds"] == round(succeeded["seconds"], 3)
     info = read_manifest(blobs, created)
