@@ -16,6 +16,7 @@ from jobtail.store.base import (
     JSON_LINES,
     SEARCH_PAGE,
     TEXT_LINES,
+    FramedLines,
     Framing,
     ListenerSet,
     LogLine,
@@ -388,4 +389,21 @@ def test_fail_stale_goes_on_past_a_run_that_ended_meanwhile(tmp_path: Path) -> N
     ]
     explained = store.read("second")
     assert [(x.log_level, x.message) for x in explained] == [("ERROR", "Run failed: second")]
+    store.close()
+
+
+def test_the_default_framed_read_is_frame_lines_of_read(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.create_run("u", "s").run_id
+    levels = ["INFO", "WARNING", "ERROR"]
+    store.append(run, [LogLine(n, T, levels[n % 3], f"m{n}") for n in range(1, 1002)])
+    sse = Framing("id: r:", "\ndata: ", "\n\n")
+    for after, limit, before, seqs in ((1, 3, 99, [2, 4, 5]), (1, 99, 6, [2, 4, 5])):
+        page = LogStore.read_framed(store, run, after, limit, "WARNING", before, sse)
+        assert page == store.read_framed(run, after, limit, "WARNING", before, sse)
+        assert page.data == frame_lines(store.read(run, after, 99, "WARNING", seqs[-1] + 1), sse)
+        assert (page.count, page.last_seq) == (3, 5)
+    whole = LogStore.read_framed(store, run)
+    assert whole == store.read_framed(run) and (whole.count, whole.last_seq) == (1000, 1000)
+    assert LogStore.read_framed(store, run, after=1001) == FramedLines(b"", 0, 0)
     store.close()
