@@ -3,6 +3,7 @@ closed the run under a stalled worker. Real SQLite, the real runner, a gated plu
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -156,9 +157,10 @@ def test_a_deadline_closes_the_run_failed_and_the_late_job_is_refused(
     assert results == [RunStatus.FAILED]
     ended = store.get_run(created.run_id)
     assert ended is not None and ended.status is RunStatus.FAILED
-    assert ended.error is not None and ended.error.startswith("worker timeout (")
+    assert ended.error == "worker timeout (1 s)"  # the whole time the worker had
     last = store.read(created.run_id)[-1]
-    assert last.message.startswith("Run failed: worker timeout (") and last.log_level == "ERROR"
+    assert (last.log_level, last.message) == ("ERROR", "Run failed: worker timeout (1 s)")
+    assert last.fields == {"error": "WorkerTimeout"}
     job.gate.set()
     assert job.done.wait(timeout=10)
     assert [type(exc).__name__ for exc in job.raised] == ["RunFencedError"]
@@ -467,3 +469,74 @@ def test_a_heartbeat_interval_must_be_positive(store: SQLiteStore, run: Run) -> 
         run(created.run_id, heartbeat_interval=0)
     queued = store.get_run(created.run_id)
     assert queued is not None and queued.status is RunStatus.QUEUED  # refused before the claim
+
+
+class ClaimOutageStore(SQLiteStore):
+    """A real SQLite store that cannot be reached for claims while ``down``."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.down = False
+
+    def claim_run(self, run_id: str, **kwargs: Any) -> Any:
+        if self.down:
+            raise StoreError("database is unreachable")
+        return super().claim_run(run_id, **kwargs)
+
+
+def test_a_claim_says_why_a_run_is_not_run(
+    tmp_path: Path,
+    uploads: Any,
+    blobs: Any,
+    registry: GeneratorRegistry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Left queued (retry) when the store is down, FAILED when the run does not exist, its own
+    status when it already ran; each said in the worker's log."""
+    caplog.set_level(logging.INFO, logger="jobtail.jobs.runner")
+    store = ClaimOutageStore(tmp_path / "claims.db")
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    job.gate.set()
+    options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+    created = store.create_run("petstore", "scripted")
+    store.down = True
+    assert run_job(created.run_id, store=store, **options) is RunStatus.QUEUED
+    store.down = False
+    queued = store.get_run(created.run_id)
+    assert queued is not None and queued.status is RunStatus.QUEUED
+    assert run_job("no-such-run", store=store, **options) is RunStatus.FAILED
+    assert run_job(created.run_id, store=store, **options) is RunStatus.SUCCEEDED
+    assert run_job(created.run_id, store=store, **options) is RunStatus.SUCCEEDED
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.endswith("runner")]
+    assert said == [
+        ("ERROR", f"run {created.run_id}: cannot claim it; leaving it queued"),
+        ("WARNING", "run no-such-run does not exist: nothing to do"),
+        ("INFO", f"run {created.run_id} is already succeeded: not running it again"),
+    ]
+    assert caplog.records[0].exc_info is not None  # the store's error, with its traceback
+    store.close()
+
+
+class Interrupted(Generator):
+    name = "interrupted"
+    description = "the worker is stopped mid-job"
+    import_check = False
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        log.info("working")
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_worker_ends_its_run_failed_then_stops(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    registry.register(Interrupted())
+    created = store.create_run("petstore", "interrupted")
+    with pytest.raises(KeyboardInterrupt):
+        run(created.run_id)
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.status is RunStatus.FAILED
+    assert ended.error == "the worker was interrupted"
+    last = store.read(created.run_id, limit=1000)[-1]
+    assert (last.log_level, last.message) == ("ERROR", "Run failed: the worker was interrupted")
