@@ -442,6 +442,7 @@ def test_a_heartbeat_through_an_outage_says_so_once_each_way_and_counts_its_beat
     assert claimed is not None
     run_id = created.run_id
     with Heartbeat(outage_store, run_id, 0.01, epoch=claimed.epoch) as beat:
+        assert beat._thread.name == f"heartbeat-{run_id}" and beat._thread.daemon
         assert wait_until(lambda: beat.beats >= 2, timeout=10)
         outage_store.down.set()
         assert wait_until(lambda: outage_store.refused_beats >= 1, timeout=10)
