@@ -438,3 +438,14 @@ def test_an_expired_source_lives_on_for_its_forks(
     streams.delete("f")
     with pytest.raises(StreamNotFound):
         streams.head("src")
+
+
+def test_a_read_that_fills_its_budget_exactly_stops_there(streams: StreamStore) -> None:
+    streams.create("src", CreateRequest(PLAIN, body=b"ab"))
+    put(streams, "src", b"cd")
+    put(streams, "src", b"ef")
+    streams.create("fork", CreateRequest(fork_from="src", fork_offset=format_offset(4)))
+    put(streams, "fork", b"gh")
+    streams.max_read_bytes = 4
+    assert streams.read("src", "-1").data == b"abcd"
+    assert streams.read("fork", "-1").data == b"abcd"  # spent in the source: not on into the fork
