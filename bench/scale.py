@@ -18,10 +18,11 @@ from pathlib import Path
 from jobtail.store.base import LogLine, RunStatus, utcnow
 from jobtail.store.sqlite import SQLiteStore
 
-from . import fanout
+from . import fanout, nodepeer
 
 Row = tuple[str, str, str, bool]
 CORES = os.cpu_count() or 1
+NODE = nodepeer.available()  # `npm ci` in tests/conformance installs the peer
 VIEWERS = (1000, 5000)  # `python -m bench --viewers 1000,5000,10000` adds the largest
 
 
@@ -38,6 +39,7 @@ def fanout_rows(tmp: Path, viewers: tuple[int, ...] = VIEWERS, lines: int = 30) 
     for count in viewers:
         floor = fanout.measure(tmp / f"floor{count}", count, lines, floor=True)
         got = fanout.measure(_fresh(tmp / f"jobtail{count}"), count, lines)
+        peer = fanout.measure(tmp / f"node{count}", count, lines, node=True) if NODE else None
         p99_target, target = _target(count)
         ok = got.everyone and (
             p99_target is None or (got.p99_ms <= p99_target and got.rss_kb_per_viewer <= 25)
@@ -65,6 +67,18 @@ def fanout_rows(tmp: Path, viewers: tuple[int, ...] = VIEWERS, lines: int = 30) 
                 True,
             ),
         ]
+        if peer is not None:
+            rows.append(
+                (
+                    f"  (peer: Durable Streams reference server, Node, p50 / p99 {peer.p50_ms:,.0f}"
+                    f" / {peer.p99_ms:,.0f} ms, CPU {peer.cpu_percent:.0f} %,"
+                    f" {peer.rss_kb_per_viewer:.0f} KB/viewer"
+                    f"{'' if peer.everyone else ', LINES MISSING'})",
+                    f"p99 {_ratio(got.p99_ms, peer.p99_ms)} the peer's",
+                    "",
+                    True,
+                )
+            )
     return rows
 
 
