@@ -84,6 +84,10 @@ async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Respon
         frame = framing(run.run_id) if settings.stream_window_bytes is None else None
         follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window, frame)
         async with aclosing(follow) as stream:
+            if settings.stream_window_bytes is None:  # the common case: one layer less per batch
+                async for event in stream:
+                    yield encode(event, run.run_id, settings.retry_ms)
+                return
             async for chunk in _windowed(stream, run.run_id, cursor, settings):
                 yield chunk
 
