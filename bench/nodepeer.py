@@ -55,8 +55,13 @@ def serve() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
         def call(method: str, body: bytes = b"", **headers: str) -> None:
-            conn.request(method, STREAM, body=body, headers=headers)
-            response = conn.getresponse()
+            try:
+                conn.request(method, STREAM, body=body, headers=headers)
+                response = conn.getresponse()
+            except (ConnectionError, http.client.RemoteDisconnected):
+                conn.close()  # Node closed the idle keep-alive connection (5 s): once more
+                conn.request(method, STREAM, body=body, headers=headers)
+                response = conn.getresponse()
             response.read()
             if response.status >= 300:
                 raise RuntimeError(f"{method} {STREAM}: {response.status}")
