@@ -48,7 +48,8 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
     store = SQLiteStore(data_dir / "s.db")
     run = store.create_run("bench", "fanout")
     store.start_run(run.run_id)
-    settings = Settings(data_dir=data_dir, max_streams=viewers + 100)
+    # the run has no worker heartbeating it: the janitor must not fail it while viewers connect
+    settings = Settings(data_dir=data_dir, max_streams=viewers + 100, stale_after=24 * 3600)
     app = create_app(services=Services.from_settings(settings, store=store))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
