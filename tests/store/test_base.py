@@ -24,6 +24,7 @@ from jobtail.store.base import (
     Run,
     RunActiveError,
     RunFencedError,
+    RunNotFoundError,
     RunStatus,
     SeqGapError,
     check_writer,
@@ -406,4 +407,18 @@ def test_the_default_framed_read_is_frame_lines_of_read(tmp_path: Path) -> None:
     whole = LogStore.read_framed(store, run)
     assert whole == store.read_framed(run) and (whole.count, whole.last_seq) == (1000, 1000)
     assert LogStore.read_framed(store, run, after=1001) == FramedLines(b"", 0, 0)
+    store.close()
+
+
+@pytest.mark.anyio
+async def test_the_default_async_reads_and_the_last_lines(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.create_run("u", "s").run_id
+    store.append(run, [LogLine(n, T, "INFO", f"m{n}") for n in range(1, 1002)])
+    whole = await store.aread(run)
+    assert [x.seq for x in whole] == list(range(1, 1001))  # from the start, 1,000
+    polled, lines = await store.apoll(run, 5, 2)
+    assert polled == store.get_run(run) and [x.seq for x in lines] == [6, 7]
+    assert [x.seq for x in store.read_last(run, 1001)] == list(range(1, 1002))
+    assert str(RunNotFoundError("r9")) == "no run 'r9'" and RunNotFoundError("r9").run_id == "r9"
     store.close()

@@ -165,8 +165,12 @@ def test_a_one_line_append_checks_its_writer(store: SQLiteStore) -> None:
     assert store.append(run.run_id, [line(2)], epoch=None) == 2  # no epoch: not fenced by one
     with pytest.raises(RunNotFoundError):
         store.append("no-such-run", [line(1)])
-    with pytest.raises(RunNotFoundError):
+    with pytest.raises(RunNotFoundError) as unknown:
         store.append("no-such-run", [line(1), line(2)])
+    assert unknown.value.run_id == "no-such-run"
+    with pytest.raises(SeqGapError) as gap:
+        store.append(run.run_id, [line(4), line(5)])
+    assert (gap.value.run_id, gap.value.expected) == (run.run_id, 3)
 
 
 def test_heartbeats_of_a_writer_that_lost_its_run(store: SQLiteStore) -> None:
