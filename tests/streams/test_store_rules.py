@@ -231,6 +231,7 @@ def test_writes_wake_listeners_and_retries_do_not(
     streams.create("w", CreateRequest(PLAIN))  # confirmed: nothing changed
     producer = Producer("p", 0, 0)
     streams.append("w", AppendRequest(b"x", PLAIN, producer=producer))
+    assert heard == ["w", "w"]
     streams.append("w", AppendRequest(b"x", PLAIN, producer=producer))  # a retry
     assert heard == ["w", "w"]
     streams.delete("w")
@@ -449,3 +450,15 @@ def test_a_read_that_fills_its_budget_exactly_stops_there(streams: StreamStore) 
     streams.max_read_bytes = 4
     assert streams.read("src", "-1").data == b"abcd"
     assert streams.read("fork", "-1").data == b"abcd"  # spent in the source: not on into the fork
+
+
+def test_a_fork_inside_a_stored_row_reads_only_its_part(streams: StreamStore) -> None:
+    streams.create("src", CreateRequest(PLAIN, body=b"hello"))
+    put(streams, "src", b" world")  # [5, 11): the fork point 7 is inside it
+    streams.create("f", CreateRequest(fork_from="src", fork_offset=format_offset(7)))
+    put(streams, "f", b"!")
+    assert text(streams, "f") == b"hello w!"
+    streams.create("j", CreateRequest(JSON, body=b"[1, 2]"))
+    streams.append("j", AppendRequest(b"[3, 4, 5]", JSON))  # [2, 5)
+    streams.create("jf", CreateRequest(fork_from="j", fork_offset=format_offset(3)))
+    assert streams.read("jf", "-1").messages == ("1", "2", "3")
