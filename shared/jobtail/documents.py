@@ -122,7 +122,7 @@ def parse_document(
     walker = _Walker()
     document = walker.walk(document, [], 0)
     kind, version = _detect(document)
-    _check_shapes(document, kind, version)
+    _check_shapes(document, kind)
     return ParsedUpload(
         document=document,
         kind=kind,
@@ -168,6 +168,8 @@ def _load(text: str, filename: str | None) -> tuple[Any, Literal["json", "yaml"]
         raise UploadError(f"not valid JSON or YAML: {problem}{where}") from None
     except RecursionError:
         raise UploadError(f"the document nests deeper than {MAX_DEPTH} levels") from None
+    except UploadError:
+        raise  # already in the user's words (a ValueError too: not to be wrapped below)
     except ValueError as exc:  # e.g. an integer of more digits than Python converts
         raise UploadError(f"a value cannot be read: {exc}") from None
 
@@ -264,7 +266,7 @@ def _detect(doc: dict[str, Any]) -> tuple[Literal["openapi", "jsonschema"], str]
     )
 
 
-def _check_shapes(doc: dict[str, Any], kind: str, version: str) -> None:
+def _check_shapes(doc: dict[str, Any], kind: str) -> None:
     """The containers the job counts and reads must be objects."""
     places: list[tuple[str, Any]] = [("definitions", doc.get("definitions", {}))]
     if kind == "openapi":

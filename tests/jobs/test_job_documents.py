@@ -184,3 +184,69 @@ def test_yaml_aliases_count_once_per_use(monkeypatch: pytest.MonkeyPatch) -> Non
     bomb = f"type: object\n{anchor}b: [*a, *a, *a, *a, *a]\n".encode()
     with pytest.raises(UploadError, match="more than 50 values"):
         parse_document(bomb)
+
+
+def test_invalid_json_named_json_says_so_once() -> None:
+    """Regression: the JSON error was wrapped again as 'a value cannot be read: not valid
+    JSON: ...' (UploadError is a ValueError); a .JSON name counts as .json."""
+    with pytest.raises(UploadError) as caught:
+        parse_document(b'{"type": "object",}', "X.JSON")
+    assert str(caught.value) == (
+        "not valid JSON: Expecting property name enclosed in double quotes at line 1 column 19"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"  \n", "the upload is empty"),
+        (b"\x89PNG\x00", "the upload is a binary file: upload a JSON or YAML document"),
+        (
+            b"\xff\xfe{}",
+            "the upload is not UTF-8 text (byte 0xff at offset 0): upload a JSON or YAML document",
+        ),
+        (
+            b"openapi: 3.1.0\ninfo: {title: x\n",
+            "not valid JSON or YAML: did not find expected ',' or '}' at line 3 column 1",
+        ),
+        (b"a: \x07\n", "not valid JSON or YAML: cannot be parsed"),  # no problem, no position
+        (b"type: object\na: [1, !!binary aGk=]\n", "unsupported YAML value (bytes) at /a/1"),
+        (
+            b"[1]",
+            "the document is a list, not an object: upload an OpenAPI document or a JSON Schema",
+        ),
+        (
+            b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "the document nests deeper than 100 levels",
+        ),
+    ],
+)
+def test_refusals_word_for_word(data: bytes, reason: str) -> None:
+    with pytest.raises(UploadError) as caught:
+        parse_document(data)
+    assert str(caught.value) == reason
+
+
+def test_refusal_of_an_external_ref_quotes_200_characters_of_it() -> None:
+    target = "http://x/" + "y" * 300
+    doc = {"type": "object", "properties": {"a": {"$ref": target}}}
+    with pytest.raises(UploadError) as caught:
+        parse_document(json.dumps(doc).encode())
+    assert str(caught.value) == (
+        f"external $ref {target[:200]!r} at /properties/a: upload one self-contained document"
+        " (only local '#/...' references are supported)"
+    )
+
+
+def test_json_with_leading_blank_lines_is_read_as_json() -> None:
+    assert parse_document(b' \n{"type": "object"}').syntax == "json"
+
+
+def test_the_value_limit_refusal_word_for_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(documents, "MAX_VALUES", 2)
+    with pytest.raises(UploadError) as caught:
+        parse_document(b'{"type": "object", "a": 1}')
+    assert str(caught.value) == (
+        "the document has more than 2 values (YAML aliases count once per use): split or"
+        " simplify it"
+    )
