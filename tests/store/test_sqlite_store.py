@@ -163,8 +163,9 @@ def test_a_one_line_append_checks_its_writer(store: SQLiteStore) -> None:
         store.append(run.run_id, [line(2)], epoch=run.epoch + 1)
     assert stale.value.reason == "stale_epoch"
     assert store.append(run.run_id, [line(2)], epoch=None) == 2  # no epoch: not fenced by one
-    with pytest.raises(RunNotFoundError):
+    with pytest.raises(RunNotFoundError) as unknown:
         store.append("no-such-run", [line(1)])
+    assert unknown.value.run_id == "no-such-run"
     with pytest.raises(RunNotFoundError) as unknown:
         store.append("no-such-run", [line(1), line(2)])
     assert unknown.value.run_id == "no-such-run"
