@@ -68,6 +68,9 @@ def test_a_stream_made_without_a_content_type_holds_bytes(streams: StreamStore) 
     assert created.created and created.meta.content_type == "application/octet-stream"
     assert created.meta.tail == 2 and not created.meta.closed
     assert streams.head("raw").content_type == "application/octet-stream"
+    other = streams.create("other", CreateRequest(PLAIN)).meta.stream_id
+    assert created.meta.stream_id and streams.head("raw").stream_id == created.meta.stream_id
+    assert other and other != created.meta.stream_id  # what ETags are made of
     assert text(streams, "raw") == b"\x00\xff"
 
 
