@@ -250,3 +250,10 @@ def test_the_value_limit_refusal_word_for_word(monkeypatch: pytest.MonkeyPatch) 
         "the document has more than 2 values (YAML aliases count once per use): split or"
         " simplify it"
     )
+
+
+def test_a_parsed_upload_keeps_its_file_name_and_size() -> None:
+    data = b'{"type": "object"}'
+    parsed = parse_document(data, "point.json")
+    assert (parsed.filename, parsed.size) == ("point.json", len(data))
+    assert parse_document(data).filename is None
