@@ -50,6 +50,10 @@ def test_the_synchronous_mode_is_checked_and_applied(tmp_path: Path) -> None:
     assert full._db().execute("PRAGMA synchronous").fetchone()[0] == 2
     full.close()
     assert SQLiteStore(tmp_path / "c.db").synchronous == "NORMAL"
+    for mode, number in (("off", 0), ("Extra", 3)):
+        other = SQLiteStore(tmp_path / f"{mode}.db", synchronous=mode)
+        assert other._db().execute("PRAGMA synchronous").fetchone()[0] == number
+        other.close()
 
 
 def test_a_database_from_before_epochs_and_caps_is_upgraded(tmp_path: Path) -> None:
@@ -275,13 +279,15 @@ def test_purge_counts_only_finished_runs_past_the_bound(store: SQLiteStore) -> N
     assert [run.run_id for run in store.list_runs()] == [ids[2]]
 
 
-def test_a_new_run_is_announced_and_stored_as_returned(store: SQLiteStore) -> None:
+def test_a_new_run_and_its_claim_are_announced(store: SQLiteStore) -> None:
     heard: list[str] = []
     store.listeners.add(heard.append)
     run = store.create_run("u", "s", run_id="mine")
     assert heard == ["mine"]
     assert store.get_run("mine") == run
     assert (run.upload_id, run.service_name, run.status) == ("u", "s", RunStatus.QUEUED)
+    assert store.claim_run("mine") is not None
+    assert heard == ["mine", "mine"]  # and so is its claim
 
 
 def test_search_scans_window_by_window_within_its_bounds(store: SQLiteStore) -> None:
