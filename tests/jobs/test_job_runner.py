@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import pytest
 from jobtail.blobs import LocalBlobs
 from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
 from jobtail.jobs.results import latest_result, read_manifest, result_key
+from jobtail.jobs.runner import run_job
 from jobtail.logger import RunLogger
 from jobtail.store.base import LogLine, RunStatus
 from jobtail.store.sqlite import SQLiteStore
@@ -376,3 +378,22 @@ def test_a_run_logs_each_step_word_for_word(
     assert succeeded["seconds"] == round(succeeded["seconds"], 3)
     info = read_manifest(blobs, created)
     assert info is not None and info.classes is None  # no import check: no count
+
+
+def test_a_stored_upload_is_read_whole_with_its_notes_and_without_a_name(
+    store: SQLiteStore, blobs: LocalBlobs, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    """An upload accepted before the size limit was lowered still runs; its parser notes are
+    warnings in the run's log; an upload saved without a file name is loaded as such."""
+    registry.register(StubbornGenerator(GeneratedCode("X = 1\n", "x.py"), import_check=False))
+    body = {"type": "object", "properties": {"a": {"type": "string", "x-python-type": "int"}}}
+    data = json.dumps(body).encode()
+    upload_id = Uploads(blobs).save(data)
+    created = store.create_run(upload_id, "stub")
+    options = {"uploads": Uploads(blobs, max_bytes=10), "blobs": blobs, "registry": registry}
+    assert run_job(created.run_id, store=store, **options) is RunStatus.SUCCEEDED
+    lines = log_of(created.run_id)
+    loaded = next(line.message for line in lines if line.message.startswith("Loaded upload"))
+    assert loaded == f"Loaded upload {upload_id!r} ({len(data):,} bytes)"
+    warnings = [line.message for line in lines if line.log_level == "WARNING"]
+    assert warnings == ["ignored x-python-type at /properties/a: Python hints are not honoured"]
