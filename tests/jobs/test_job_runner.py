@@ -390,8 +390,9 @@ def test_a_stored_upload_is_read_whole_with_its_notes_and_without_a_name(
     data = json.dumps(body).encode()
     upload_id = Uploads(blobs).save(data)
     created = store.create_run(upload_id, "stub")
-    options = {"uploads": Uploads(blobs, max_bytes=10), "blobs": blobs, "registry": registry}
-    assert run_job(created.run_id, store=store, **options) is RunStatus.SUCCEEDED
+    lowered = Uploads(blobs, max_bytes=10)
+    status = run_job(created.run_id, store=store, uploads=lowered, blobs=blobs, registry=registry)
+    assert status is RunStatus.SUCCEEDED
     lines = log_of(created.run_id)
     loaded = next(line.message for line in lines if line.message.startswith("Loaded upload"))
     assert loaded == f"Loaded upload {upload_id!r} ({len(data):,} bytes)"
