@@ -217,6 +217,7 @@ def test_a_writer_is_checked_for_its_epoch_then_the_end_then_gaps() -> None:
     assert (closed.value.reason, closed.value.epoch, closed.value.status) == (
         "closed", 2, "succeeded",
     )  # fmt: skip
+    assert closed.value.run_id == "r"
     with pytest.raises(RunFencedError):
         check_writer("r", ended, [line(0)], epoch=None)  # a closer's numbered-by-the-store line
     assert check_writer("r", ended, [line(3)], epoch=2) == []  # a retried close
@@ -365,6 +366,8 @@ async def test_the_default_async_framed_read_is_the_sync_one(tmp_path: Path) -> 
     page = await store.aread_framed(run, 1, 3, "WARNING", 9, sse)
     assert page == store.read_framed(run, 1, 3, "WARNING", 9, sse) and page.count == 3
     assert page.data.startswith(b"id: r:2\ndata: ")
+    bounded = await store.aread_framed(run, 1, 99, "WARNING", 6, sse)
+    assert bounded == store.read_framed(run, 1, 99, "WARNING", 6, sse) and bounded.count == 3
     text = await store.aread_framed(run, 5, 2, framing=TEXT_LINES)
     assert text.data.decode().endswith(" m6\n" + text.data.decode().split("\n")[1] + "\n")
     assert (text.count, text.last_seq) == (2, 7)
