@@ -257,3 +257,11 @@ def test_a_parsed_upload_keeps_its_file_name_and_size() -> None:
     parsed = parse_document(data, "point.json")
     assert (parsed.filename, parsed.size) == ("point.json", len(data))
     assert parse_document(data).filename is None
+
+
+def test_a_json_named_upload_is_read_as_json_only() -> None:
+    """YAML in a .json file is refused as JSON, not quietly read as YAML."""
+    with pytest.raises(UploadError) as caught:
+        parse_document(b"type: object\n", "schema.json")
+    assert str(caught.value) == "not valid JSON: Expecting value at line 1 column 1"
+    assert parse_document(b"type: object\n", "schema.yaml").syntax == "yaml"
