@@ -265,3 +265,9 @@ def test_a_json_named_upload_is_read_as_json_only() -> None:
         parse_document(b"type: object\n", "schema.json")
     assert str(caught.value) == "not valid JSON: Expecting value at line 1 column 1"
     assert parse_document(b"type: object\n", "schema.yaml").syntax == "yaml"
+
+
+def test_an_integer_python_will_not_convert_is_a_value_that_cannot_be_read() -> None:
+    with pytest.raises(UploadError) as caught:
+        parse_document(b'{"type": "object", "a": ' + b"1" * 5000 + b"}")
+    assert str(caught.value).startswith("a value cannot be read: Exceeds the limit (4300 digits)")
