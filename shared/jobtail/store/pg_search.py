@@ -18,6 +18,7 @@ falls back to matching in Python, as does a pattern PostgreSQL refuses.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,53 @@ def min_level_number(query: SearchQuery) -> int:
     return level if level > LEVELS["DEBUG"] else 0
 
 
+class PatternRefusedError(Exception):
+    """The database refused the regular expression: the caller matches in Python."""
+
+
+class CancelledError(Exception):
+    """A call hit its time limit: the search stops where it got."""
+
+
+Fetch = Callable[[int, int, int, float], list[int]]
+"""One call of ``jobtail_search``: ``(after, upto, want, deadline)`` to the matching seqs."""
+
+
+def scan(
+    fetch: Fetch,
+    *,
+    after: int,
+    upto: int,
+    limit: int,
+    deadline: float,
+    window: int = WINDOW,
+    page: int | None = None,
+) -> SearchHits | None:
+    """``LogStore.search`` one window of seqs per ``fetch``, within the deadline. ``page``: the
+    most seqs one call may return (PostgREST's max rows); a full page is asked again from its
+    last seq. None if the database refused the pattern."""
+    hits: list[int] = []
+    cursor, windows = after, Windows(window)
+    while cursor < upto and time.monotonic() < deadline:
+        began = time.monotonic()
+        end = windows.span(cursor, upto)
+        want = limit - len(hits) if page is None else min(limit - len(hits), page)
+        try:
+            rows = fetch(cursor, end, want, deadline)
+        except PatternRefusedError:
+            return None
+        except CancelledError:
+            break
+        hits += rows
+        if len(hits) >= limit:
+            return SearchHits(hits, hits[-1])
+        cursor = rows[-1] if page is not None and len(rows) == want else end
+        windows.took(time.monotonic() - began)
+    if cursor == after < upto:
+        raise SearchTimeoutError(after)
+    return SearchHits(hits, cursor)
+
+
 def search(
     conn: psycopg.Connection[Any],
     run_id: str,
@@ -137,31 +185,20 @@ def search(
     deadline: float,
     window: int = WINDOW,
 ) -> SearchHits | None:
-    """``LogStore.search`` on a connection, one window per statement; QueryCanceled past the
-    deadline ends it. None if PostgreSQL refuses the pattern (the caller matches in Python)."""
+    """``scan`` on a connection, each window one statement under the time left before the
+    deadline (QueryCanceled ends it). None if PostgreSQL refuses the pattern."""
     level = min_level_number(query)
-    hits: list[int] = []
-    cursor, windows = after, Windows(window)
-    while cursor < upto:
-        began = time.monotonic()
-        left_ms = int((deadline - began) * 1000)
-        if left_ms <= 0:
-            break
-        end = windows.span(cursor, upto)
-        args = (run_id, cursor, end, level, how.mode, how.needle, limit - len(hits))
+
+    def fetch(lo: int, hi: int, want: int, deadline: float) -> list[int]:
+        left_ms = max(1, int((deadline - time.monotonic()) * 1000))  # 0 would mean no limit
+        args = (run_id, lo, hi, level, how.mode, how.needle, want)
         try:
             with conn.transaction():
                 conn.execute("select set_config('statement_timeout', %s, true)", (str(left_ms),))
-                rows = conn.execute(SEARCH_SQL, args).fetchall()
+                return [row[0] for row in conn.execute(SEARCH_SQL, args).fetchall()]
         except psycopg.errors.QueryCanceled:
-            break
+            raise CancelledError from None
         except psycopg.errors.InvalidRegularExpression:
-            return None
-        hits += [row[0] for row in rows]
-        if len(hits) >= limit:
-            return SearchHits(hits, hits[-1])
-        cursor = end
-        windows.took(time.monotonic() - began)
-    if cursor == after < upto:
-        raise SearchTimeoutError(after)
-    return SearchHits(hits, cursor)
+            raise PatternRefusedError from None
+
+    return scan(fetch, after=after, upto=upto, limit=limit, deadline=deadline, window=window)

@@ -38,10 +38,11 @@ from .base import (
     refusal,
     utcnow,
 )
-from .matching import SearchHits, SearchQuery, SearchTimeoutError, Windows
+from .matching import SearchHits, SearchQuery
+from .pg_search import CancelledError, PatternRefusedError, min_level_number
 from .pg_search import Plan as SearchPlan
-from .pg_search import min_level_number
 from .pg_search import plan as search_plan
+from .pg_search import scan as scan_windows
 
 RETRY_CODES = frozenset(
     {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01", "57P01", "57P03"}
@@ -118,19 +119,11 @@ SEARCH_ROWS = 1000
 full answer is known to be possibly cut and the next call goes on from its last seq."""
 
 
-class _PatternRefusedError(Exception):
-    """PostgreSQL refused the regular expression: Python matches instead."""
-
-
-class _CancelledError(Exception):
-    """The call hit the database's statement timeout: the search stops where it got."""
-
-
 def _search_refusal(exc: APIError) -> Exception | None:
     if exc.code == "2201B":  # invalid_regular_expression
-        return _PatternRefusedError()
+        return PatternRefusedError()
     if exc.code == "57014":  # query_canceled
-        return _CancelledError()
+        return CancelledError()
     return None
 
 
@@ -395,32 +388,25 @@ class SupabaseStore(LogStore):
         limit: int,
         deadline: float,
     ) -> SearchHits | None:
-        after, upto = span
         params: dict[str, Any] = {
             "p_run_id": run_id,
             "p_min_level": min_level_number(query),
             "p_mode": how.mode,
             "p_needle": how.needle,
         }
-        hits: list[int] = []
-        cursor, windows = after, Windows(self.search_window)
-        while cursor < upto and time.monotonic() < deadline:
-            began = time.monotonic()
-            end = windows.span(cursor, upto)
-            want = min(limit - len(hits), SEARCH_ROWS)
-            window = {**params, "p_after": cursor, "p_upto": end, "p_limit": want}
-            try:
-                rows = self.rpc("jobtail_search", window, read=True, refuse=_search_refusal)
-            except _PatternRefusedError:
-                return None
-            except _CancelledError:
-                break
-            hits += [int(seq) for seq in rows]
-            if len(hits) >= limit:
-                return SearchHits(hits, hits[-1])
-            # a full page may have been cut at PostgREST's max rows: go on from its last seq
-            cursor = int(rows[-1]) if len(rows) == want else end
-            windows.took(time.monotonic() - began)
-        if cursor == after < upto:
-            raise SearchTimeoutError(after)
-        return SearchHits(hits, cursor)
+
+        def fetch(lo: int, hi: int, want: int, _deadline: float) -> list[int]:
+            window = {**params, "p_after": lo, "p_upto": hi, "p_limit": want}
+            rows = self.rpc("jobtail_search", window, read=True, refuse=_search_refusal)
+            return [int(seq) for seq in rows]
+
+        after, upto = span
+        return scan_windows(
+            fetch,
+            after=after,
+            upto=upto,
+            limit=limit,
+            deadline=deadline,
+            window=self.search_window,
+            page=SEARCH_ROWS,
+        )
