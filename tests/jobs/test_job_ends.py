@@ -78,8 +78,10 @@ class Scripted(Generator):
         self.done = threading.Event()
         self.before_gate = before_gate
         self.raised: list[BaseException] = []
+        self.thread: threading.Thread | None = None
 
     def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        self.thread = threading.current_thread()
         try:
             log.info("before the gate")
             self.before_gate()
@@ -168,6 +170,63 @@ def test_a_deadline_closes_the_run_failed_and_the_late_job_is_refused(
     assert store.get_run(created.run_id).last_seq == ended.last_seq  # type: ignore[union-attr]
 
 
+def test_a_job_done_before_its_deadline_ends_as_usual_in_its_own_daemon_thread(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    """With a deadline the job runs in a thread of its own (a daemon: one left behind at the
+    deadline must not keep the process alive); done in time, its run ends as it would without."""
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    job.gate.set()
+    created = store.create_run("petstore", "scripted")
+    status = run(created.run_id, deadline=time.monotonic() + 60, deadline_margin=0.2)
+    assert status is RunStatus.SUCCEEDED
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.status is RunStatus.SUCCEEDED and ended.error is None
+    assert store.read(created.run_id, limit=1000)[-1].message.startswith("Run succeeded")
+    assert job.thread is not None and job.thread is not threading.current_thread()
+    assert job.thread.name == f"job-{created.run_id}" and job.thread.daemon
+
+
+class EndSignallingStore(SQLiteStore):
+    """A real SQLite store that says when a run's end has been stored (``ended``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.ended = threading.Event()
+
+    def finish_run(self, run_id: str, status: RunStatus, *args: Any, **kwargs: Any) -> bool:
+        stored = super().finish_run(run_id, status, *args, **kwargs)
+        self.ended.set()
+        return stored
+
+
+def test_a_worker_out_of_time_ends_the_run_at_once_without_waiting_for_the_job(
+    tmp_path: Path, uploads: Any, blobs: Any, registry: GeneratorRegistry
+) -> None:
+    """No time left before the margin: the worker ends the run failed at once, even though the
+    job would be done a moment later (it waits for that end, or 0.6 s); the timeout counts the
+    time the worker had (none), and the job's next line is refused, wherever it had got to."""
+    store = EndSignallingStore(tmp_path / "ends.db")
+    job = registry.register(Scripted(before_gate=lambda: store.ended.wait(timeout=0.6)))
+    assert isinstance(job, Scripted)
+    job.gate.set()
+    created = store.create_run("petstore", "scripted")
+    options = {"uploads": uploads, "blobs": blobs, "registry": registry}
+    status = run_job(created.run_id, store=store, deadline=time.monotonic(), **options)
+    assert status is RunStatus.FAILED
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.error == "worker timeout (0 s)"
+    last = store.read(created.run_id, limit=1000)[-1]
+    assert last.message == "Run failed: worker timeout (0 s)"
+    for thread in [t for t in threading.enumerate() if t.name == f"job-{created.run_id}"]:
+        thread.join(timeout=10)  # the job, refused at its next line wherever it had got to
+        assert not thread.is_alive()
+    assert store.read(created.run_id, limit=1000)[-1] == last
+    assert not job.raised or [type(exc).__name__ for exc in job.raised] == ["RunFencedError"]
+    store.close()
+
+
 def test_a_worker_stalled_past_the_janitor_stops_and_writes_nothing_after_the_end(
     store: SQLiteStore, run: Run, registry: GeneratorRegistry
 ) -> None:
@@ -207,6 +266,7 @@ def test_a_failed_run_shows_its_error_last_and_no_server_path(
     assert run(created.run_id) is RunStatus.FAILED
     lines = store.read(created.run_id, limit=1000)
     assert lines[-1].log_level == "ERROR" and lines[-1].message.startswith("Run failed: JSON")
+    assert lines[-1].fields == {"error": "JSONDecodeError"}  # the exception's type, for tools
     traceback_line = next(line for line in lines if line.message.startswith("Traceback:"))
     assert 'File "json/decoder.py"' in traceback_line.message
     everything = "\n".join(line.message for line in lines)
@@ -215,10 +275,10 @@ def test_a_failed_run_shows_its_error_last_and_no_server_path(
 
 
 def test_a_worker_whose_run_was_taken_over_returns_the_runs_status_and_stops(
-    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A newer worker claimed the stalled run: the old one says the run is running (its new
-    owner's), not that it failed, and writes nothing more."""
+    owner's), not that it failed, writes nothing more, and says why it stopped."""
     job = registry.register(Scripted())
     assert isinstance(job, Scripted)
     created = store.create_run("petstore", "scripted")
@@ -231,6 +291,14 @@ def test_a_worker_whose_run_was_taken_over_returns_the_runs_status_and_stops(
     worker.join(timeout=10)
     assert results == [RunStatus.RUNNING]
     assert store.read(created.run_id, limit=1000) == seen
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.endswith("runner")]
+    assert said == [
+        (
+            "WARNING",
+            f"run {created.run_id}: this worker was fenced off (run {created.run_id} was claimed"
+            f" by a newer writer (epoch {newer.epoch})); stopping",
+        )
+    ]
 
 
 class StatusOutageStore(SQLiteStore):

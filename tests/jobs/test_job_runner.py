@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from jobtail.blobs import LocalBlobs
+from jobtail.documents import MAX_BYTES
 from jobtail.jobs.generators import GeneratedCode, Generator, GeneratorRegistry
 from jobtail.jobs.results import latest_result, read_manifest, result_key
 from jobtail.jobs.runner import run_job
@@ -398,3 +399,25 @@ def test_a_stored_upload_is_read_whole_with_its_notes_and_without_a_name(
     assert loaded == f"Loaded upload {upload_id!r} ({len(data):,} bytes)"
     warnings = [line.message for line in lines if line.log_level == "WARNING"]
     assert warnings == ["ignored x-python-type at /properties/a: Python hints are not honoured"]
+
+
+def test_an_upload_is_parsed_with_its_file_name_and_whole_past_the_default_limit(
+    store: SQLiteStore, blobs: LocalBlobs, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    """The worker parses an upload with the name it was saved under (an untitled schema is
+    named after its file), and reads a stored one whole even past the default size limit (it
+    was accepted under a higher one)."""
+    registry.register(StubbornGenerator(GeneratedCode("X = 1\n", "x.py"), import_check=False))
+    body = {"type": "object", "description": "x" * MAX_BYTES, "properties": {"a": {}}}
+    data = json.dumps(body).encode()
+    assert len(data) > MAX_BYTES
+    upload_id = Uploads(blobs, max_bytes=2 * MAX_BYTES).save(data, "orders.json")
+    created = store.create_run(upload_id, "stub")
+    status = run_job(
+        created.run_id, store=store, uploads=Uploads(blobs), blobs=blobs, registry=registry
+    )
+    assert status is RunStatus.SUCCEEDED
+    parsed = [line.message for line in log_of(created.run_id) if line.message.startswith("Parsed")]
+    assert parsed == [
+        "Parsed JSON: JSON Schema 'orders' with 0 definitions and 1 top-level property"
+    ]
