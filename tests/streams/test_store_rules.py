@@ -422,6 +422,15 @@ def test_a_fork_read_stops_inside_its_source_when_the_budget_is_spent(
     assert streams.read("f", format_offset(5)).data == b"fghi"
 
 
+def test_a_fork_read_from_past_its_fork_point_starts_there(streams: StreamStore) -> None:
+    streams.create("src", CreateRequest(PLAIN, body=b"abc"))
+    streams.create("f", CreateRequest(fork_from="src"))  # forked at 3
+    put(streams, "f", b"def")
+    put(streams, "f", b"ghi")
+    assert text(streams, "f", format_offset(3)) == b"defghi"
+    assert text(streams, "f", format_offset(5)) == b"fghi"  # not from the fork point
+
+
 def test_a_past_deadline_ends_a_stream(streams: StreamStore) -> None:
     past = datetime(2020, 1, 1, tzinfo=UTC)
     streams.create("old", CreateRequest(PLAIN, Expiry(expires_at=past), body=b"x"))
