@@ -205,6 +205,22 @@ def test_a_pattern_that_backtracks_is_stopped(store: LogStore) -> None:
         (r"(a)\1", None),
         (r"[[:alpha:]]", None),
         (r"a{,3}", None),
+        (r"a{3}", r"a{3}"),
+        (r"a{2,}", r"a{2,}"),
+        (r"a{1,x}", r"a\{1,x}"),
+        (r"x{12", r"x\{12"),
+        (r"}{2}", r"}{2}"),
+        (r"a{2}b{x}", r"a{2}b\{x}"),
+        (r"\Bx", r"\Yx"),
+        (r"\w+\.txt", r"\w+\.txt"),
+        (r"\x41", r"\u0041"),
+        (r"a\x41", r"a\u0041"),
+        (r"[[X]", r"[[X]"),
+        # not Python patterns either (SearchQuery refuses them): not translated, nor raised on
+        ("a\\", None),
+        (r"[a[", None),
+        (r"\X", None),
+        (r"\x4", None),
     ],
 )
 def test_python_patterns_in_postgres_dialect(python: str, postgres: str | None) -> None:
