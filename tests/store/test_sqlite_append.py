@@ -42,6 +42,19 @@ def test_the_next_line_of_the_owner_is_one_statement(tmp_path: Path) -> None:
     assert [line.seq for line in store.read(run.run_id)] == [1, 2, 3]
 
 
+def test_a_runs_first_line_is_one_statement_after_its_key_lookup(tmp_path: Path) -> None:
+    """Every run has a first line: it takes the one-statement path too (seq 1 is a next line)."""
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.claim_run(store.create_run("u", "s").run_id)
+    assert run is not None
+    ran = _statements(store, run.run_id, 1, run.epoch)
+    assert [sql.split()[:3] for sql in ran] == [
+        ["SELECT", "upload_id,", "service_name"],  # the run's key, cached from now on
+        ["INSERT", "INTO", "runs_logs"],
+    ], ran
+    assert [line.seq for line in store.read(run.run_id)] == [1]
+
+
 def test_the_one_statement_copies_no_row_through_a_temporary_table(tmp_path: Path) -> None:
     """INSERT ... SELECT reading runs_logs made SQLite stage the row in an ephemeral table."""
     db = SQLiteStore(tmp_path / "s.db")._db()
@@ -58,8 +71,10 @@ def test_anything_else_takes_the_checked_path(tmp_path: Path) -> None:
     store.append(run.run_id, [_line(1)])
     ran = _statements(store, run.run_id, 1, None)  # a retry: a no-op, after a check
     assert "BEGIN IMMEDIATE" in ran and ran[-1] == "COMMIT"
+    ran = _statements(store, run.run_id, 0, None)  # "the next one": numbered by the check
+    assert ran[0] == "BEGIN IMMEDIATE" and ran[-1] == "COMMIT", ran  # no one-statement try
     with pytest.raises(SeqGapError):
-        store.append(run.run_id, [_line(3)])
+        store.append(run.run_id, [_line(4)])
     with pytest.raises(RunFencedError):
-        store.append(run.run_id, [_line(2)], epoch=run.epoch + 1)
-    assert [line.seq for line in store.read(run.run_id)] == [1]
+        store.append(run.run_id, [_line(3)], epoch=run.epoch + 1)
+    assert [line.seq for line in store.read(run.run_id)] == [1, 2]
