@@ -194,6 +194,28 @@ async def test_a_waiting_read_ends_empty_at_its_timeout_or_at_once_when_closed(
     assert chunk.empty and chunk.closed and time.monotonic() - began < 3
     chunk = await service.wait_read("open", "-1", 10)  # data now: no wait
     assert chunk.data == b"a"
+    chunk = await service.wait_read("shut", "-1", 10)  # the data, not the closed tail
+    assert chunk.data == b"a" and chunk.closed
+
+
+@pytest.mark.anyio
+async def test_a_waiting_read_sleeps_through_other_streams_writes(service: Streams) -> None:
+    await service.create("s", CreateRequest(PLAIN))
+    await service.create("other", CreateRequest(PLAIN))
+    assert service.streams is not None
+    service.streams.poll_interval = 60  # only a wake-up could read again before the timeout
+    got: list[Chunk] = []
+    reads = count_reads(service)
+
+    async def wait() -> None:
+        got.append(await service.wait_read("s", "-1", 2))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(wait)
+        await wait_for_async(lambda: reads)
+        await service.append("other", AppendRequest(b"x", PLAIN))
+    assert got[0].empty
+    assert len(reads) == 2  # the first read and the one at the timeout: no wake-up for "other"
 
 
 @pytest.mark.anyio
