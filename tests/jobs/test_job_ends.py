@@ -609,15 +609,63 @@ class Interrupted(Generator):
         raise KeyboardInterrupt
 
 
+@pytest.mark.parametrize("seconds", [None, 60.0], ids=["no deadline", "a deadline"])
 def test_an_interrupted_worker_ends_its_run_failed_then_stops(
-    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry, seconds: float | None
 ) -> None:
+    """The same with a deadline (the job in a thread of its own) as without: what the job
+    raises before the deadline stops the worker, not a "worker timeout" of all its time."""
     registry.register(Interrupted())
     created = store.create_run("petstore", "interrupted")
+    deadline = None if seconds is None else time.monotonic() + seconds
     with pytest.raises(KeyboardInterrupt):
-        run(created.run_id)
+        run(created.run_id, deadline=deadline)
     ended = store.get_run(created.run_id)
     assert ended is not None and ended.status is RunStatus.FAILED
     assert ended.error == "the worker was interrupted"
     last = store.read(created.run_id, limit=1000)[-1]
     assert (last.log_level, last.message) == ("ERROR", "Run failed: the worker was interrupted")
+
+
+class InterruptedLate(Generator):
+    """Waits at a gate, then raises what stops a worker (its worker has moved on by then)."""
+
+    name = "interrupted-late"
+    description = "stopped after its deadline"
+    import_check = False
+
+    def __init__(self) -> None:
+        self.at_gate = threading.Event()
+        self.gate = threading.Event()
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        self.at_gate.set()
+        if not self.gate.wait(timeout=30):
+            raise TimeoutError("the test never opened the gate")
+        raise SystemExit(3)
+
+
+def test_a_job_that_fails_after_its_worker_moved_on_is_said(
+    store: SQLiteStore,
+    run: Run,
+    registry: GeneratorRegistry,
+    wait_until: Callable[..., bool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    job = registry.register(InterruptedLate())
+    assert isinstance(job, InterruptedLate)
+    created = store.create_run("petstore", "interrupted-late")
+    worker, results = start(run, created.run_id, deadline=time.monotonic() + 2, deadline_margin=0)
+    assert job.at_gate.wait(timeout=10)
+    worker.join(timeout=10)  # at the deadline, while the job waits at its gate
+    assert results == [RunStatus.FAILED]
+    assert "moved on" not in caplog.text
+    job.gate.set()
+    assert wait_until(lambda: "moved on" in caplog.text, timeout=10)
+    said = [r for r in caplog.records if "moved on" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in said] == [
+        ("ERROR", f"run {created.run_id}: the job failed after its worker moved on")
+    ]
+    assert said[0].exc_info is not None and isinstance(said[0].exc_info[1], SystemExit)
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.error == "worker timeout (2 s)"  # the end stands

@@ -156,22 +156,38 @@ def run_job(
 
 
 def _execute(job: _Job, deadline: float | None, margin: float) -> Outcome | None:
-    """The job's outcome; with a deadline, the job runs in a thread we stop waiting for."""
+    """The job's outcome; with a deadline, the job runs in a thread we stop waiting for. What
+    the job raises while the worker still waits (KeyboardInterrupt, SystemExit) is raised here,
+    as without a deadline; after that it is only said."""
     if deadline is None:
         return job.execute()
-    result: list[Outcome | None] = []
+    result: list[Outcome | BaseException | None] = []
+    lock, moved_on = threading.Lock(), threading.Event()
 
     def execute() -> None:
+        outcome: Outcome | BaseException | None
         try:
-            result.append(job.execute())
-        except BaseException:  # after the deadline nobody waits for it: say, never raise
-            log.exception("run %s: the job failed after its worker moved on", job.run.run_id)
+            outcome = job.execute()
+        except BaseException as exc:
+            outcome = exc
+        with lock:
+            if not moved_on.is_set():
+                result.append(outcome)
+                return
+        if isinstance(outcome, BaseException):  # nobody waits for it now: say, never raise
+            log.error(
+                "run %s: the job failed after its worker moved on", job.run.run_id, exc_info=outcome
+            )
 
     thread = threading.Thread(target=execute, name=f"job-{job.run.run_id}", daemon=True)
     thread.start()
     budget = deadline - margin - time.monotonic()
     thread.join(timeout=max(0.0, budget))
+    with lock:
+        moved_on.set()
     if result:
+        if isinstance(result[0], BaseException):
+            raise result[0]
         return result[0]
     seconds = max(0.0, deadline - job.started_monotonic)
     message = f"worker timeout ({seconds:.0f} s)"
