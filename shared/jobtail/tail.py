@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ from .store.base import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+BREATHE_MAX = 0.05
+"""Seconds a follower pauses at most between two reads of a burst (see ``_breathe``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +125,15 @@ class _Follower:
     subscribers: set[_Subscriber] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    #: a wake-up is on its way to the loop (or the follower has not read since): commits in the
+    #: meantime need none of their own, the follower's next read takes them all
+    waking: bool = False
+
+    def rearm(self) -> asyncio.Event:
+        """Clear the wake-up before a read: a commit from here on wakes the follower again."""
+        self.wake.clear()
+        self.waking = False
+        return self.wake
 
 
 class Tailer:
@@ -165,15 +178,18 @@ class Tailer:
 
     # -- wake-ups -------------------------------------------------------------------------
     def _on_change(self, run_id: str) -> None:
-        """Called from any thread after a commit; the follower reads after we wake it."""
+        """Called from any thread after a commit; the follower reads after we wake it. One
+        wake-up per read, not per commit: a writer committing line by line in this process
+        would otherwise hand the event loop a callback for every line."""
         loop = self._loop
-        if loop is not None and run_id in self._followers and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, run_id)
-
-    def _wake(self, run_id: str) -> None:
         follower = self._followers.get(run_id)
-        if follower is not None:
-            follower.wake.set()
+        if follower is None or follower.waking or loop is None or loop.is_closed():
+            return
+        follower.waking = True
+        loop.call_soon_threadsafe(self._wake, follower)
+
+    def _wake(self, follower: _Follower) -> None:
+        follower.wake.set()
 
     # -- the public iterator --------------------------------------------------------------
     async def follow(
@@ -316,7 +332,7 @@ class Tailer:
         call: Callable[[], Awaitable[T]],
         result: _Box[T],
         run: Run | None,
-        wake: asyncio.Event | None = None,
+        follower: _Follower | None = None,
     ) -> AsyncIterator[StoreDownEvent]:
         """Await ``call`` into ``result``, retrying failures with backoff; each failure is
         yielded as a notice. Raises StoreUnavailableError once ``give_up_after`` is spent."""
@@ -333,8 +349,7 @@ class Tailer:
                     raise StoreUnavailableError(str(exc)) from exc
                 log.warning("store read failed (try %d, again in %.2f s): %s", attempt, delay, exc)
                 yield StoreDownEvent(run, attempt, delay)
-            wake = wake or asyncio.Event()
-            wake.clear()
+            wake = follower.rearm() if follower else asyncio.Event()
             with contextlib.suppress(TimeoutError):  # backoff; a local commit retries at once
                 async with asyncio.timeout(delay):
                     await wake.wait()
@@ -449,10 +464,10 @@ class Tailer:
         run_id = follower.run.run_id
         idle = 0
         while True:
-            follower.wake.clear()
+            follower.rearm()
             polled = _Box[tuple[Run | None, list[LogLine]]]()
             poll = lambda: self.store.apoll(run_id, follower.cursor, self.batch)  # noqa: E731
-            async for notice in self._retry(poll, polled, follower.run, follower.wake):
+            async for notice in self._retry(poll, polled, follower.run, follower):
                 self._publish(follower, notice)
             assert polled.value is not None
             found, lines = polled.value
@@ -464,6 +479,8 @@ class Tailer:
             if run.status != follower.run.status:
                 self._publish(follower, StatusEvent(run))
             follower.run = run
+            if len(lines) == self.batch or (lines and follower.waking):
+                await _breathe()  # a burst: the next read waits while the viewers send this one
             if len(lines) == self.batch:
                 continue
             if not run.active and follower.cursor >= run.last_seq:
@@ -482,6 +499,18 @@ class Tailer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _breathe() -> None:
+    """Let the viewers send what was just published, then wait as long again before the next
+    read. A writer committing line by line in this process shares the interpreter with the
+    event loop: reading again at once would hand the loop one small batch per read, each sent
+    to every viewer, and keep it (and the interpreter) busy at the writer's expense. Pausing as
+    long as the fan-out took keeps the loop at most about half busy with a burst, which then
+    arrives in fewer, larger batches. A line that comes alone is read at once."""
+    started = time.perf_counter()
+    await asyncio.sleep(0)  # every viewer woken by the publish sends its batch first
+    await asyncio.sleep(min(time.perf_counter() - started, BREATHE_MAX))
 
 
 def _last_seq(event: LinesEvent | EncodedLinesEvent) -> int:

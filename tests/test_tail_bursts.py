@@ -1,0 +1,157 @@
+"""A burst of per-line commits in the server's own process: one wake-up per follower read, the
+viewers served before the next read, every line once and in order; a lone line still at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+
+from jobtail.logger import RunLogger
+from jobtail.store.base import LogLine, Run, RunStatus
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.tail import EndEvent, LinesEvent, Tailer, TailEvent
+
+from .waiting import wait_for_async as wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+class WakeCountingLoop(asyncio.SelectorEventLoop):
+    """An event loop that counts the callbacks other threads (or listeners) hand it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[Callable[..., Any]] = []
+
+    def call_soon_threadsafe(self, callback, *args, context=None):  # type: ignore[no-untyped-def, override]
+        self.handed.append(callback)
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+def test_a_burst_of_commits_wakes_the_follower_once(tmp_path: Path) -> None:
+    """100 lines committed one by one while the follower waits hand the loop one wake-up,
+    not one per line: a writer in this process must not flood the event loop."""
+    store = SQLiteStore(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    store.start_run(run.run_id)
+    logger = RunLogger(store, run.run_id)
+
+    async def scenario(loop: WakeCountingLoop) -> list[TailEvent]:
+        tailer = Tailer(store)
+        events: list[TailEvent] = []
+
+        async def view() -> None:
+            async for event in tailer.follow(run.run_id):
+                events.append(event)
+
+        viewer = asyncio.create_task(view())
+        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: any(e is not None for e in events))  # subscribed
+        before = len([c for c in loop.handed if c == tailer._wake])
+        for n in range(1, 101):  # on the loop's thread: no wake-up can run in between
+            logger.info(f"line {n}")
+        await wait_until(lambda: _count(events) == 100)
+        wakes = len([c for c in loop.handed if c == tailer._wake]) - before
+        viewer.cancel()
+        await asyncio.gather(viewer, return_exceptions=True)
+        assert wakes == 1
+        return events
+
+    with asyncio.Runner(loop_factory=WakeCountingLoop) as runner:
+        loop = runner.get_loop()
+        assert isinstance(loop, WakeCountingLoop)
+        events = runner.run(scenario(loop))
+    assert [line.seq for e in _lines(events) for line in e.lines] == list(range(1, 101))
+    store.close()
+
+
+def _lines(events: list[TailEvent]) -> list[LinesEvent]:
+    return [e for e in events if isinstance(e, LinesEvent)]
+
+
+class BusyStore(SQLiteStore):
+    """Real SQLite where a writer commits its next line whenever the follower starts a read
+    (until ``lines`` are in), so every read finds a commit that came while it was under way;
+    ``log`` records the reads and what the viewer received, in order."""
+
+    def __init__(self, path: Path, lines: int) -> None:
+        super().__init__(path)
+        self.lines = lines
+        self.log: list[tuple[str, int]] = []
+        self.logger: RunLogger | None = None
+
+    async def apoll(self, run_id: str, after: int, limit: int) -> tuple[Run | None, list[LogLine]]:
+        self.log.append(("read", after))
+        if self.logger is not None and self.logger.seq < self.lines:
+            self.logger.info(f"line {self.logger.seq + 1}")
+        return await super().apoll(run_id, after, limit)
+
+
+async def test_a_burst_is_sent_to_the_viewers_before_the_next_read(tmp_path: Path) -> None:
+    """While commits keep coming, the follower lets its viewers send each batch before it reads
+    the next (so a burst becomes fewer, larger batches); the lines arrive once, in order, and
+    the end comes last."""
+    store = BusyStore(tmp_path / "s.db", lines=50)
+    run = store.create_run("up", "svc")
+    store.start_run(run.run_id)
+    tailer = Tailer(store)
+    events: list[TailEvent] = []
+
+    async def view() -> None:
+        with anyio.fail_after(20):
+            async for event in tailer.follow(run.run_id):
+                events.append(event)
+                if isinstance(event, LinesEvent):
+                    store.log.append(("sent", event.lines[-1].seq))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(view)
+        await wait_until(lambda: tailer.followers == 1)
+        store.logger = RunLogger(store, run.run_id)
+        store.logger.info("line 1")  # the first commit starts the burst
+        await wait_until(lambda: store.logger is not None and store.logger.seq == 50)
+        await anyio.to_thread.run_sync(store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    sent = [seq for what, seq in store.log if what == "sent"]
+    for at, (what, after) in enumerate(store.log):
+        if what == "read" and after:  # past line ``after`` only once the viewer has it
+            assert ("sent", after) in store.log[:at], store.log[: at + 1]
+    assert len(sent) < 50  # and the burst came in fewer batches than lines
+    assert [line.seq for e in _lines(events) for line in e.lines] == list(range(1, 51))
+    assert isinstance(events[-1], EndEvent)
+    await tailer.close()
+
+
+async def test_a_line_that_comes_alone_reaches_the_viewer_at_once(tmp_path: Path) -> None:
+    """Each of several lines logged one at a time reaches the viewer on its own wake-up (the
+    store is never polled here: its interval is a minute), so no line waits for another."""
+    store = SQLiteStore(tmp_path / "s.db")
+    store.poll_interval = 60.0
+    run = store.create_run("up", "svc")
+    store.start_run(run.run_id)
+    tailer = Tailer(store)
+    logger = RunLogger(store, run.run_id)
+    events: list[TailEvent] = []
+
+    async def view() -> None:
+        async for event in tailer.follow(run.run_id):
+            events.append(event)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(view)
+        await wait_until(lambda: tailer.followers == 1)
+        for n in range(1, 6):
+            await anyio.to_thread.run_sync(logger.info, f"line {n}")
+            await wait_until(lambda n=n: _count(events) == n, timeout=5)
+        tg.cancel_scope.cancel()
+    assert [line.seq for e in _lines(events) for line in e.lines] == [1, 2, 3, 4, 5]
+    await tailer.close()
+
+
+def _count(events: list[TailEvent]) -> int:
+    return sum(len(e.lines) for e in _lines(events))
