@@ -219,6 +219,10 @@ def test_invalid_json_named_json_says_so_once() -> None:
             b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
             "the document nests deeper than 100 levels",
         ),
+        (  # read as JSON (from its '['), not given to YAML: libyaml words it otherwise
+            b"[" * 100_000 + b"]" * 100_000,
+            "the document nests deeper than 100 levels",
+        ),
     ],
 )
 def test_refusals_word_for_word(data: bytes, reason: str) -> None:
