@@ -130,5 +130,6 @@ async def test_a_viewer_whose_reads_give_up_after_some_lines_ends_with_the_last_
         assert [(e.count, e.last_seq) for e in got] == [(4, 5), (4, 9)]  # type: ignore[union-attr]
     else:
         assert seqs(events) == list(range(2, 10))
-    assert any(isinstance(e, StoreDownEvent) for e in events)
+    downs = [e for e in events if isinstance(e, StoreDownEvent)]
+    assert downs and all(e.run is not None and e.run.run_id == run_id for e in downs)
     assert events[-1] == WindowEndEvent(9)
