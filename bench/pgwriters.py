@@ -5,7 +5,9 @@ Figures: committed lines/s in total, and log -> viewer latency (the viewer's clo
 minus the writer's clock in the line, both CLOCK_REALTIME on one machine). ``notify`` picks how
 the SQL functions announce appends: ``every`` (each append NOTIFYs, as migration 0004 does),
 ``coalesced`` (0006: at most one NOTIFY per run per window; the tail polls the window's trailing
-edge) or ``off`` (no NOTIFY at all: polling only, the floor for the commit rate).
+edge) or ``off`` (no NOTIFY at all: polling only). ``floor``: the same writers (processes x
+threads) without jobtail, each thread a psycopg connection doing ``INSERT`` + commit per line
+into a plain table (no index, no run row, no viewer): what this machine's server commits at all.
 """
 
 from __future__ import annotations
@@ -49,6 +51,43 @@ def writer(url: str, run_ids: list[str], seconds: float) -> None:
         thread.join()
     print(json.dumps({"lines": sum(counts)}), flush=True)
     store.close()
+
+
+FLOOR_TABLE = "bench_floor"
+FLOOR_INSERT = (
+    f'insert into {FLOOR_TABLE} (run_id, seq, "timestamp", log_level, message)'
+    " values (%s, %s, %s, %s, %s)"
+)
+
+
+def floor_writer(url: str, run_ids: list[str], seconds: float) -> None:
+    """``writer``'s layout without jobtail: a connection per thread, INSERT + commit per line."""
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    conns = [psycopg.connect(url, autocommit=True, prepare_threshold=0) for _ in run_ids]
+    counts = [0] * len(run_ids)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    stop = time.monotonic() + seconds
+
+    def log(i: int, run_id: str) -> None:
+        conn, seq = conns[i], 0
+        while time.monotonic() < stop:
+            seq += 1
+            stamp = datetime.now(UTC)
+            conn.execute(FLOOR_INSERT, (run_id, seq, stamp, "INFO", f"{MARK}{time.time_ns()}"))
+            counts[i] += 1
+
+    threads = [threading.Thread(target=log, args=(i, r)) for i, r in enumerate(run_ids)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"lines": sum(counts)}), flush=True)
+    for conn in conns:
+        conn.close()
 
 
 def viewer(url: str, run_ids: list[str], seconds: float) -> None:
@@ -111,6 +150,8 @@ def measure(
 ) -> Result:
     from jobtail.store.postgres import PostgresStore
 
+    if notify == "floor":
+        return _measure_floor(url, writers, seconds, procs)
     store = PostgresStore(url, listen=False)
     with store._pool.connection() as conn:  # the bench's own switch, on this database only
         conn.execute("select set_config('jobtail.notify', %s, false)", (notify,))
@@ -132,32 +173,11 @@ def measure(
         env=env,
     )
     shares = [run_ids[i::procs] for i in range(procs)]
-    workers = [
-        subprocess.Popen(
-            [python, "-m", "bench.pgwriters", "writer", url, ",".join(share), str(seconds)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for share in shares
-    ]
+    workers = _spawn_writers("writer", url, shares, seconds)
     try:
         assert watcher.stdout is not None
         json.loads(watcher.stdout.readline())
-        for proc in workers:
-            assert proc.stdout is not None
-            json.loads(proc.stdout.readline())
-        started = time.monotonic()
-        for proc in workers:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        total = 0
-        for proc in workers:
-            assert proc.stdout is not None
-            total += json.loads(proc.stdout.readline())["lines"]
-        elapsed = time.monotonic() - started
+        total, elapsed = _run_writers(workers)
         latencies = json.loads(watcher.stdout.readline())["latencies_us"]
     finally:
         for proc in [*workers, watcher]:
@@ -171,10 +191,68 @@ def measure(
     return Result(notify, writers, total / elapsed, cut[49], cut[98], len(ms))
 
 
+def _spawn_writers(
+    role: str, url: str, shares: list[list[str]], seconds: float
+) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.pgwriters", role, url, ",".join(share), str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for share in shares
+    ]
+
+
+def _run_writers(workers: list[subprocess.Popen[str]]) -> tuple[int, float]:
+    """Wait for every writer to be ready, start them together: (lines written, seconds)."""
+    for proc in workers:
+        assert proc.stdout is not None
+        json.loads(proc.stdout.readline())
+    started = time.monotonic()
+    for proc in workers:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    total = 0
+    for proc in workers:
+        assert proc.stdout is not None
+        total += json.loads(proc.stdout.readline())["lines"]
+    return total, time.monotonic() - started
+
+
+def _measure_floor(url: str, writers: int, seconds: float, procs: int) -> Result:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            f"create table if not exists {FLOOR_TABLE} (run_id text, seq bigint,"
+            ' "timestamp" timestamptz, log_level text, message text)'
+        )
+    run_ids = [f"floor{n}" for n in range(writers)]
+    workers = _spawn_writers("floor", url, [run_ids[i::procs] for i in range(procs)], seconds)
+    try:
+        total, elapsed = _run_writers(workers)
+    finally:
+        for proc in workers:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    nan = float("nan")
+    return Result("floor", writers, total / elapsed, nan, nan, 0)
+
+
 if __name__ == "__main__":
     role = sys.argv[1]
     if role == "writer":
         writer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
+    elif role == "floor":
+        floor_writer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
     elif role == "viewer":
         viewer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
     else:

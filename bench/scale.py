@@ -219,7 +219,8 @@ def replay_rows(tmp: Path, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> lis
 # -- PostgreSQL under 100 writers ---------------------------------------------------------------
 def pg_writer_rows(tmp: Path, writers: int = 100, seconds: float = 5.0) -> list[Row]:
     """100 runs each logging per line from 4 writer processes (25 threads each), one viewer
-    process tailing them all; NOTIFY coalesced (the default), on every append, off. On a server
+    process tailing them all; NOTIFY coalesced (the default), on every append, off; beside the
+    floor: the same writers doing a bare INSERT + commit per line, no jobtail. On a server
     with fsync on (PostgreSQL's default: each commit waits for its WAL on disk, commits in
     flight together share a flush), then the coalesced case again with fsync off (the test
     fixture's setting: a commit survives any process's crash, not the machine's)."""
@@ -236,12 +237,13 @@ def pg_writer_rows(tmp: Path, writers: int = 100, seconds: float = 5.0) -> list[
         with bench_writers.pg_cluster(fsync) as cluster:
             if cluster is None:
                 return [("PostgreSQL, 100 per-line writers", "not available", "", False)]
-            for mode in ("coalesced", "every", "off") if fsync else ("coalesced",):
+            for mode in ("floor", "coalesced", "every", "off") if fsync else ("coalesced",):
                 url = cluster.url(cluster.create_database())
                 apply_migrations(url)
                 settings[fsync] = bench_writers.pg_settings(url)
                 results[mode, fsync] = pgwriters.measure(url, mode, writers, seconds)
     got, every, off = results["coalesced", True], results["every", True], results["off", True]
+    floor = results["floor", True]
     unsynced = results["coalesced", False]
     return [
         (
@@ -255,6 +257,13 @@ def pg_writer_rows(tmp: Path, writers: int = 100, seconds: float = 5.0) -> list[
             f" {every.p99_ms:,.1f} ms; no NOTIFY, polling only: {off.lines_per_s:,.0f} lines/s,"
             f" p99 {off.p99_ms:,.1f} ms)",
             f"{_ratio(got.lines_per_s, off.lines_per_s)} the no-NOTIFY rate",
+            "",
+            True,
+        ),
+        (
+            "  (floor: the same 4 writer processes x 25 threads without jobtail, psycopg INSERT +"
+            f" commit per line into a plain table, no viewer: {floor.lines_per_s:,.0f} lines/s)",
+            f"{got.lines_per_s / floor.lines_per_s:.0%} of the floor" if floor.lines_per_s else "",
             "",
             True,
         ),
