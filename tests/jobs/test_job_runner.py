@@ -69,6 +69,10 @@ def test_every_builtin_on_every_sample(
     progress = [line.fields["progress"] for line in lines if "progress" in (line.fields or {})]
     assert progress == sorted(progress) and progress[0] == 0 and progress[-1] == 100
     assert sum(m.startswith("Schema ") for m in messages) >= 8
+    timed = [lines[-1], next(line for line in lines if line.message.startswith("Generated "))]
+    for line in timed:  # milliseconds: 3 decimals (one run in ten has a 0 in the 4th)
+        seconds = (line.fields or {})["seconds"]
+        assert seconds == round(seconds, 3)
     code = blobs.get(result_key(finished)).decode()
     compile(code, "result.py", "exec")
     info = read_manifest(blobs, finished)
