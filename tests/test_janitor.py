@@ -149,6 +149,35 @@ def test_after_an_outage_every_running_run_gets_a_fresh_clock(tmp_path: Path) ->
     store.close()
 
 
+def test_after_an_outage_more_running_runs_than_a_page_all_get_a_fresh_clock(
+    tmp_path: Path,
+) -> None:
+    """The restart pages through every running run, not only the oldest page of them."""
+    store = WritesFail(tmp_path / "s.db")
+    old = datetime.now(UTC) - timedelta(hours=1)
+    db = sqlite3.connect(store.path)
+    db.executemany(  # oldest first: r1000 is past the first page of 1,000
+        "INSERT INTO runs (run_id, upload_id, service_name, status, created_at, heartbeat_at)"
+        " VALUES (?, ?, 's', 'running', ?, ?)",
+        [
+            (f"r{n:04}", f"u{n}", (old + timedelta(seconds=n)).isoformat(), old.isoformat())
+            for n in range(1001)
+        ],
+    )
+    db.commit()
+    db.close()
+    janitor = Janitor(store, stale_after=0.05, retention_days=1, queued_after=3600)
+    store.down = True
+    janitor.sweep()
+    assert janitor.outage
+    store.down = False
+    assert janitor.sweep().failed == [] and not janitor.outage
+    for run_id in ("r0000", "r0999", "r1000"):
+        beat = store.get_run(run_id).heartbeat_at  # type: ignore[union-attr]
+        assert beat is not None and beat > old + timedelta(minutes=59), run_id
+    store.close()
+
+
 def test_the_janitor_lets_queued_runs_wait_their_own_time(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     queued = store.create_run("u1", "svc").run_id

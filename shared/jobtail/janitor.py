@@ -31,6 +31,7 @@ __all__ = ["Janitor", "SweepResult", "explain", "stale_error", "sweep"]
 log = logging.getLogger(__name__)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RESTART_PAGE = 1000  # running runs heartbeaten per read after an outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +136,17 @@ class Janitor:
 
     def _restart_clocks(self) -> None:
         """Heartbeat every running run on its worker's behalf: each gets a fresh
-        ``stale_after`` from now, as its worker could not beat during the outage."""
+        ``stale_after`` from now, as its worker could not beat during the outage. A run beaten
+        leaves the "silent since before now" set, so the next page holds the next runs; a page
+        with no run left to beat (each one ended or beat meanwhile) ends the restart."""
         now = utcnow()
-        for run in self.store.stale_runs(now, queued_before=EPOCH):  # running runs only
-            if run.status is RunStatus.RUNNING:
-                self.store.heartbeat(run.run_id)
+        beaten: set[str] = set()
+        while True:
+            page = self.store.stale_runs(now, queued_before=EPOCH, limit=RESTART_PAGE)
+            running = [r.run_id for r in page if r.status is RunStatus.RUNNING]
+            fresh = [run_id for run_id in running if run_id not in beaten]
+            for run_id in fresh:
+                self.store.heartbeat(run_id)
+            beaten.update(fresh)
+            if len(page) < RESTART_PAGE or not fresh:
+                return
