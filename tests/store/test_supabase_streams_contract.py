@@ -196,3 +196,10 @@ def test_a_supabase_store_gets_generic_streams(fake_postgrest: FakePostgrest) ->
     assert isinstance(generic, SupabaseStreams) and generic.store is store
     assert generic.poll_interval == store.poll_interval  # no LISTEN: waiting readers poll
     assert Streams.over(store, generic).generic() is generic
+
+
+def test_waiting_readers_back_off_as_the_log_stores_tails_do(streams: SupabaseStreams) -> None:
+    """Every poll is an HTTP request: an idle long-poll waits 0.1 s, then longer, up to 2 s."""
+    waits = [streams.next_poll_interval(n) for n in range(8)]
+    assert waits == [streams.store.next_poll_interval(n) for n in range(8)]
+    assert waits[0] == 0.1 and waits[1] == 0.2 and waits[-1] == 2.0

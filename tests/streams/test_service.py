@@ -180,6 +180,31 @@ async def test_a_waiting_read_polls_for_another_processs_append(
 
 
 @pytest.mark.anyio
+async def test_an_idle_waiting_read_asks_its_store_how_long_to_wait_after_each_empty_poll(
+    store: SQLiteStore, service: Streams
+) -> None:
+    """Each poll that found nothing counts: a store that backs off (Supabase: every poll is an
+    HTTP request) waits longer each time, for generic streams and for runs alike."""
+    await service.create("s", CreateRequest(PLAIN, body=b"a"))
+    run = store.create_run("up", "svc")
+    assert service.streams is not None
+    for owner, path, offset in (
+        (service.streams, "s", format_offset(1)),
+        (store, f"runs/{run.run_id}", format_offset(0)),
+    ):
+        asked: list[int] = []
+
+        def backoff(idle_polls: int, asked: list[int] = asked) -> float:
+            asked.append(idle_polls)
+            return 0.01
+
+        owner.next_poll_interval = backoff  # type: ignore[method-assign]
+        chunk = await service.wait_read(path, offset, 0.3)
+        assert chunk.empty
+        assert len(asked) >= 3 and asked == list(range(len(asked))), path
+
+
+@pytest.mark.anyio
 async def test_a_waiting_read_ends_empty_at_its_timeout_or_at_once_when_closed(
     service: Streams,
 ) -> None:

@@ -248,5 +248,10 @@ class StreamStore(ABC):
     def read(self, path: str, offset: str | None) -> Chunk:
         """Data from an offset (``-1`` the start; ``None`` the tail, for ``offset=now``)."""
 
+    def next_poll_interval(self, idle_polls: int) -> float:
+        """Seconds a waiting read waits for a wake-up before polling again, after
+        ``idle_polls`` polls in a row found nothing; backends may back off."""
+        return self.poll_interval
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -125,25 +125,26 @@ class Streams:
             chunk = await self.read(path, offset)
             if offset is None:  # offset=now: wait from the tail as it was
                 offset = chunk.next_offset
+            idle = 0  # polls in a row that found nothing: the store may back off (Supabase)
             while chunk.empty and not chunk.meta.closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    poll = self._poll_interval(path)
+                    poll = self._poll_interval(path, idle)
                     await asyncio.wait_for(changed.wait(), min(remaining, poll))
                 except TimeoutError:
-                    pass
+                    idle += 1
                 changed.clear()
                 chunk = await self.read(path, offset)
             return chunk
         finally:
             remove()
 
-    def _poll_interval(self, path: str) -> float:
+    def _poll_interval(self, path: str, idle_polls: int) -> float:
         if is_run_path(path) or self.streams is None:
-            return self.runs.store.poll_interval
-        return self.streams.poll_interval
+            return self.runs.store.next_poll_interval(idle_polls)
+        return self.streams.next_poll_interval(idle_polls)
 
     def _watch(self, path: str, changed: asyncio.Event) -> Callable[[], None]:
         """Set ``changed`` when this process changes the stream (or the run behind it)."""

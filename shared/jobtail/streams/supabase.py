@@ -37,6 +37,10 @@ class SupabaseStreams(FunctionStreams):
         self.store = store
         self.poll_interval = store.poll_interval
 
+    def next_poll_interval(self, idle_polls: int) -> float:
+        """The log store's backoff: every poll is an HTTP request to PostgREST."""
+        return self.store.next_poll_interval(idle_polls)
+
     @classmethod
     def from_store(cls, store: SupabaseStore) -> SupabaseStreams:
         return cls(store)
