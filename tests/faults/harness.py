@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -90,6 +91,26 @@ class Server:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)
+
+    def stop_between_writes(self, database: Path, tries: int = 100) -> None:
+        """SIGSTOP the server at a moment it holds no SQLite write lock: a process stopped inside
+        a write transaction blocks every writer of the file (the janitor too) until it resumes,
+        which no janitor can help. Stopped inside one, it is resumed and stopped again."""
+        assert self.proc is not None
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        for _ in range(tries):
+            self.signal(signal.SIGSTOP)
+            wait_for(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", 10, "SIGSTOP")
+            probe = sqlite3.connect(database, timeout=0)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.rollback()
+                return
+            except sqlite3.OperationalError:  # locked: stopped mid-write
+                self.signal(signal.SIGCONT)
+            finally:
+                probe.close()
+        raise AssertionError(f"the server held a write lock at each of {tries} stops")
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)

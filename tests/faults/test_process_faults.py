@@ -190,7 +190,7 @@ def test_a_stalled_worker_resumed_after_its_run_was_failed_lands_nothing(tmp_pat
         run_id = worker.generate()
         viewer = Viewer(janitor.url, run_id)
         wait_for(lambda: len(viewer.lines) >= 20, what="the run to be under way")
-        worker.signal(signal.SIGSTOP)  # stalled: no heartbeat, no lines
+        worker.stop_between_writes(tmp_path / "data" / "store.db")  # no heartbeat, no lines
         FIGURES["process faults injected"] += 1
         viewer.join(30)  # the janitor process fails it once stale_after has passed
         assert viewer.end is not None and viewer.end["status"] == "failed"
