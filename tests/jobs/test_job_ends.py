@@ -302,6 +302,25 @@ def test_a_worker_whose_run_was_taken_over_returns_the_runs_status_and_stops(
     ]
 
 
+def test_a_taken_over_workers_heartbeat_stops_at_once(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry, wait_until: Callable[..., bool]
+) -> None:
+    """The old worker beats as the writer it claimed as: its next beat after the takeover is
+    refused and its heartbeat stops, while its job still waits."""
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    worker, results = start(run, created.run_id, heartbeat_interval=0.01)
+    assert job.at_gate.wait(timeout=10)
+    beating = [t for t in threading.enumerate() if t.name == f"heartbeat-{created.run_id}"]
+    assert len(beating) == 1 and beating[0].is_alive()
+    assert store.claim_run(created.run_id, takeover_stale_before=utcnow() + timedelta(minutes=5))
+    assert wait_until(lambda: not beating[0].is_alive(), timeout=10)
+    job.gate.set()
+    worker.join(timeout=10)
+    assert results == [RunStatus.RUNNING]
+
+
 class StatusOutageStore(SQLiteStore):
     """A real SQLite store whose run reads fail once ``reads_down`` is set."""
 

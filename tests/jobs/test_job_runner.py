@@ -425,3 +425,47 @@ def test_an_upload_is_parsed_with_its_file_name_and_whole_past_the_default_limit
     assert parsed == [
         "Parsed JSON: JSON Schema 'orders' with 0 definitions and 1 top-level property"
     ]
+
+
+class Chatty(Generator):
+    """Logs ``count`` lines (the first ``first``), then returns code."""
+
+    name = "chatty"
+    description = "logs a lot"
+    import_check = False
+
+    def __init__(self, count: int, first: str = "line 0") -> None:
+        self.count, self.first = count, first
+
+    def generate(self, upload: ParsedUpload, log: RunLogger) -> GeneratedCode:
+        log.info(self.first)
+        for n in range(1, self.count):
+            log.info(f"line {n}")
+        return GeneratedCode("X = 1\n", "x.py")
+
+
+def cap_warning(lines: list[LogLine]) -> str:
+    return next(line.message for line in lines if line.message.startswith("line limit of"))
+
+
+def test_a_run_keeps_the_line_limits_it_is_given(
+    store: SQLiteStore, run: Run, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    registry.register(Chatty(30, first="x" * 300))
+    created = store.create_run("petstore", "chatty")
+    assert run(created.run_id, max_line_chars=100, max_lines=20, keep_tail=3) is RunStatus.SUCCEEDED
+    lines = log_of(created.run_id)
+    long = next(line for line in lines if line.message.startswith("xxx"))
+    assert long.message == "x" * 100 + " … [truncated 200 characters]"
+    assert cap_warning(lines) == (
+        "line limit of 20 reached: later lines are dropped, except the last 3, shown at the end"
+    )
+
+
+def test_a_run_keeps_the_last_thousand_lines_past_its_cap_by_default(
+    store: SQLiteStore, run: Run, log_of: LogOf, registry: GeneratorRegistry
+) -> None:
+    registry.register(Chatty(1100))
+    created = store.create_run("petstore", "chatty")
+    assert run(created.run_id, max_lines=2005) is RunStatus.SUCCEEDED
+    assert cap_warning(log_of(created.run_id)).endswith(", except the last 1000, shown at the end")
