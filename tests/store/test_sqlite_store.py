@@ -349,3 +349,15 @@ def test_a_refused_end_names_its_run(store: SQLiteStore) -> None:
     with pytest.raises(RunFencedError) as stale:
         store.finish_run(run.run_id, RunStatus.SUCCEEDED, epoch=run.epoch + 1)
     assert (stale.value.run_id, stale.value.reason) == (run.run_id, "stale_epoch")
+
+
+def test_the_run_key_cache_starts_over_past_10_000_runs(store: SQLiteStore) -> None:
+    """Each line row repeats its run's key, cached per run: a long-lived server writing to
+    ever new runs must not keep every key. 10,001 are kept; the next new run starts over."""
+    first, second = (store.claim_run(store.create_run(f"u{i}", "s").run_id) for i in range(2))
+    assert first is not None and second is not None
+    store._keys.update({f"old{i}": ("u", "s") for i in range(10_000)})  # as if written to
+    store.append(first.run_id, [line(1)])
+    assert len(store._keys) == 10_001
+    store.append(second.run_id, [line(1)])
+    assert store._keys == {second.run_id: ("u1", "s")}
