@@ -178,6 +178,33 @@ def test_after_an_outage_more_running_runs_than_a_page_all_get_a_fresh_clock(
     store.close()
 
 
+class CountsReads(WritesFail):
+    """``WritesFail`` counting its reads of the stale runs (the janitor's pages)."""
+
+    reads = 0
+
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        self.reads += 1
+        return super().stale_runs(heartbeat_before, queued_before, limit)
+
+
+def test_after_an_outage_a_short_page_is_the_last_one_read(tmp_path: Path) -> None:
+    """Fewer running runs than a page: the restart beats them and stops, with no read of the
+    empty page after them (each sweep of a janitor in a loop would pay for it)."""
+    store = CountsReads(tmp_path / "s.db")
+    run = store.create_run("up", "svc")
+    assert store.claim_run(run.run_id) is not None
+    janitor = Janitor(store, stale_after=0.05, retention_days=1)
+    store.down = True
+    wait_for(lambda: janitor.sweep() and janitor.outage, 5, "a sweep the store refuses")
+    store.down, store.reads = False, 0
+    assert janitor.sweep().failed == [] and not janitor.outage
+    assert store.reads == 1
+    store.close()
+
+
 def test_the_janitor_lets_queued_runs_wait_their_own_time(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     queued = store.create_run("u1", "svc").run_id
