@@ -12,7 +12,7 @@ from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.base import AppendRequest, CreateRequest
 from jobtail.streams.service import Streams
 from jobtail.streams.sqlite import SQLiteStreams
-from jobtail.web.routes.streams import sse_events
+from jobtail.web.stream_responses import sse_events
 
 
 async def sends(streams: Streams, path: str) -> list[str]:
