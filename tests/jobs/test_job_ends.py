@@ -561,6 +561,28 @@ def test_a_heartbeat_through_outages_says_so_once_each_way_and_counts_its_beats(
     assert alive is not None and alive.status is RunStatus.RUNNING
 
 
+def test_a_heartbeat_that_starts_in_an_outage_says_so_once_each_way(
+    outage_store: OutageStore,
+    wait_until: Callable[..., bool],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    created = outage_store.create_run("petstore", "scripted")
+    claimed = outage_store.claim_run(created.run_id)
+    assert claimed is not None
+    outage_store.down.set()
+    with Heartbeat(outage_store, created.run_id, 0.01, epoch=claimed.epoch) as beat:
+        assert wait_until(lambda: outage_store.refused_beats >= 2, timeout=10)
+        outage_store.down.clear()
+        assert wait_until(lambda: "heartbeat back" in caplog.text, timeout=10)
+        missed = outage_store.refused_beats
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.endswith("runner")]
+    assert said == [
+        ("WARNING", f"run {created.run_id}: heartbeat failed: disk I/O error"),
+        ("WARNING", f"run {created.run_id}: heartbeat back after {missed} missed"),
+    ]
+    assert beat.beats == outage_store.landed_beats >= 1
+
+
 def test_a_heartbeat_interval_must_be_positive(store: SQLiteStore, run: Run) -> None:
     with pytest.raises(ValueError, match=r"^heartbeat interval must be positive$"):
         Heartbeat(store, "r", 0)

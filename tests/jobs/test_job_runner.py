@@ -381,6 +381,9 @@ def test_a_run_logs_each_step_word_for_word(
     assert generated["seconds"] == round(generated["seconds"], 3)
     assert succeeded.keys() == {"seconds"} and 0 < succeeded["seconds"] < 60
     assert succeeded["seconds"] == round(succeeded["seconds"], 3)
+    for line, fields in ((lines[-7], generated), (lines[-1], succeeded)):  # the same time
+        shown = float(line.message.split(" in ")[1].split(" s")[0])
+        assert abs(fields["seconds"] - shown) <= 0.005  # type: ignore[operator]
     info = read_manifest(blobs, created)
     assert info is not None and info.classes is None  # no import check: no count
 
