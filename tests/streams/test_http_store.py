@@ -103,7 +103,9 @@ def test_a_worker_claims_writes_and_ends_a_run(app: App) -> None:
     assert worker.append(queued.run_id, [line(1), line(2)], epoch=claimed.epoch) == 2  # retry
     assert worker.append(queued.run_id, []) == 2
     worker.heartbeat(queued.run_id)
-    assert app.sent[-1].headers["producer-epoch"] == str(claimed.epoch)
+    beat = app.sent[-1]
+    assert beat.headers["producer-epoch"] == str(claimed.epoch)
+    assert beat.headers["jobtail-heartbeat"] == "true" and beat.headers["producer-seq"] == "0"
     assert worker.finish_run(
         queued.run_id, RunStatus.FAILED, "bad ☃", lines=[line(3)], epoch=claimed.epoch,
         omitted=4,
@@ -148,17 +150,24 @@ def test_refusals_come_back_as_the_stores_errors(app: App) -> None:
     worker.append(queued.run_id, [line(1)], epoch=claimed.epoch)
     with pytest.raises(SeqGapError) as gap:
         worker.append(queued.run_id, [line(4)], epoch=claimed.epoch)
-    assert (gap.value.expected, gap.value.received) == (2, 4)
+    assert (gap.value.run_id, gap.value.expected, gap.value.received) == (queued.run_id, 2, 4)
     taken = app.store.claim_run(queued.run_id, takeover_stale_before=utcnow() + timedelta(hours=1))
     assert taken is not None
     with pytest.raises(RunFencedError) as fenced:
         worker.append(queued.run_id, [line(2)], epoch=claimed.epoch)
     assert (fenced.value.reason, fenced.value.epoch) == ("stale_epoch", taken.epoch)
+    assert fenced.value.run_id == queued.run_id
     assert not isinstance(fenced.value, CredentialRefused)
+    for zombie in (  # the old epoch is sent as given, not looked up: fenced too
+        lambda: worker.heartbeat(queued.run_id, epoch=claimed.epoch),
+        lambda: worker.finish_run(queued.run_id, RunStatus.FAILED, epoch=claimed.epoch),
+    ):
+        with pytest.raises(RunFencedError, match="claimed by a newer writer"):
+            zombie()
     app.store.finish_run(queued.run_id, RunStatus.SUCCEEDED, epoch=taken.epoch)
     with pytest.raises(RunFencedError) as closed:
         worker.append(queued.run_id, [line(2)], epoch=taken.epoch)
-    assert closed.value.reason == "closed"
+    assert (closed.value.reason, closed.value.run_id) == ("closed", queued.run_id)
     with pytest.raises(StoreError, match=rf"no run 'nope' at {app.url}$"):
         worker.heartbeat("nope")
     assert worker.get_run("nope") is None and worker.claim_run("nope") is None
@@ -209,6 +218,7 @@ def test_a_refused_credential_says_why_and_stops_the_job(app: App) -> None:
     with pytest.raises(CredentialRefused) as head:  # a HEAD: the reason from the challenge
         app.worker(api_key="wrong" * 4).get_run(queued.run_id)
     assert head.value.status_code == 401 and head.value.reason == "refused"
+    assert head.value.run_id == queued.run_id
     assert str(head.value) == (
         f"jobtail server refused the credential for run {queued.run_id} (401): unknown API key"
     )
