@@ -434,6 +434,11 @@ async def test_async_reads_match_the_sync_ones(store: LogStore) -> None:
     )
     run, lines = await store.apoll(run_id, 7, 100)
     assert run == store.get_run(run_id) and [x.seq for x in lines] == [8, 9, 10]
+    assert lines == store.read(run_id, after=7)
+    run, lines = await store.apoll(run_id, 2, 3)
+    assert run == store.get_run(run_id) and [x.seq for x in lines] == [3, 4, 5]
+    assert await store.apoll(run_id, 10, 100) == (store.get_run(run_id), [])
+    assert await store.apoll("no-such-run", 0, 100) == (None, [])
     await store.aclose()
 
 

@@ -184,6 +184,16 @@ READ_SQL = (
 )
 
 
+RUN_WIDTH = len(RUN_COLUMNS.split(","))
+POLL_SQL = (
+    f"select {', '.join(f'r.{c.strip()}' for c in RUN_COLUMNS.split(','))},"
+    ' l.seq, l."timestamp", l.log_level, l.message, l.fields'
+    " from jobtail_get_run(%s) r"
+    " left join lateral jobtail_read(r.run_id, %s, %s, 0, null) l on true order by l.seq"
+)
+"""A follower's poll: the run's columns, then a line's (null for a run with none new)."""
+
+
 def _line(r: Sequence[Any]) -> LogLine:
     return LogLine(r[0], r[1].astimezone(UTC), r[2], r[3], r[4])
 
@@ -541,4 +551,9 @@ class PostgresStore(LogStore):
         return [_line(r) for r in rows]
 
     async def apoll(self, run_id: str, after: int, limit: int) -> tuple[Run | None, list[LogLine]]:
-        return await self.aget_run(run_id), await self.aread(run_id, after, limit)
+        """The run and its lines in one statement (one snapshot: the lines hold every one up
+        to the run's last_seq), so a follower's wake-up costs the server one round trip."""
+        rows = await self._arows(POLL_SQL, (run_id, after, limit))
+        if not rows:
+            return None, []
+        return _run(rows[0]), [_line(r[RUN_WIDTH:]) for r in rows if r[RUN_WIDTH] is not None]
