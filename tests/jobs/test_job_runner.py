@@ -383,7 +383,7 @@ def test_a_run_logs_each_step_word_for_word(
     assert succeeded["seconds"] == round(succeeded["seconds"], 3)
     for line, fields in ((lines[-7], generated), (lines[-1], succeeded)):  # the same time
         shown = float(line.message.split(" in ")[1].split(" s")[0])
-        assert abs(fields["seconds"] - shown) <= 0.005  # type: ignore[operator]
+        assert abs(fields["seconds"] - shown) < 0.006  # type: ignore[operator]  # 2 vs 3 decimals
     info = read_manifest(blobs, created)
     assert info is not None and info.classes is None  # no import check: no count
 
