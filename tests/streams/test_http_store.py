@@ -66,12 +66,13 @@ def key(app: App) -> dict[str, str]:
 
 
 def test_it_needs_a_server_url_and_one_credential() -> None:
-    with pytest.raises(ValueError, match="a token or an api_key, not both"):
+    with pytest.raises(ValueError, match=r"^HttpStore takes a token or an api_key, not both$"):
         HttpStore(BASE, token="a", api_key="b")
     for url in ("testserver", "ftp://x", "/v1"):
         with pytest.raises(ValueError, match="http\\(s\\) URL"):
             HttpStore(url)
     assert HttpStore("https://x.example/base//").url == "https://x.example/base"
+    assert HttpStore("https://x.example/BOX/").url == "https://x.example/BOX"  # slashes only
     assert HttpStore(BASE)._headers == {}
     assert HttpStore(BASE, token="t")._headers == {"Authorization": "Bearer t"}
     assert HttpStore(BASE, api_key="k")._headers == {"Authorization": "Bearer k"}
