@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .fanout import Fanout
+from .fanout import Fanout, Reader, Sink
 from .store.base import (
     FramedLines,
     Framing,
@@ -199,28 +199,31 @@ class Tailer:
         min_level: str | None = None,
         window: float | None = None,
         framing: Framing | None = None,
+        sink: Sink | None = None,
     ) -> AsyncGenerator[TailEvent, None]:
         """Status, then every line with seq > after (at or above min_level), then the end.
 
         Pass the Run when the caller already looked it up; a run already followed in this
         process costs no store read at all. With ``window`` seconds, stops early with a
         WindowEndEvent if the run is still going; a store that stays down ends it the same way.
-        With ``framing``, lines come as EncodedLinesEvent in that framing instead of LinesEvent.
+        With ``framing``, lines come as EncodedLinesEvent in that framing instead of LinesEvent;
+        with a ``sink`` too, live lines go to the sink, written by the follower, whenever the
+        viewer is caught up and the sink is ready (``fanout.Reader``), and only the rest here.
         """
         self._loop = asyncio.get_running_loop()
         deadline = None if window is None else self._loop.time() + window
-        cursor = after
+        cursor = _Box[int](after)  # the last seq delivered, however it went
         try:
-            follow = self._follow(run, min_level, deadline, after, framing)
+            follow = self._follow(run, min_level, deadline, after, framing, sink, cursor)
             async with contextlib.aclosing(follow) as events:
                 async for event in events:
                     if isinstance(event, LinesEvent):
-                        cursor = event.lines[-1].seq
+                        cursor.value = event.lines[-1].seq
                     elif isinstance(event, EncodedLinesEvent):
-                        cursor = event.last_seq
+                        cursor.value = event.last_seq
                     yield event
         except StoreUnavailableError:
-            yield WindowEndEvent(cursor)
+            yield WindowEndEvent(cursor.value or 0)
 
     async def _follow(
         self,
@@ -229,6 +232,8 @@ class Tailer:
         deadline: float | None,
         cursor: int,
         framing: Framing | None,
+        sink: Sink | None = None,
+        written: _Box[int] | None = None,
     ) -> AsyncGenerator[TailEvent, None]:
         run_id = run if isinstance(run, str) else run.run_id
         if run_id in self._followers:
@@ -270,7 +275,15 @@ class Tailer:
                 cursor = max(cursor, sub.start)
                 while (published := follower.fanout.since(position)) is not None:
                     if not published:
-                        if not await self._wait(follower.fanout, position, deadline):
+                        if sink is None or framing is None or not sink.ready:
+                            waited = await self._wait(follower.fanout, position, deadline)
+                        else:  # caught up: the follower writes the lines, we sleep
+                            reader = Reader(sink, framing, threshold, position, cursor)
+                            waited = await self._read(follower.fanout, reader, deadline)
+                            position, cursor = reader.position, reader.cursor
+                            if written is not None:
+                                written.value = cursor
+                        if not waited:
                             yield WindowEndEvent(cursor)  # the window closed
                             return
                         continue
@@ -323,6 +336,18 @@ class Tailer:
         try:
             async with asyncio.timeout_at(deadline):
                 await fanout.wait(position)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _read(self, fanout: Fanout, reader: Reader, deadline: float | None) -> bool:
+        """``fanout.read`` until an event needs this viewer; False if the window closed first."""
+        if deadline is None:
+            await fanout.read(reader)
+            return True
+        try:
+            async with asyncio.timeout_at(deadline):
+                await fanout.read(reader)
         except TimeoutError:
             return False
         return True
@@ -443,7 +468,7 @@ class Tailer:
             del self._followers[follower.run.run_id]
 
     def _publish(self, follower: _Follower, event: TailEvent) -> None:
-        follower.fanout.publish(event)
+        follower.fanout.publish(event, event.lines if isinstance(event, LinesEvent) else None)
 
     async def _run_follower(self, follower: _Follower) -> None:
         """Follow until the run ends; however the follower stops short of that (the store down

@@ -31,6 +31,7 @@ from ..tail import (
     TailEvent,
     WindowEndEvent,
 )
+from .writer import Writer
 
 SEP = "\n"
 CURSOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}:\d{1,18}$"
@@ -152,7 +153,9 @@ class StreamResponse(Response):
     sending the keep-alive comment when ``ping`` seconds pass without a message (0: never). A
     disconnect cancels the body task, whose generators clean up in their ``finally``. A
     shutdown ends the streams through the tail (``Tailer.stop_following``), not through a
-    listener per response. ``on_close`` runs once the response is over, however it ended."""
+    listener per response. ``on_close`` runs once the response is over, however it ended.
+    With a ``writer`` the tail's follower writes caught-up lines itself (``web.writer``), and
+    the body task does not even wake for them."""
 
     media_type = "text/event-stream"
 
@@ -163,8 +166,10 @@ class StreamResponse(Response):
         ping: float,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[], None] | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.body_iterator = body
+        self.writer = writer
         self.status_code = 200
         self.background = None
         self.ping = ping
@@ -231,11 +236,19 @@ class StreamResponse(Response):
                 return
 
     async def _body(self, send: Send) -> None:
-        body = self.body_iterator
+        body, writer = self.body_iterator, self.writer
+        if writer is not None:
+            writer.attach(send)
         try:
             async for chunk in body:
+                if writer is not None:
+                    await writer.settle()  # the follower's writes first: they came first
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if writer is not None:
+                await writer.settle()
         finally:
+            if writer is not None:
+                writer.detach()
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()

@@ -23,6 +23,7 @@ from ...tail import LinesEvent, TailEvent, WindowEndEvent
 from ..deps import Context, ContextDep, Routes, TokenQuery, check_token
 from ..export import export_response
 from ..sse import StreamResponse, encode, encode_within, framing, parse_event_id
+from ..writer import Writer
 from .runs import KEY, RUN, IdRef, KeyRef, RunRef, find_run
 
 LevelQuery = Annotated[Level | None, Query(description="minimum severity to include")]
@@ -79,10 +80,13 @@ async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Respon
     if not gate.acquire():
         raise HTTPException(503, "too many open streams; retry later", headers={"Retry-After": "5"})
     min_level = params.level.value if params.level else None
+    # unbudgeted streams let the follower write caught-up lines itself; budgeted ones count
+    writer = Writer() if settings.stream_window_bytes is None else None
 
     async def events() -> AsyncIterator[bytes]:
         frame = framing(run.run_id) if settings.stream_window_bytes is None else None
-        follow = tailer.follow(run.run_id, cursor, min_level, settings.stream_window, frame)
+        window = settings.stream_window
+        follow = tailer.follow(run.run_id, cursor, min_level, window, frame, writer)
         async with aclosing(follow) as stream:
             if settings.stream_window_bytes is None:  # the common case: one layer less per batch
                 async for event in stream:
@@ -96,6 +100,7 @@ async def _stream(context: Context, ref: RunRef, params: StreamParams) -> Respon
         ping=settings.ping_seconds,
         headers={"Cache-Control": "no-store"},
         on_close=gate.release,
+        writer=writer,
     )
 
 
