@@ -193,3 +193,125 @@ async def test_a_viewer_joining_a_live_run_gets_store_and_buffer_bytes_once_each
     stored = sqlite_store.read(run.run_id)
     assert wire(second) == wire(first) == per_line_bytes(run.run_id, stored)
     assert counted(second) == 10 and isinstance(second[-1], EndEvent)
+
+
+class Recorder:
+    """A viewer's sink (``fanout.Sink``): what the follower writes goes into the same list as
+    the bytes of the events the viewer's own task yields, so their order shows."""
+
+    def __init__(self, into: list[bytes], busy_after: int | None = None) -> None:
+        self.into, self.busy_after = into, busy_after
+        self.ready = True
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.into.append(data)
+        self.writes += 1
+        if self.writes == self.busy_after:
+            self.ready = False  # as a response whose socket is full: its task takes over
+
+
+async def view(
+    into: list[bytes], events: list[TailEvent], follow: AsyncIterator[TailEvent]
+) -> None:
+    with anyio.fail_after(10):
+        async for event in follow:
+            events.append(event)
+            if isinstance(event, EncodedLinesEvent):
+                into.append(event.data)
+
+
+def readers(tailer: Tailer, run_id: str) -> int:
+    follower = tailer._followers.get(run_id)
+    return len(follower.fanout._readers) if follower else 0
+
+
+async def test_caught_up_viewers_get_their_lines_written_by_the_follower(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Their tasks yield the status and the end, never a line: the follower wrote every line,
+    the same bytes as the per-line encoding, level filter and global seqs kept."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    logger = RunLogger(sqlite_store, run.run_id)
+    frame = framing(run.run_id)
+    wires: list[list[bytes]] = [[], []]
+    views: list[list[TailEvent]] = [[], []]
+    sinks = [Recorder(wires[0]), Recorder(wires[1])]
+    async with anyio.create_task_group() as tg:
+        follow = tailer.follow(run.run_id, framing=frame, sink=sinks[0])
+        tg.start_soon(view, wires[0], views[0], follow)
+        follow = tailer.follow(run.run_id, framing=frame, min_level="WARNING", sink=sinks[1])
+        tg.start_soon(view, wires[1], views[1], follow)
+        await wait_until(lambda: readers(tailer, run.run_id) == 2)
+        for n, (level, message) in enumerate(MESSAGES, 1):
+            await anyio.to_thread.run_sync(logger.log, level, message)
+            await wait_until(lambda n=n: tailer._followers[run.run_id].cursor == n)
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    stored = sqlite_store.read(run.run_id)
+    assert b"".join(wires[0]) == per_line_bytes(run.run_id, stored)
+    assert b"".join(wires[1]) == per_line_bytes(run.run_id, stored, min_level=30)
+    assert sinks[0].writes == len(MESSAGES) and sinks[1].writes == 2
+    for events in views:
+        assert [type(e) for e in events] == [StatusEvent, StatusEvent, EndEvent]
+
+
+async def test_a_busy_sink_hands_the_lines_back_to_the_viewers_task(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Once its sink cannot take a write at once, the viewer reads through its own task again:
+    every line once, in order, and the end last."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    logger = RunLogger(sqlite_store, run.run_id)
+    wires: list[bytes] = []
+    events: list[TailEvent] = []
+    sink = Recorder(wires, busy_after=2)
+    async with anyio.create_task_group() as tg:
+        follow = tailer.follow(run.run_id, framing=framing(run.run_id), sink=sink)
+        tg.start_soon(view, wires, events, follow)
+        await wait_until(lambda: readers(tailer, run.run_id) == 1)
+        for n in range(1, 6):
+            await anyio.to_thread.run_sync(logger.info, f"line {n}")
+            await wait_until(lambda n=n: tailer._followers[run.run_id].cursor == n)
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    stored = sqlite_store.read(run.run_id)
+    assert b"".join(wires) == per_line_bytes(run.run_id, stored)
+    assert sink.writes == 2
+    assert sum(e.count for e in events if isinstance(e, EncodedLinesEvent)) == 3
+    assert isinstance(events[-1], EndEvent)
+
+
+async def test_a_viewer_that_leaves_while_the_follower_writes_to_it_is_forgotten(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """No reader is left in the log when its viewer goes, while the run goes on for others."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    logger = RunLogger(sqlite_store, run.run_id)
+    frame = framing(run.run_id)
+    leaving: list[bytes] = []
+    staying: list[bytes] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            view, staying, [], tailer.follow(run.run_id, framing=frame, sink=Recorder(staying))
+        )
+        async with anyio.create_task_group() as leaver:
+            follow = tailer.follow(run.run_id, framing=frame, sink=Recorder(leaving))
+            leaver.start_soon(view, leaving, [], follow)
+            await wait_until(lambda: readers(tailer, run.run_id) == 2)
+            follower = tailer._followers[run.run_id]
+            await anyio.to_thread.run_sync(logger.info, "line 1")
+            await wait_until(lambda: follower.cursor == 1)
+            leaver.cancel_scope.cancel()  # the client goes away
+        assert readers(tailer, run.run_id) == 1 and len(follower.subscribers) == 1
+        await anyio.to_thread.run_sync(logger.info, "line 2")
+        await wait_until(lambda: follower.cursor == 2)
+        await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    stored = sqlite_store.read(run.run_id)
+    assert b"".join(leaving) == per_line_bytes(run.run_id, stored[:1])
+    assert b"".join(staying) == per_line_bytes(run.run_id, stored)
+    assert tailer.followers == 0
