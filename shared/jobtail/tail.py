@@ -497,6 +497,7 @@ class Tailer:
             assert polled.value is not None
             found, lines = polled.value
             run = found or follower.run  # purged under us: end the viewers with what they have
+            published = time.perf_counter()  # caught-up viewers are written to in the publish
             if lines:
                 follower.cursor = lines[-1].seq
                 follower.buffer.extend(lines)
@@ -505,7 +506,7 @@ class Tailer:
                 self._publish(follower, StatusEvent(run))
             follower.run = run
             if len(lines) == self.batch or (lines and follower.waking):
-                await _breathe()  # a burst: the next read waits while the viewers send this one
+                await _breathe(published)  # a burst: the next read waits while viewers send it
             if len(lines) == self.batch:
                 continue
             if not run.active and follower.cursor >= run.last_seq:
@@ -526,14 +527,14 @@ class Tailer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _breathe() -> None:
+async def _breathe(started: float) -> None:
     """Let the viewers send what was just published, then wait as long again before the next
     read. A writer committing line by line in this process shares the interpreter with the
     event loop: reading again at once would hand the loop one small batch per read, each sent
     to every viewer, and keep it (and the interpreter) busy at the writer's expense. Pausing as
     long as the fan-out took keeps the loop at most about half busy with a burst, which then
-    arrives in fewer, larger batches. A line that comes alone is read at once."""
-    started = time.perf_counter()
+    arrives in fewer, larger batches. A line that comes alone is read at once. ``started``:
+    the ``perf_counter`` before the publish, which already wrote to the caught-up viewers."""
     await asyncio.sleep(0)  # every viewer woken by the publish sends its batch first
     await asyncio.sleep(min(time.perf_counter() - started, BREATHE_MAX))
 
