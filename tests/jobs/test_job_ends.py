@@ -583,6 +583,34 @@ def test_a_heartbeat_that_starts_in_an_outage_says_so_once_each_way(
     assert beat.beats == outage_store.landed_beats >= 1
 
 
+class HangingBeatStore(SQLiteStore):
+    """A real SQLite store whose heartbeat hangs (a connection that never answers) until the
+    test lets it go (``release``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.hanging, self.release = threading.Event(), threading.Event()
+
+    def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
+        self.hanging.set()
+        self.release.wait(timeout=30)
+
+
+def test_a_heartbeat_hung_in_the_store_does_not_hold_its_worker(tmp_path: Path) -> None:
+    store = HangingBeatStore(tmp_path / "hangs.db")
+    beat = Heartbeat(store, "r", 0.01, stop_timeout=0.2)
+    assert beat.stop_timeout == 0.2 and Heartbeat(store, "r", 1).stop_timeout == 10.0
+    began = time.monotonic()
+    with beat:
+        assert store.hanging.wait(timeout=10)
+    assert time.monotonic() - began < 10  # left after 0.2 s, the beat still under way
+    assert beat._thread.is_alive()
+    store.release.set()
+    beat._thread.join(timeout=10)
+    assert not beat._thread.is_alive()
+    store.close()
+
+
 def test_a_heartbeat_interval_must_be_positive(store: SQLiteStore, run: Run) -> None:
     with pytest.raises(ValueError, match=r"^heartbeat interval must be positive$"):
         Heartbeat(store, "r", 0)

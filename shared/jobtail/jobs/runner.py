@@ -58,15 +58,22 @@ class Heartbeat:
     """Touches the run every ``interval`` seconds from a thread, so the janitor sees it alive.
 
     Stops by itself when the store refuses the writer (``refused``): the run is someone else's,
-    or gone (purged under a stalled worker).
+    or gone (purged under a stalled worker). Leaving waits ``stop_timeout`` seconds at most for
+    a beat under way: a store call that hangs must not hold a finished worker.
     """
 
     def __init__(
-        self, store: LogStore, run_id: str, interval: float, epoch: int | None = None
+        self,
+        store: LogStore,
+        run_id: str,
+        interval: float,
+        epoch: int | None = None,
+        stop_timeout: float = 10.0,
     ) -> None:
         if interval <= 0:
             raise ValueError("heartbeat interval must be positive")
         self.store, self.run_id, self.interval, self.epoch = store, run_id, interval, epoch
+        self.stop_timeout = stop_timeout
         self.beats = 0
         self.refused: RunFencedError | RunNotFoundError | None = None
         self._stop = threading.Event()
@@ -96,7 +103,7 @@ class Heartbeat:
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=self.stop_timeout)
 
 
 def run_job(
