@@ -189,6 +189,23 @@ def test_a_job_done_before_its_deadline_ends_as_usual_in_its_own_daemon_thread(
     assert job.thread.name == f"job-{created.run_id}" and job.thread.daemon
 
 
+def test_a_worker_ends_its_run_five_seconds_before_its_deadline_by_default(
+    store: SQLiteStore, run: Run, registry: GeneratorRegistry
+) -> None:
+    """The default margin is 5 s (time to store the end before Lambda stops the function):
+    the worker waits for the job until then, and no longer."""
+    job = registry.register(Scripted())
+    assert isinstance(job, Scripted)
+    created = store.create_run("petstore", "scripted")
+    deadline = time.monotonic() + 6.5
+    assert run(created.run_id, deadline=deadline) is RunStatus.FAILED
+    assert deadline - 5.05 <= time.monotonic() < deadline  # a join never returns early
+    ended = store.get_run(created.run_id)
+    assert ended is not None and ended.error == "worker timeout (6 s)"
+    job.gate.set()
+    assert job.done.wait(timeout=10)
+
+
 class EndSignallingStore(SQLiteStore):
     """A real SQLite store that says when a run's end has been stored (``ended``)."""
 
