@@ -10,9 +10,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from jobtail.fanout import Fanout
+from jobtail.fanout import Fanout, Published
 from jobtail.logger import RunLogger
-from jobtail.store.base import LogLine, RunStatus
+from jobtail.store.base import Framing, LogLine, RunStatus, utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.tail import (
     EncodedLinesEvent,
@@ -315,3 +315,28 @@ async def test_a_viewer_that_leaves_while_the_follower_writes_to_it_is_forgotten
     assert b"".join(leaving) == per_line_bytes(run.run_id, stored[:1])
     assert b"".join(staying) == per_line_bytes(run.run_id, stored)
     assert tailer.followers == 0
+
+
+class CountedFraming(Framing):
+    """A framing that counts how often it is hashed (a dict lookup of its view)."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        CountedFraming.hashed += 1
+        return super().__hash__()
+
+
+def test_a_view_asked_for_again_and_again_is_encoded_once_and_found_by_identity() -> None:
+    """Thousands of viewers of a run in a row share one framing object: the batch's bytes are
+    found for each of them without hashing it, the same bytes object every time."""
+    assert framing("r1") is framing("r1") and framing("r1") is not framing("r2")
+    line = LogLine(1, utcnow(), "INFO", "one")
+    item = Published(LinesEvent((line,)))
+    frame = CountedFraming("id: r1:", "\ndata: ", "\n\n")
+    first = item.wire((line,), frame, 0)
+    hashed = CountedFraming.hashed
+    assert all(item.wire((line,), frame, 0) is first for _ in range(100))
+    assert CountedFraming.hashed == hashed
+    assert item.wire((line,), frame, 30) == (b"", 0)  # another view: encoded on its own
+    assert item.wire((line,), framing("r1"), 0) == first  # an equal framing: the same bytes

@@ -31,17 +31,23 @@ if TYPE_CHECKING:
 class Published:
     """An event as the follower published it, with its wire bytes cached per view."""
 
-    __slots__ = ("_wire", "event")
+    __slots__ = ("_last", "_wire", "event")
 
     def __init__(self, event: TailEvent) -> None:
         self.event = event
         self._wire: dict[tuple[Framing, int], tuple[bytes, int]] | None = None
+        # the view asked for last, found by identity: thousands of readers in a row share one
+        # framing object (``web.sse.framing`` is cached), and hashing it was a tenth of a write
+        self._last: tuple[Framing, int, tuple[bytes, int]] | None = None
 
     def wire(
         self, lines: tuple[LogLine, ...], framing: Framing, threshold: int
     ) -> tuple[bytes, int]:
         """The lines at or above ``threshold`` in ``framing`` (their global seqs kept), and how
         many there are; encoded on the first request for that view, shared afterwards."""
+        last = self._last
+        if last is not None and last[0] is framing and last[1] == threshold:
+            return last[2]
         cache = self._wire
         if cache is None:
             cache = self._wire = {}
@@ -54,6 +60,7 @@ class Published:
                 else tuple(line for line in lines if level_number(line.log_level) >= threshold)
             )
             found = cache[key] = (frame_lines(kept, framing), len(kept))
+        self._last = (framing, threshold, found)
         return found
 
 

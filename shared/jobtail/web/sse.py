@@ -10,6 +10,7 @@ batches, once for every viewer) build the same bytes ``line_event`` would, witho
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
@@ -58,8 +59,10 @@ def parse_event_id(value: str) -> tuple[str, int]:
     return match["run"], int(match["seq"])
 
 
+@functools.lru_cache(maxsize=1024)
 def framing(run_id: str) -> Framing:
-    """A line as an SSE event: ``id: <run_id>:<seq>``, then its JSON as the ``data`` field."""
+    """A line as an SSE event: ``id: <run_id>:<seq>``, then its JSON as the ``data`` field.
+    One object per run, shared by its viewers (``fanout.Published.wire`` finds it by identity)."""
     return Framing(f"id: {run_id}:", f"{SEP}data: ", SEP * 2)
 
 
