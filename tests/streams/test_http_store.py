@@ -191,7 +191,11 @@ def test_a_claim_lost_to_another_worker_is_none(app: App) -> None:
 
 def test_an_unreachable_server_is_a_store_error() -> None:
     worker = HttpStore(BASE)
-    for call in (lambda: worker.get_run("r"), lambda: worker.heartbeat("r", epoch=1)):
+    for call in (
+        lambda: worker.get_run("r"),
+        lambda: worker.heartbeat("r", epoch=1),
+        lambda: worker.create_run("u", "s"),
+    ):
         with pytest.raises(StoreError, match=f"jobtail server at {BASE} unreachable"):
             call()
     worker.close()
@@ -246,3 +250,19 @@ def test_the_reason_falls_back_to_the_text_then_the_phrase() -> None:
     assert _reason(httpx.Response(503, request=request)) == "Service Unavailable"
     other = httpx.Response(401, headers={"WWW-Authenticate": "Basic realm=x"}, request=request)
     assert _reason(other) == "Unauthorized"
+
+
+def test_a_key_holder_creates_a_queued_run_as_the_server_stored_it(app: App) -> None:
+    worker = app.worker(**key(app))
+    made = worker.create_run("petstore", "made")
+    assert made == app.store.get_run(made.run_id)  # every field, the creation time included
+    assert (made.status, made.epoch, made.last_seq, made.omitted) == (RunStatus.QUEUED, 0, 0, 0)
+    with pytest.raises(StoreError, match=r"^the jobtail server names new runs: create_run takes"):
+        worker.create_run("petstore", "made", run_id="mine")
+    if app.settings.auth == "apikey":
+        with pytest.raises(StoreError) as refused:
+            app.worker(api_key="wrong" * 4).create_run("petstore", "made")
+        assert str(refused.value) == (
+            "jobtail server refused to create a run (401): unknown API key; creating runs takes"
+            " an API key (a write token only writes its own run)"
+        )
