@@ -254,6 +254,11 @@ def test_postgres_cancels_a_slow_statement_at_the_deadline(pg_url: str) -> None:
         query = SearchQuery(r"(a|b)*c", regex=True)  # with time to spare: each statement's
         hits = find(store, run_id, query, (0, 20_000))  # limit is the time left, not less
         assert hits == SearchHits([], 20_000)
+        store.search_window = 9  # its windows: it stops at the end of one of them
+        hits = store.search(
+            run_id, query, after=0, upto=20_000, limit=10, deadline=time.monotonic() + 0.3
+        )
+        assert hits.matches == [] and 0 < hits.scanned_to < 20_000 and hits.scanned_to % 9 == 0
     finally:
         store.close()
 
