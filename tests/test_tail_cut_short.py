@@ -133,3 +133,18 @@ async def test_a_viewer_whose_reads_give_up_after_some_lines_ends_with_the_last_
     downs = [e for e in events if isinstance(e, StoreDownEvent)]
     assert downs and all(e.run is not None and e.run.run_id == run_id for e in downs)
     assert events[-1] == WindowEndEvent(9)
+
+
+async def test_a_viewer_from_the_start_whose_store_is_down_resumes_from_the_start(
+    tmp_path: Path,
+) -> None:
+    store = FlakyStore(tmp_path / "down.db")
+    run = store.create_run("up", "svc")
+    RunLogger(store, run.run_id).info("one")
+    store.finish_run(run.run_id, RunStatus.SUCCEEDED)
+    tailer = Tailer(store, retry_first=0.01, retry_max=0.02, give_up_after=0.2)
+    store.down = True  # gone before the run was even read
+    with anyio.fail_after(60):
+        events = [event async for event in tailer.follow(run.run_id)]
+    assert events[-1] == WindowEndEvent(0)  # nothing delivered: line 1 is still to come
+    store.close()
