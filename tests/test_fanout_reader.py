@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 
-from jobtail.fanout import Fanout, Reader
+from jobtail.fanout import Fanout, Published, Reader
 from jobtail.store.base import LogLine, frame_lines
 from jobtail.tail import LinesEvent, WindowEndEvent
 from jobtail.web.sse import framing
@@ -95,3 +95,14 @@ async def test_a_reader_that_cannot_take_a_batch_is_woken_for_it(fanout: Fanout,
         await task  # woken: its own task reads the batch from its position
     assert sink.sent == [] and (reader.position, reader.cursor) == (0, 8)
     assert reader not in fanout._readers
+
+
+def test_a_batch_is_encoded_once_per_view_even_when_views_alternate() -> None:
+    """Viewers of two views (say two level filters) take turns: each view's bytes are the same
+    object every time, encoded once, not again whenever the other view came in between."""
+    lines = batch(1, 2)
+    item = Published(LinesEvent(lines))
+    other = framing("r2")
+    first, again = item.wire(lines, VIEW, 0), item.wire(lines, other, 0)
+    assert item.wire(lines, VIEW, 0)[0] is first[0] and first == (frame_lines(lines, VIEW), 2)
+    assert item.wire(lines, other, 0)[0] is again[0]
