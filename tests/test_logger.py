@@ -477,6 +477,20 @@ def test_a_logger_made_before_its_run_exists_starts_at_one(sqlite_store: SQLiteS
     assert [(x.seq, x.message) for x in sqlite_store.read("r-later")] == [(1, "early"), (2, "next")]
 
 
+def test_an_end_before_its_run_exists_is_not_stored_and_its_lines_wait(
+    sqlite_store: SQLiteStore,
+) -> None:
+    """Without a claim, a run the store does not have yet is not "already closed": finish says
+    its end is not stored and keeps its lines, which land once the run exists."""
+    logger = RunLogger(sqlite_store, "r-later", retry_delays=(0.0,), sleep=lambda _: None)
+    logger.info("early")
+    assert logger.finish(RunStatus.SUCCEEDED, "done", timeout=0) is False
+    assert logger.pending == 2  # the line and the end's own line, in order
+    sqlite_store.create_run("up", "svc", run_id="r-later")
+    assert logger.flush()
+    assert [(x.seq, x.message) for x in sqlite_store.read("r-later")] == [(1, "early"), (2, "done")]
+
+
 @pytest.mark.parametrize(
     ("cap", "tail"),
     [(10, ["n48", "n49", "n50"]), (11, ["n47", "n48", "n49", "n50"])],

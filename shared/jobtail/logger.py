@@ -330,10 +330,10 @@ class RunLogger:
             raise purged from exc
 
     def _purged(self) -> bool:
-        """Whether a claimed run is gone (a False end with no exception: a retried close, or no
-        run at all); an unreadable store counts as not gone."""
-        if self.epoch is None:
-            return False
+        """Whether the run is gone (a False end with no exception: a retried close, or no run
+        at all); an unreadable store counts as not gone. For a claimed run that is for good
+        (``_refuse_if_purged``); without a claim the run may not be visible yet, so the end
+        waits like any line."""
         try:
             return self.store.get_run(self.run_id) is None
         except (StoreError, OSError):
