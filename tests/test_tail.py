@@ -234,6 +234,20 @@ async def test_a_window_also_bounds_a_long_replay(sqlite_store: SQLiteStore) -> 
     assert got == list(range(1, 2501)) and windows == 3
 
 
+async def test_a_window_also_bounds_the_replay_of_a_live_run(sqlite_store: SQLiteStore) -> None:
+    """A viewer far behind a run still going: its window closes after the first batch of the
+    replay, with that batch's last seq as the cursor."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    logger = RunLogger(sqlite_store, run.run_id)
+    for n in range(2500):
+        logger.info(f"n{n}")
+    events = await collect(Tailer(sqlite_store, batch=1000).follow(run.run_id, window=0.0))
+    assert [type(e) for e in events] == [StatusEvent, LinesEvent, WindowEndEvent]
+    assert seqs(events) == list(range(1, 1001)) and events[-1] == WindowEndEvent(1000)
+    await wait_until(lambda: not _tasks_named("_run_follower"))  # its poll thread too
+
+
 # -- a store that fails: followers survive it, or end their viewers so they resume ----------
 
 
