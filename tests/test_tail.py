@@ -480,6 +480,20 @@ async def test_a_shutdown_ends_live_viewers_with_the_cursor_to_resume_from(
     store.close()
 
 
+async def test_close_returns_once_no_follower_is_left_polling(sqlite_store: SQLiteStore) -> None:
+    """The app closes the store right after the tailer: no follower may still be in a store
+    read then (a SQLite connection closed under a poll's thread crashes the process)."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(collect, tailer.follow(run.run_id))
+        await wait_until(lambda: tailer.followers == 1)
+        with anyio.fail_after(10):
+            await tailer.close()
+        assert not _tasks_named("_run_follower")
+
+
 def test_a_tailer_whose_event_loop_has_closed_does_not_break_writers(tmp_path: object) -> None:
     """Writers notify the tailer from their own threads; once its loop is gone (a server or a
     test client shut down), a commit must still just commit."""

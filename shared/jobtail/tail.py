@@ -165,11 +165,14 @@ class Tailer:
         self._remove_listener = store.listeners.add(self._on_change)
 
     async def close(self) -> None:
+        """Stop every follower and wait for it: a poll still in its thread when the caller then
+        closes the store would use a connection closed under it (SQLite: a crash)."""
         self._remove_listener()
-        for follower in list(self._followers.values()):
-            if follower.task:
-                follower.task.cancel()
+        tasks = [f.task for f in self._followers.values() if f.task]
+        for task in tasks:
+            task.cancel()
         self._followers.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.store.aclose()
 
     @property
