@@ -242,7 +242,9 @@ def many_viewers(tmp: Path, viewers: int = 1000, lines: int = 1000) -> list[Row]
                     counts[i] += len(event.lines)
 
         tasks = [asyncio.create_task(view(i)) for i in range(viewers)]
-        while tailer.followers == 0 or len(tailer._followers[run.run_id].subscribers) < viewers:
+        while (
+            tailer.follower_count == 0 or len(tailer._followers[run.run_id].subscribers) < viewers
+        ):
             await asyncio.sleep(0.01)
         started = time.perf_counter()
 
@@ -353,18 +355,18 @@ def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
         for _ in range(cycles):
             cycle()
     deadline = time.monotonic() + 10
-    while tailer.followers and time.monotonic() < deadline:
+    while tailer.follower_count and time.monotonic() < deadline:
         time.sleep(0.01)
     gc.collect()
     growth = _rss_mb() - before
     leftover = len(asyncio.all_tasks(loop)) - tasks_before if loop else -1
     elapsed = time.perf_counter() - started
     server.stop()
-    ok = growth <= 10 and tailer.followers == 0 and leftover <= 0
+    ok = growth <= 10 and tailer.follower_count == 0 and leftover <= 0
     return [
         (
             f"{cycles:,} connect/disconnect cycles",
-            f"RSS +{growth:.1f} MB, {tailer.followers} followers",
+            f"RSS +{growth:.1f} MB, {tailer.follower_count} followers",
             "<= 10 MB, none leaked",
             ok,
         ),

@@ -119,7 +119,7 @@ def viewer(url: str, run_ids: list[str], seconds: float) -> None:
 
         tasks = [asyncio.create_task(follow(run_id)) for run_id in run_ids]
         assert len(tasks) == len(run_ids)  # referenced, so none is collected
-        while tailer.followers < len(run_ids):
+        while tailer.follower_count < len(run_ids):
             await asyncio.sleep(0.05)  # waiting for the followers to start: a benchmark's setup
         print(json.dumps({"ready": True}), flush=True)
         await asyncio.sleep(seconds + 2)

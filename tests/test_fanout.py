@@ -71,7 +71,9 @@ async def test_live_viewers_share_the_same_bytes_as_the_per_line_encoding(
             gather, views[2], tailer.follow(run.run_id, framing=frame, min_level="WARNING")
         )
         await wait_until(
-            lambda: tailer.followers == 1 and len(tailer._followers[run.run_id].subscribers) == 3
+            lambda: (
+                tailer.follower_count == 1 and len(tailer._followers[run.run_id].subscribers) == 3
+            )
         )
         for level, message in MESSAGES:
             fields = {"step": 2, "ratio": 0.5, "name": "\u00e9"} if message == "with fields" else {}
@@ -130,7 +132,7 @@ async def test_a_slow_viewer_of_encoded_batches_resyncs_from_the_store(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_viewer)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await anyio.to_thread.run_sync(logger.info, "n1")
         await wait_until(lambda: bool(events) and wire(events) != b"")
         for n in range(2, 42):
@@ -180,7 +182,7 @@ async def test_a_viewer_joining_a_live_run_gets_store_and_buffer_bytes_once_each
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(gather, first, tailer.follow(run.run_id, framing=frame))
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         for n in range(1, 11):
             await anyio.to_thread.run_sync(logger.info, f"line {n}")
         follower = tailer._followers[run.run_id]
@@ -314,7 +316,7 @@ async def test_a_viewer_that_leaves_while_the_follower_writes_to_it_is_forgotten
     stored = sqlite_store.read(run.run_id)
     assert b"".join(leaving) == per_line_bytes(run.run_id, stored[:1])
     assert b"".join(staying) == per_line_bytes(run.run_id, stored)
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
 
 
 class CountedFraming(Framing):

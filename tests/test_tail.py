@@ -75,7 +75,7 @@ async def test_live_viewer_gets_every_line_then_the_end(sqlite_store: SQLiteStor
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         sqlite_store.start_run(run.run_id)
         await write(logger, *(f"line {n}" for n in range(1, 201)))
         await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
@@ -86,7 +86,7 @@ async def test_live_viewer_gets_every_line_then_the_end(sqlite_store: SQLiteStor
     ]
     assert seqs(events) == list(range(1, 201))
     assert isinstance(events[-1], EndEvent) and events[-1].run.last_seq == 200
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
 
 
 async def test_late_viewer_replays_a_finished_run_without_a_follower(
@@ -103,7 +103,7 @@ async def test_late_viewer_replays_a_finished_run_without_a_follower(
     assert isinstance(events[-1], EndEvent) and events[-1].run.error == "boom"
     resumed = await collect(tailer.follow(run.run_id, after=2400))
     assert seqs(resumed) == list(range(2401, 2501))
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
 
 
 async def test_level_filter_keeps_the_global_seq(sqlite_store: SQLiteStore) -> None:
@@ -119,7 +119,7 @@ async def test_level_filter_keeps_the_global_seq(sqlite_store: SQLiteStore) -> N
     logger.error("replayed error")
     async with anyio.create_task_group() as tg:
         tg.start_soon(view)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, "live info")
         await write(logger, "live warning", level="WARNING")
         await anyio.to_thread.run_sync(sqlite_store.finish_run, run.run_id, RunStatus.SUCCEEDED)
@@ -146,7 +146,7 @@ async def test_ten_viewers_share_one_follower_and_its_reads(tmp_path: object) ->
                     tg.start_soon(view, i)
                 await wait_until(
                     lambda: (
-                        tailer.followers == 1
+                        tailer.follower_count == 1
                         and len(tailer._followers[run.run_id].subscribers) == viewers
                     )
                 )
@@ -170,9 +170,9 @@ async def test_disconnected_viewer_releases_its_follower(sqlite_store: SQLiteSto
     for _ in range(100):
         async with anyio.create_task_group() as tg:
             tg.start_soon(collect, tailer.follow(run.run_id))
-            await wait_until(lambda: tailer.followers == 1)
+            await wait_until(lambda: tailer.follower_count == 1)
             tg.cancel_scope.cancel()  # the client goes away
-        assert tailer.followers == 0
+        assert tailer.follower_count == 0
     await wait_until(lambda: not _tasks_named("_run_follower"))
 
 
@@ -199,7 +199,7 @@ async def test_a_lagging_viewer_is_resynced_from_the_store(sqlite_store: SQLiteS
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_viewer)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, "n1")
         await wait_until(lambda: seqs(events) == [1])
         await write(logger, *(f"n{n}" for n in range(2, 42)))
@@ -275,7 +275,7 @@ async def test_one_failed_poll_is_retried_for_live_and_late_viewers(flaky: Flaky
     late: list[TailEvent] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(view, live)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, *(f"a{n}" for n in range(1, 5)))
         await wait_until(lambda: seqs(live)[-1:] == [4])
         flaky.fail_polls = 1
@@ -287,7 +287,7 @@ async def test_one_failed_poll_is_retried_for_live_and_late_viewers(flaky: Flaky
         assert seqs(events) == list(range(1, 101))
         assert isinstance(events[-1], EndEvent) and events[-1].run.last_seq == 100
     assert [(e.attempt, e.run and e.run.run_id) for e in downs(live)] == [(1, run.run_id)]
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
 
 
 async def test_a_store_down_for_a_while_is_waited_out(flaky: FlakyStore) -> None:
@@ -303,7 +303,7 @@ async def test_a_store_down_for_a_while_is_waited_out(flaky: FlakyStore) -> None
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view, live)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, "before")
         await wait_until(lambda: seqs(live) == [1])
         flaky.down = True
@@ -334,7 +334,7 @@ async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, "one", "two", "three")
         await wait_until(lambda: seqs(first) == [1, 2, 3])
         flaky.down = True
@@ -342,7 +342,7 @@ async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(
     delivered = seqs(first)  # a poll already under way when the store went down may see "four"
     assert delivered in ([1, 2, 3], [1, 2, 3, 4]), delivered
     assert first[-1] == WindowEndEvent(delivered[-1]) and downs(first)
-    assert tailer.followers == 0  # unregistered: nobody subscribes to a dead follower
+    assert tailer.follower_count == 0  # unregistered: nobody subscribes to a dead follower
     assert not _tasks_named("_run_follower")
     gave_up = [m for m in caplog.messages if m.startswith("follower of run")]
     assert gave_up == [f"follower of run {run.run_id} gives up: store down: injected: store down"]
@@ -392,7 +392,7 @@ async def test_a_second_viewer_replays_the_followers_buffer_then_follows(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view, first)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, *(f"line {n}" for n in range(1, 6)))
         follower = tailer._followers[run.run_id]
         await wait_until(lambda: [line.seq for line in follower.buffer] == [1, 2, 3, 4, 5])
@@ -423,7 +423,7 @@ async def test_a_viewer_joining_a_live_run_gets_each_line_once_from_store_and_bu
     second: list[TailEvent] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(gather, first, tailer.follow(run.run_id))
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, *(f"line {n}" for n in range(1, 11)))
         follower = tailer._followers[run.run_id]
         await wait_until(lambda: [line.seq for line in follower.buffer] == [8, 9, 10])
@@ -445,7 +445,7 @@ async def test_a_windowed_viewer_gets_the_live_lines_that_come_within_its_window
     events: list[TailEvent] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(gather, events, tailer.follow(run.run_id, window=30))
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         for n in range(1, 4):
             await write(logger, f"line {n}")
             await wait_until(lambda n=n: seqs(events)[-1:] == [n])
@@ -465,7 +465,7 @@ async def test_a_shutdown_ends_live_viewers_with_the_cursor_to_resume_from(
     events: list[TailEvent] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(gather, events, tailer.follow(run.run_id))
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write(logger, "one", "two")
         await wait_until(lambda: seqs(events) == [1, 2])
         with anyio.fail_after(10):
@@ -475,7 +475,7 @@ async def test_a_shutdown_ends_live_viewers_with_the_cursor_to_resume_from(
             else:
                 await tailer.close()
     assert seqs(events) == [1, 2] and events[-1] == WindowEndEvent(2)
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
     await wait_until(lambda: not _tasks_named("_run_follower"))
     store.close()
 
@@ -488,7 +488,7 @@ async def test_close_returns_once_no_follower_is_left_polling(sqlite_store: SQLi
     tailer = Tailer(sqlite_store)
     async with anyio.create_task_group() as tg:
         tg.start_soon(collect, tailer.follow(run.run_id))
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         with anyio.fail_after(10):
             await tailer.close()
         assert not _tasks_named("_run_follower")

@@ -90,4 +90,4 @@ async def test_a_follower_backs_off_from_a_tenth_to_2_s_and_gives_up_past_60_s(
     # a poll already under way when the store went down may still see "two"
     delivered = [line.seq for e in events if isinstance(e, LinesEvent) for line in e.lines]
     assert delivered in ([1], [1, 2]) and events[-1] == WindowEndEvent(delivered[-1])
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0

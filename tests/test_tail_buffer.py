@@ -73,7 +73,7 @@ async def test_a_viewer_reads_the_store_only_for_lines_older_than_the_followers_
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(gather, first, 0)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         for n in range(1, 11):
             await anyio.to_thread.run_sync(logger.info, f"line {n}")
         follower = tailer._followers[run.run_id]
@@ -109,7 +109,7 @@ async def test_a_level_filtered_viewer_replays_the_buffer_at_its_level_and_above
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(gather, first, None)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         for n, level in enumerate(levels, 1):
             await anyio.to_thread.run_sync(logger.log, level, f"line {n}")
         follower = tailer._followers[run.run_id]

@@ -51,7 +51,7 @@ def test_a_burst_of_commits_wakes_the_follower_once(tmp_path: Path) -> None:
                 events.append(event)
 
         viewer = asyncio.create_task(view())
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await wait_until(lambda: any(e is not None for e in events))  # subscribed
         before = len([c for c in loop.handed if c == tailer._wake])
         for n in range(1, 101):  # on the loop's thread: no wake-up can run in between
@@ -112,7 +112,7 @@ async def test_a_burst_is_sent_to_the_viewers_before_the_next_read(tmp_path: Pat
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         store.logger = RunLogger(store, run.run_id)
         store.logger.info("line 1")  # the first commit starts the burst
         await wait_until(lambda: store.logger is not None and store.logger.seq == 50)
@@ -144,7 +144,7 @@ async def test_a_line_that_comes_alone_reaches_the_viewer_at_once(tmp_path: Path
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         for n in range(1, 6):
             await anyio.to_thread.run_sync(logger.info, f"line {n}")
             await wait_until(lambda n=n: _count(events) == n, timeout=5)

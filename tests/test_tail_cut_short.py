@@ -73,13 +73,13 @@ async def test_a_follower_killed_by_a_bug_is_logged_and_its_viewers_resume_by_cu
     with caplog.at_level(logging.ERROR, logger="jobtail.tail"):
         async with anyio.create_task_group() as tg:
             tg.start_soon(view)
-            await wait_until(lambda: tailer.followers == 1)
+            await wait_until(lambda: tailer.follower_count == 1)
             await anyio.to_thread.run_sync(logger.info, "one")
             await wait_until(lambda: seqs(events) == [1])
             store.broken = True  # the follower's next wait after a poll raises
             await anyio.to_thread.run_sync(logger.info, "two")
     assert seqs(events) == [1, 2] and events[-1] == WindowEndEvent(2)
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
     died = [r for r in caplog.records if r.name == "jobtail.tail"]
     assert [(r.levelno, r.getMessage()) for r in died] == [
         (logging.ERROR, f"follower of run {run.run_id} died")

@@ -92,7 +92,7 @@ async def test_a_late_viewer_reads_only_what_is_older_than_the_followers_last_10
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view, first)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await anyio.to_thread.run_sync(store.append, run.run_id, lines(1, 10_001))
         follower = tailer._followers[run.run_id]
         await wait_until(lambda: follower.cursor == 10_001)

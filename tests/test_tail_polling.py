@@ -156,4 +156,4 @@ async def test_the_follower_counts_idle_polls_since_lines_from_another_process_c
             asked.append(value)
     assert asked[:3] == [1, 2, 3]
     assert 0 in asked and asked.count(2) >= 2
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0

@@ -56,13 +56,13 @@ async def test_a_resynced_viewer_replays_from_the_run_as_re_read(flaky: FlakySto
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(slow_viewer)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await anyio.to_thread.run_sync(logger.info, "n1")
         await wait_until(lambda: seqs(events) == [1])
         for n in range(2, 42):
             await anyio.to_thread.run_sync(logger.info, f"n{n}")
         await anyio.to_thread.run_sync(flaky.finish_run, run.run_id, RunStatus.SUCCEEDED)
-        await wait_until(lambda: tailer.followers == 0)  # its follower saw the end and left
+        await wait_until(lambda: tailer.follower_count == 0)  # its follower saw the end and left
         flaky.fail_reads = 1  # the resynced viewer's replay fails once
         reading.set()
     assert seqs(events) == list(range(1, 42)) and isinstance(events[-1], EndEvent)

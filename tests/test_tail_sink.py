@@ -73,7 +73,7 @@ async def test_a_windowed_sink_viewer_of_a_quiet_run_ends_when_its_window_closes
         events = [event async for event in follow]
     assert [type(e) for e in events] == [StatusEvent, WindowEndEvent]
     assert events[-1] == WindowEndEvent(1) and sink.sent == []
-    assert tailer.followers == 0
+    assert tailer.follower_count == 0
     await wait_until(lambda: not followers_running())
 
 
@@ -138,7 +138,7 @@ async def test_a_sink_viewer_whose_store_gives_up_resumes_after_the_lines_writte
             await wait_until(lambda n=n: len(sink.sent) == n)
         flaky.down = True
         await anyio.to_thread.run_sync(logger.info, "line 3")  # wakes the follower: it fails
-        await wait_until(lambda: tailer.followers == 0)  # the follower gave up
+        await wait_until(lambda: tailer.follower_count == 0)  # the follower gave up
         resume.set()
     assert [b"line 1" in sink.sent[0], b"line 2" in sink.sent[1]] == [True, True]
     assert not [e for e in events if isinstance(e, EncodedLinesEvent)]

@@ -54,7 +54,7 @@ async def test_a_local_commit_retries_a_failed_poll_at_once(flaky: FlakyStore) -
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(view)
-        await wait_until(lambda: tailer.followers == 1)
+        await wait_until(lambda: tailer.follower_count == 1)
         await write("one")
         await wait_until(lambda: seqs(events) == [1])
         flaky.fail_polls = 1
@@ -65,4 +65,4 @@ async def test_a_local_commit_retries_a_failed_poll_at_once(flaky: FlakyStore) -
         await wait_until(lambda: seqs(events) == [1, 2, 3], timeout=15)
         await anyio.to_thread.run_sync(flaky.finish_run, run.run_id, RunStatus.SUCCEEDED)
     assert [(e.attempt, e.retry_in) for e in downs(events)] == [(1, 3600)]
-    assert isinstance(events[-1], EndEvent) and tailer.followers == 0
+    assert isinstance(events[-1], EndEvent) and tailer.follower_count == 0

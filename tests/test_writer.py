@@ -194,6 +194,6 @@ def test_a_viewer_that_leaves_mid_run_leaves_no_subscriber(tmp_path: Path) -> No
         store.finish_run(run_id, RunStatus.SUCCEEDED)
         staying.thread.join(20)
         assert staying.seqs() == list(range(1, 201))
-        wait_for(lambda: tailer.followers == 0)
+        wait_for(lambda: tailer.follower_count == 0)
     finally:
         server.stop()

@@ -176,7 +176,8 @@ class Tailer:
         await self.store.aclose()
 
     @property
-    def followers(self) -> int:
+    def follower_count(self) -> int:
+        """How many runs this process follows now (0 once every viewer has gone)."""
         return len(self._followers)
 
     # -- wake-ups -------------------------------------------------------------------------

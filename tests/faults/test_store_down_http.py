@@ -133,7 +133,7 @@ def test_a_store_down_too_long_ends_the_stream_with_retry_and_resumes(env: Env) 
     env.generator.step(10)
     first.join(20)
     assert not first.is_alive() and live[-1].retry == 1000  # ended by the server, with retry:
-    assert live[-1].id == f"{run_id}:{lines(live)[-1]['seq']}" and env.tailer.followers == 0
+    assert live[-1].id == f"{run_id}:{lines(live)[-1]['seq']}" and env.tailer.follower_count == 0
     env.store.down = False
     env.generator.step(85)
     rest: list[ServerSentEvent] = []

@@ -183,7 +183,7 @@ async def test_a_viewer_of_a_dead_run_gets_the_reason_then_its_end(
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(view)
-            while tailer.followers == 0:
+            while tailer.follower_count == 0:
                 await anyio.sleep(0.005)
             later = utcnow() + timedelta(minutes=2)
             await anyio.to_thread.run_sync(

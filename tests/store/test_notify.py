@@ -114,7 +114,7 @@ async def test_a_tail_gets_every_line_when_appends_are_coalesced(slow_window_url
             async with anyio.create_task_group() as tg:
                 tg.start_soon(view)
                 await anyio.to_thread.run_sync(
-                    lambda: wait_for(lambda: tailer.followers == 1, what="the follower")
+                    lambda: wait_for(lambda: tailer.follower_count == 1, what="the follower")
                 )
                 for seq in range(1, 6):  # only the first is notified; the window outlasts them
                     await anyio.to_thread.run_sync(writer.append, run.run_id, [line(seq)])

@@ -59,7 +59,7 @@ class Shutdown:
                 await anyio.to_thread.run_sync(self._fail, run_id, grace)
         tailer = self._tailer()  # the router's hub (a new one after a restart of the app)
         with anyio.move_on_after(viewers_grace):  # let followers deliver those ends
-            while tailer.followers:
+            while tailer.follower_count:
                 await asyncio.sleep(0.05)
         await tailer.stop_following()  # the rest end with retry: and resume elsewhere
 
