@@ -72,6 +72,9 @@ mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI)
 	rm -rf $(MUTATION) && mkdir -p $(MUTATION)
 	git ls-files -z | xargs -0 cp -P --parents -t $(MUTATION)  # -P: symlinks as links
 	mv $(MUTATION)/shared $(MUTATION)/src
+	# mutmut copies src/ without its symlinks: store/migrations would be missing for PostgreSQL tests
+	find $(MUTATION)/src -type l | while read -r link; do \
+		target=$$(readlink -f "$$link"); rm "$$link"; cp -r "$$target" "$$link"; done
 	sed -i -e 's|^pythonpath = \["shared", "."\]|pythonpath = ["src", "."]|' \
 		-e 's|"shared/jobtail|"src/jobtail|' $(MUTATION)/pyproject.toml
 	$(MUTANTS)/bin/python tools/mutants_config.py $(MUTATION)/pyproject.toml "$(MODULE)" "$(TESTS)"
