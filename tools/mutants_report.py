@@ -17,6 +17,7 @@ from pathlib import Path
 # mutated function, None not run yet.
 KIND = {1: "killed", 3: "killed", 36: "timeout", -24: "timeout", 0: "survived", 5: "no tests"}
 KIND[33] = "no tests"
+KIND[-11] = "killed"  # the mutant crashed the test process (SIGSEGV): caught all the same
 
 
 def main(root: Path) -> int:
