@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,18 @@ def writer(url: str, run_ids: list[str], seconds: float) -> None:
             logger.info(f"{MARK}{time.time_ns()}")
             counts[i] += 1
 
+    _each_run(log, run_ids)
+    print(json.dumps({"lines": sum(counts)}), flush=True)
+    store.close()
+
+
+def _each_run(log: Callable[[int, str], None], run_ids: list[str]) -> None:
+    """``log(i, run_id)`` in a thread per run, all at once; returns when every one is done."""
     threads = [threading.Thread(target=log, args=(i, r)) for i, r in enumerate(run_ids)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    print(json.dumps({"lines": sum(counts)}), flush=True)
-    store.close()
 
 
 FLOOR_TABLE = "bench_floor"
@@ -80,11 +86,7 @@ def floor_writer(url: str, run_ids: list[str], seconds: float) -> None:
             conn.execute(FLOOR_INSERT, (run_id, seq, stamp, "INFO", f"{MARK}{time.time_ns()}"))
             counts[i] += 1
 
-    threads = [threading.Thread(target=log, args=(i, r)) for i, r in enumerate(run_ids)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _each_run(log, run_ids)
     print(json.dumps({"lines": sum(counts)}), flush=True)
     for conn in conns:
         conn.close()

@@ -280,10 +280,10 @@ class Tailer:
                 while (published := follower.fanout.since(position)) is not None:
                     if not published:
                         if sink is None or framing is None or not sink.ready:
-                            waited = await self._wait(follower.fanout, position, deadline)
+                            waited = await self._within(deadline, follower.fanout.wait(position))
                         else:  # caught up: the follower writes the lines, we sleep
                             reader = Reader(sink, framing, threshold, position, cursor)
-                            waited = await self._read(follower.fanout, reader, deadline)
+                            waited = await self._within(deadline, follower.fanout.read(reader))
                             position, cursor = reader.position, reader.cursor
                             if written is not None:
                                 written.value = cursor
@@ -332,26 +332,15 @@ class Tailer:
     def _expired(self, deadline: float | None) -> bool:
         return deadline is not None and self._loop is not None and self._loop.time() >= deadline
 
-    async def _wait(self, fanout: Fanout, position: int, deadline: float | None) -> bool:
-        """Wait for the follower's next event; False if the window closed first."""
+    async def _within(self, deadline: float | None, waiting: Awaitable[None]) -> bool:
+        """Await ``waiting`` (the follower's next event, or the next one that needs this
+        viewer); False if the window closed first."""
         if deadline is None:
-            await fanout.wait(position)
+            await waiting
             return True
         try:
             async with asyncio.timeout_at(deadline):
-                await fanout.wait(position)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _read(self, fanout: Fanout, reader: Reader, deadline: float | None) -> bool:
-        """``fanout.read`` until an event needs this viewer; False if the window closed first."""
-        if deadline is None:
-            await fanout.read(reader)
-            return True
-        try:
-            async with asyncio.timeout_at(deadline):
-                await fanout.read(reader)
+                await waiting
         except TimeoutError:
             return False
         return True
