@@ -37,6 +37,15 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import msgspec
 
+from .lines import JSON_LINES as JSON_LINES
+from .lines import TEXT_LINES as TEXT_LINES
+from .lines import FramedLines as FramedLines
+from .lines import Framing as Framing
+from .lines import LogLine as LogLine
+from .lines import frame_lines as frame_lines
+from .lines import line_json as line_json
+from .lines import line_text as line_text
+
 if TYPE_CHECKING:
     from .matching import SearchHits, SearchQuery
 
@@ -162,81 +171,6 @@ def normalize_level(level: str) -> str:
     if name == "FATAL":
         return "CRITICAL"
     return name
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One committed log line. JSON keeps the first prototype's names for page compatibility."""
-
-    seq: int
-    timestamp: datetime
-    log_level: str
-    message: str
-    fields: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "seq": self.seq,
-            "timestamp": self.timestamp.isoformat(),
-            "log_level": self.log_level,
-            "message": self.message,
-        }
-        if self.fields:
-            data["fields"] = self.fields
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class Framing:
-    """How ``read_framed`` wraps each line's JSON (``LogLine.to_json``, compact): ``head``,
-    the seq, ``mid``, the JSON, ``tail``; without a head, just the JSON and ``tail`` (JSON
-    Lines). A transport's framing (SSE's ``id: <run>:<seq>\\ndata: ...``) is built by the store
-    in bulk this way, with no Python object per line where the backend can avoid one."""
-
-    head: str | None = None
-    mid: str = ""
-    tail: str = "\n"
-    text: bool = False
-    """Each line as ``line_text`` makes it (the text download) instead of its JSON."""
-
-
-JSON_LINES = Framing()
-TEXT_LINES = Framing(text=True)
-
-
-@dataclass(frozen=True, slots=True)
-class FramedLines:
-    """``count`` consecutive lines already in their wire form; ``last_seq`` is the seq of the
-    last one (0 when there is none)."""
-
-    data: bytes
-    count: int
-    last_seq: int
-
-
-def line_json(line: LogLine) -> bytes:
-    """A line's JSON as every reader gets it: compact, control characters escaped, UTF-8."""
-    return _json.encode(line.to_json())
-
-
-def line_text(line: LogLine) -> str:
-    """A line in the text download: ``<timestamp to the ms> <level padded to 8> <message>``."""
-    stamp = line.timestamp.isoformat(timespec="milliseconds")
-    return f"{stamp} {line.log_level:<8} {line.message}"
-
-
-def frame_lines(lines: Sequence[LogLine], framing: Framing) -> bytes:
-    """``lines`` in ``framing``, in one buffer: the Python path that ``read_framed`` and the
-    tail's shared live batches take."""
-    tail = framing.tail.encode()
-    if framing.text:
-        return "".join([line_text(line) + framing.tail for line in lines]).encode()
-    if framing.head is None:
-        return b"".join([line_json(line) + tail for line in lines])
-    head, mid = framing.head.encode(), framing.mid.encode()
-    return b"".join(
-        [b"%s%d%s%s%s" % (head, line.seq, mid, line_json(line), tail) for line in lines]
-    )
 
 
 @dataclass(slots=True)
