@@ -12,6 +12,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from jobtail import tail
 from jobtail.logger import RunLogger
 from jobtail.store.base import LogLine, Run, RunStatus
 from jobtail.store.sqlite import SQLiteStore
@@ -76,28 +77,26 @@ def _lines(events: list[TailEvent]) -> list[LinesEvent]:
 
 
 class BusyStore(SQLiteStore):
-    """Real SQLite where a writer commits its next line whenever the follower starts a read
-    (until ``lines`` are in), so every read finds a commit that came while it was under way;
-    ``log`` records the reads and what the viewer received, in order."""
+    """Real SQLite where a writer commits its next ``per_read`` lines whenever the follower
+    starts a read (until ``lines`` are in), so every read finds commits that came while it was
+    under way; ``log`` records the reads and what the viewer received, in order."""
 
-    def __init__(self, path: Path, lines: int) -> None:
+    def __init__(self, path: Path, lines: int, per_read: int = tail.BURST_LINES) -> None:
         super().__init__(path)
-        self.lines = lines
+        self.lines, self.per_read = lines, per_read
         self.log: list[tuple[str, int]] = []
         self.logger: RunLogger | None = None
 
     async def apoll(self, run_id: str, after: int, limit: int) -> tuple[Run | None, list[LogLine]]:
         self.log.append(("read", after))
-        if self.logger is not None and self.logger.seq < self.lines:
-            self.logger.info(f"line {self.logger.seq + 1}")
+        for _ in range(self.per_read):
+            if self.logger is not None and self.logger.seq < self.lines:
+                self.logger.info(f"line {self.logger.seq + 1}")
         return await super().apoll(run_id, after, limit)
 
 
-async def test_a_burst_is_sent_to_the_viewers_before_the_next_read(tmp_path: Path) -> None:
-    """While commits keep coming, the follower lets its viewers send each batch before it reads
-    the next (so a burst becomes fewer, larger batches); the lines arrive once, in order, and
-    the end comes last."""
-    store = BusyStore(tmp_path / "s.db", lines=50)
+async def _watch_busy(store: BusyStore) -> list[TailEvent]:
+    """Follow the store's run while its writer commits at every read; every event seen."""
     run = store.create_run("up", "svc")
     store.start_run(run.run_id)
     tailer = Tailer(store)
@@ -114,17 +113,53 @@ async def test_a_burst_is_sent_to_the_viewers_before_the_next_read(tmp_path: Pat
         tg.start_soon(view)
         await wait_until(lambda: tailer.follower_count == 1)
         store.logger = RunLogger(store, run.run_id)
-        store.logger.info("line 1")  # the first commit starts the burst
-        await wait_until(lambda: store.logger is not None and store.logger.seq == 50)
+        store.logger.info("line 1")  # the first commit starts the writing
+        await wait_until(lambda: store.logger is not None and store.logger.seq == store.lines)
         await anyio.to_thread.run_sync(store.finish_run, run.run_id, RunStatus.SUCCEEDED)
+    await tailer.close()
+    return events
+
+
+async def test_a_burst_is_sent_to_the_viewers_before_the_next_read(tmp_path: Path) -> None:
+    """While commits keep coming, several to a read, the follower lets its viewers send each
+    batch before it reads the next (so a burst becomes fewer, larger batches); the lines arrive
+    once, in order, and the end comes last."""
+    store = BusyStore(tmp_path / "s.db", lines=50)
+    events = await _watch_busy(store)
     sent = [seq for what, seq in store.log if what == "sent"]
     for at, (what, after) in enumerate(store.log):
-        if what == "read" and after:  # past line ``after`` only once the viewer has it
+        # past line ``after`` only once the viewer has it, while the burst lasts (a read that
+        # finds the writer done is no burst: the one after it comes at once)
+        if what == "read" and 0 < after < store.lines - store.per_read:
             assert ("sent", after) in store.log[:at], store.log[: at + 1]
-    assert len(sent) < 50  # and the burst came in fewer batches than lines
+    assert len(sent) < 50 / tail.BURST_LINES + 2  # and the burst came in a batch per read
     assert [line.seq for e in _lines(events) for line in e.lines] == list(range(1, 51))
     assert isinstance(events[-1], EndEvent)
-    await tailer.close()
+
+
+async def test_a_writer_at_its_own_pace_is_never_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that finds fewer than ``BURST_LINES`` lines is no burst, even when the next
+    commit came during the fan-out (at thousands of viewers it often does): the next read
+    comes at once, with no pause, and every line arrives once, in order; from
+    ``BURST_LINES`` lines a read on, the follower pauses."""
+    pauses: list[float] = []
+    breathe = tail._breathe
+
+    async def counted(started: float) -> None:
+        pauses.append(started)
+        await breathe(started)
+
+    monkeypatch.setattr(tail, "_breathe", counted)
+    # the test's first line and the first read's lines make one batch: one short of a burst
+    paced = BusyStore(tmp_path / "paced.db", lines=20, per_read=tail.BURST_LINES - 2)
+    events = await _watch_busy(paced)
+    assert pauses == []
+    assert [line.seq for e in _lines(events) for line in e.lines] == list(range(1, 21))
+    assert isinstance(events[-1], EndEvent)
+    await _watch_busy(BusyStore(tmp_path / "burst.db", lines=20))
+    assert pauses
 
 
 async def test_a_line_that_comes_alone_reaches_the_viewer_at_once(tmp_path: Path) -> None:

@@ -47,6 +47,10 @@ T = TypeVar("T")
 
 BREATHE_MAX = 0.05
 """Seconds a follower pauses at most between two reads of a burst (see ``_breathe``)."""
+BURST_LINES = 8
+"""Lines a follower read must find, with more committed since, to be a burst. Fewer is a writer
+at its own pace, whose next line must not wait for a pause: at 5,000 viewers a fan-out takes
+about 80 ms, and a 10 lines/s writer's next commit often lands inside it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,7 +502,7 @@ class Tailer:
             if run.status != follower.run.status:
                 self._publish(follower, StatusEvent(run))
             follower.run = run
-            if len(lines) == self.batch or (lines and follower.waking):
+            if len(lines) == self.batch or (len(lines) >= BURST_LINES and follower.waking):
                 await _breathe(published)  # a burst: the next read waits while viewers send it
             if len(lines) == self.batch:
                 continue
