@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
+import httpx
 import pytest
 
 from jobtail.store import LogLine, RunStatus
@@ -86,4 +87,45 @@ def test_retries_are_no_ops_gaps_and_zombies_are_refused(new_run: Callable[..., 
     lines = live.store.read(queued.run_id)
     assert [entry.seq for entry in lines] == [1, 2]
     wait_for(lambda: live.store.get_run(queued.run_id) is not None)
+    worker.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_queued_run_takes_no_write_before_its_claim(
+    new_run: Callable[..., LiveRun], kind: str
+) -> None:
+    """Epoch 0 is no claim: a line, a heartbeat or a close on a queued run is one 409 that says
+    to claim first, and the run stays queued, empty and claimable by the worker it waits for."""
+    live = new_run(kind)
+    created = httpx.post(f"{live.server}/runs/petstore/unclaimed/runs")
+    assert created.status_code == 201, created.text
+    run_id = created.json()["run_id"]
+    url = f"{live.server}/v1/stream/runs/{run_id}"
+    producer = {"Producer-Id": "w", "Producer-Epoch": "0", "Producer-Seq": "0"}
+    batch = b'[{"seq": 1, "log_level": "INFO", "message": "unclaimed"}]'
+    attempts = {
+        "a line": ({"Content-Type": "application/json"}, batch),
+        "a heartbeat": ({"Jobtail-Heartbeat": "true"}, b""),
+        "a close": ({"Stream-Closed": "true", "Jobtail-Run-Status": "succeeded"}, b""),
+    }
+    for what, (headers, body) in attempts.items():
+        answer = httpx.post(url, headers={**producer, **headers}, content=body)
+        assert answer.status_code == 409, (what, answer.status_code, answer.text)
+        assert "claim it first" in answer.json()["detail"], what
+        assert answer.headers["jobtail-run-status"] == "queued", what
+        assert "stream-closed" not in answer.headers, what
+    worker = HttpStore(live.server)
+    for refused in (
+        lambda: worker.append(run_id, [line(1)]),
+        lambda: worker.heartbeat(run_id),
+        lambda: worker.finish_run(run_id, RunStatus.SUCCEEDED),
+    ):
+        with pytest.raises(RunFencedError) as unclaimed:  # retrying would never help
+            refused()
+        assert unclaimed.value.reason == "unclaimed"
+    run = live.store.get_run(run_id)
+    assert run is not None and (run.status, run.epoch, run.last_seq) == (RunStatus.QUEUED, 0, 0)
+    claimed = worker.claim_run(run_id)
+    assert claimed is not None and claimed.epoch == 1
+    assert worker.append(run_id, [line(1)], epoch=claimed.epoch) == 1
     worker.close()

@@ -83,17 +83,19 @@ class RunActiveError(StoreError):
 
 
 class RunFencedError(StoreError):
-    """A write from a writer that no longer owns the run: the run is finished ("closed") or was
-    claimed again by a newer epoch ("stale_epoch"). Never retried: the job must stop."""
+    """A write from a writer that does not own the run: the run is finished ("closed"), was
+    claimed again by a newer epoch ("stale_epoch"), or (over HTTP) is queued and nobody claimed
+    it yet ("unclaimed"). Never retried: the job must stop."""
 
     def __init__(
         self, run_id: str, reason: str, *, epoch: int | None = None, status: str | None = None
     ) -> None:
-        detail = (
-            f"run {run_id} is closed ({status})"
-            if reason == "closed"
-            else (f"run {run_id} was claimed by a newer writer (epoch {epoch})")
-        )
+        if reason == "closed":
+            detail = f"run {run_id} is closed ({status})"
+        elif reason == "unclaimed":
+            detail = f"run {run_id} is queued: claim it (a new epoch) before writing"
+        else:
+            detail = f"run {run_id} was claimed by a newer writer (epoch {epoch})"
         super().__init__(detail)
         self.run_id, self.reason, self.epoch, self.status = run_id, reason, epoch, status
 

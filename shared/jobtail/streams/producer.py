@@ -18,7 +18,8 @@ seq, so RunLogger's retries and write-behind batches land exactly once), heartbe
 POST with ``Jobtail-Heartbeat: true``) and end the run (``Stream-Closed: true`` with the last
 lines and ``Jobtail-Run-Status``, one transaction on the server). Refusals come back as the
 store's own errors: 403 -> RunFencedError("stale_epoch"), 409 with Stream-Closed ->
-RunFencedError("closed"), 409 naming the expected seq -> SeqGapError, 401/403 for the
+RunFencedError("closed"), 409 on a queued run (a write before the claim) ->
+RunFencedError("unclaimed"), 409 naming the expected seq -> SeqGapError, 401/403 for the
 credential -> CredentialRefused (a RunFencedError: retrying never makes a token valid).
 """
 
@@ -108,6 +109,9 @@ class HttpStore(LogStore):
             raise RunFencedError(run_id, "stale_epoch", epoch=epoch)
         if code == 409 and response.headers.get("stream-closed") == "true":
             raise RunFencedError(run_id, "closed")
+        if code == 409 and response.headers.get("jobtail-run-status") == "queued":
+            epoch = int(response.headers.get("jobtail-run-epoch", "0"))
+            raise RunFencedError(run_id, "unclaimed", epoch=epoch, status="queued")
         if code == 409 and "producer-expected-seq" in response.headers:
             expected = int(response.headers["producer-expected-seq"]) + 1
             received = int(response.headers["producer-received-seq"]) + 1

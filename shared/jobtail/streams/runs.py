@@ -30,6 +30,7 @@ from .base import (
     SequenceGapError,
     StaleEpochError,
     StreamClosedError,
+    StreamConflict,
     StreamInvalid,
     StreamMeta,
     StreamNotFound,
@@ -61,6 +62,22 @@ def next_offset(stop: int, tail: int, blocks: tuple[int, ...] = BLOCKS) -> str:
     """The offset to read on from, hinting the largest complete block around it."""
     hint = max(i for i, size in enumerate(blocks) if i == 0 or tail >= block_end(stop, size))
     return format_offset(stop, hint)
+
+
+@dataclass
+class RunUnclaimed(StreamConflict):
+    """A producer write to a run no worker has claimed yet (409, ``Jobtail-Run-Status:
+    queued``): its lines, heartbeats and close wait for a claim."""
+
+    run_id: str
+    epoch: int
+
+    def __str__(self) -> str:
+        return (
+            f"run {self.run_id} is queued: claim it first (an empty POST with Producer-Epoch:"
+            f" {self.epoch + 1}, Producer-Seq: 0, Jobtail-Heartbeat: true), then write at"
+            " that epoch"
+        )
 
 
 @dataclass
@@ -115,10 +132,15 @@ class RunStreams:
         """A worker's batch of lines (or heartbeat, or end) onto the store's fenced writes.
 
         ``Producer-Epoch`` is the run's claim epoch; the run's epoch + 1 with ``Producer-Seq``
-        0 claims a queued run. Lines carry their ``seq`` and the store's append is idempotent
-        on it, so ``Producer-Seq`` is the seq before the batch: a retry is a no-op (204), a gap
-        is refused (409 naming the expected seq), a stale epoch is 403 and a finished run 409
-        with ``Stream-Closed``. Closing stores the final lines and status in one transaction.
+        0 claims a queued run. At the queued run's own epoch (0) anything else (a line, a
+        heartbeat, a close) is refused with ``RunUnclaimed`` (409): no writer owns that epoch
+        yet. A write that claimed it implicitly would have to move it to epoch 1, which the
+        protocol's producer did not send (its next write at epoch 0 would be stale) and which
+        is the epoch of the real worker's own claim (found taken: that worker would not run).
+        Lines carry their ``seq`` and the store's append is idempotent on it, so
+        ``Producer-Seq`` is the seq before the batch: a retry is a no-op (204), a gap is refused
+        (409 naming the expected seq), a stale epoch is 403 and a finished run 409 with
+        ``Stream-Closed``. Closing stores the final lines and status in one transaction.
         A claim is not a duplicate; a claim that lost the race to another worker is, at the
         winner's epoch, indistinguishable from the winner's heartbeat and is one."""
         parts = path[len(PREFIX) :].split("/")
@@ -155,7 +177,8 @@ class RunStreams:
         return Appended(meta, duplicate=last == before, producer=producer)
 
     def _owned(self, run: Run, producer: Producer) -> Run:
-        """The run, claimed for this producer's epoch if it asks to claim a queued run."""
+        """The run, claimed for this producer's epoch if it asks to claim a queued run; a
+        queued run takes nothing else (no writer owns its epoch yet)."""
         if producer.epoch == run.epoch + 1 and run.status is RunStatus.QUEUED:
             if producer.seq != 0:
                 raise StreamInvalid("a claim (Producer-Epoch = run epoch + 1) starts at seq 0")
@@ -165,6 +188,8 @@ class RunStreams:
             return claimed
         if producer.epoch != run.epoch:
             raise StaleEpochError(run.epoch)
+        if run.status is RunStatus.QUEUED:
+            raise RunUnclaimed(run.run_id, run.epoch)
         return run
 
 

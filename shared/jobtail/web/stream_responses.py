@@ -29,7 +29,7 @@ from ..streams import (
     is_text,
     next_cursor,
 )
-from ..streams.runs import is_run_path
+from ..streams.runs import RunUnclaimed, is_run_path
 
 PROTOCOL_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL,"
@@ -74,6 +74,9 @@ def error_response(exc: StreamError) -> JSONResponse:
             "Producer-Expected-Seq": str(exc.expected),
             "Producer-Received-Seq": str(exc.received),
         }
+    elif isinstance(exc, RunUnclaimed):
+        status = 409
+        headers = {"Jobtail-Run-Status": "queued", "Jobtail-Run-Epoch": str(exc.epoch)}
     elif isinstance(exc, StreamConflict):
         status = 409
     elif not isinstance(exc, StreamInvalid):
