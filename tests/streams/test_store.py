@@ -127,6 +127,32 @@ def test_an_expired_stream_is_gone(streams: StreamStore) -> None:
     assert streams.create("brief", CreateRequest("text/plain")).created
 
 
+def test_an_expired_source_with_forks_is_gone_every_time(
+    streams: StreamStore, request: pytest.FixtureRequest
+) -> None:
+    """Expiry deletes a stream; one with forks is soft-deleted, so it answers 410 from the
+    first request on (never a 404 first), until its last fork goes."""
+    streams.create("old", CreateRequest("text/plain", Expiry(ttl=3600), body=b"kept"))
+    fork = CreateRequest(expiry=Expiry(ttl=3600), fork_from="old")
+    streams.create("young", fork)
+    sql(streams, request, "UPDATE streams SET touched_at = 0 WHERE path = ?", "old")
+    for _ in range(2):
+        for attempt in (
+            lambda: streams.head("old"),
+            lambda: streams.read("old", "-1"),
+            lambda: streams.append("old", AppendRequest(b"more", "text/plain")),
+            lambda: streams.delete("old"),
+        ):
+            with pytest.raises(StreamGone):
+                attempt()
+        with pytest.raises(StreamConflict):  # its path stays taken while forks read it
+            streams.create("old", CreateRequest("text/plain"))
+    assert text(streams, "young") == b"kept"
+    streams.delete("young")  # the last fork: the source goes too
+    with pytest.raises(StreamNotFound):
+        streams.head("old")
+
+
 @pytest.mark.postgres
 def test_another_process_writes_wake_this_ones_waiters(pg_url: str) -> None:
     from jobtail.streams.postgres import PostgresStreams

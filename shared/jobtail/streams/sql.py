@@ -11,7 +11,8 @@ the connection and transaction (``_tx``).
 Tables (``streams``, ``streams_chunks``, ``streams_producers``): a stream row per path with its
 tail and closed flag; data rows ``[start, stop)`` in units; producer state per stream. A fork
 points at its source and fork offset: reads below it are served from the source (recursively),
-nothing is copied; a source with forks is soft-deleted on DELETE and removed with its last fork.
+nothing is copied; a source with forks is soft-deleted (410 Gone) on DELETE or once it expires,
+and removed with its last fork.
 """
 
 from __future__ import annotations
@@ -137,7 +138,9 @@ class SqlStreamStore(StreamStore):
 
     # -- rows -------------------------------------------------------------------------------
     def _row(self, tx: Tx, path: str) -> Row | None:
-        """The stream at ``path``; an expired one is removed on the way and reads as absent."""
+        """The stream at ``path``; an expired one is removed on the way and reads as absent,
+        unless forks still read it: then it is soft-deleted as a DELETE would, and reads as
+        deleted (410) from this request on, not absent once and gone after."""
         found = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE path = ?", (path,))
         r = found.fetchone()
         if r is None:
@@ -145,7 +148,9 @@ class SqlStreamStore(StreamStore):
         row = Row.of(r)
         if not row.deleted and row.expired(time.time()):
             self._remove(tx, row)
-            return None
+            if row.forks == 0:
+                return None
+            row.deleted = True
         return row
 
     def _by_id(self, tx: Tx, stream_id: str) -> Row:
