@@ -15,6 +15,10 @@ app, the generic stream tables); ``include_router`` merges it into the app's (or
 ``lifespan(router)`` yourself). jobtail's own app (``web.app.create_app``) is built from this
 router, given its ``Services``, which adds the job routes (uploads, generate, result) and the
 rest of the Durable Streams protocol (generic streams, a worker's producer writes).
+
+``app.add_middleware(HandoffMiddleware)``, added last, lets live streams leave the host's
+middleware chain once their headers are out (``web.handoff``: less memory per viewer, lines
+past the middleware's send wrappers), where no middleware must see a stream's body.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ from .store import LogStore, StoreError, from_url
 from .streams import Streams, open_streams
 from .tail import Tailer
 from .web.deps import Context, Routes, StreamGate
+from .web.handoff import HandoffMiddleware
 from .web.routes import logs, recent, runs, search, streams, uploads
 from .web.routes.pages import STATIC
 
-__all__ = ["JobtailRouter", "lifespan", "router"]
+__all__ = ["HandoffMiddleware", "JobtailRouter", "lifespan", "router"]
 
 log = logging.getLogger("jobtail.web")
 

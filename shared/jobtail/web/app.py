@@ -21,6 +21,7 @@ from ..jobs.dispatch import redispatch_queued
 from ..services import Services
 from . import errors
 from .deps import Authorized
+from .handoff import HandoffMiddleware
 from .openapi import AllowMiddleware, document_errors
 from .routes import pages
 from .shutdown import DrainingMiddleware, Shutdown
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.shutdown = shutdown
     app.add_middleware(DrainingMiddleware, shutdown=shutdown)
     app.add_middleware(AllowMiddleware, spec=app.openapi)
+    app.add_middleware(HandoffMiddleware)  # last added, outermost: streams leave the chain
     errors.install(app)
     app.include_router(pages.router)
     app.include_router(jobs)  # its lifespan (tail hub, streams) runs inside the app's

@@ -32,6 +32,8 @@ from ..tail import (
     TailEvent,
     WindowEndEvent,
 )
+from .handoff import KEY as HANDOFF
+from .handoff import Handoff
 from .writer import Writer
 
 SEP = "\n"
@@ -158,7 +160,8 @@ class StreamResponse(Response):
     shutdown ends the streams through the tail (``Tailer.stop_following``), not through a
     listener per response. ``on_close`` runs once the response is over, however it ended.
     With a ``writer`` the tail's follower writes caught-up lines itself (``web.writer``), and
-    the body task does not even wake for them."""
+    the body task does not even wake for them. Under ``web.handoff``'s layer the body goes on
+    after the request's chain has returned, with the server's own receive and send."""
 
     media_type = "text/event-stream"
 
@@ -186,15 +189,32 @@ class StreamResponse(Response):
         self._lock = asyncio.Lock()  # the last message and a ping never cross
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handoff: Handoff | None = scope.get(HANDOFF)
+        taken = False
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if scope.get("method") == "HEAD":
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
+            elif handoff is not None:  # the body goes on past the request's chain
+                handoff.take(self._rest, self._close)
+                taken = True
+            else:
+                await self._stream(receive, send)
+        finally:
+            if not taken:
+                self._close()
+
+    async def _rest(self, receive: Receive, send: Send) -> None:
+        """The body, handed off (``web.handoff``): with the server's receive and send."""
+        try:
             await self._stream(receive, send)
         finally:
-            if self.on_close is not None:
-                self.on_close()
+            self._close()
+
+    def _close(self) -> None:
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()
 
     async def _stream(self, receive: Receive, send: Send) -> None:
         waiter = asyncio.current_task()
