@@ -8,6 +8,8 @@ the SQL functions announce appends: ``every`` (each append NOTIFYs, as migration
 edge) or ``off`` (no NOTIFY at all: polling only). ``floor``: the same writers (processes x
 threads) without jobtail, each thread a psycopg connection doing ``INSERT`` + commit per line
 into a plain table (no index, no run row, no viewer): what this machine's server commits at all.
+``rate`` paces each writer at that many lines/s (0: flat out), so latency is measured below
+saturation: flat out, the machine's CPU is the queue every line waits in.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,35 +31,74 @@ from typing import Any
 MARK = "t="
 
 
-def writer(url: str, run_ids: list[str], seconds: float) -> None:
-    """One thread per run, logging per line until ``seconds`` after "go" on stdin."""
+def writer(url: str, run_ids: list[str], seconds: float, rate: float = 0.0) -> None:
+    """One thread per run, logging per line (``rate`` lines/s each, 0: flat out) until
+    ``seconds`` after "go" on stdin."""
     from jobtail.logger import RunLogger
     from jobtail.store.postgres import PostgresStore
 
     store = PostgresStore(url, max_size=len(run_ids) + 1, listen=False)
-    counts = [0] * len(run_ids)
-    print(json.dumps({"ready": True}), flush=True)
-    sys.stdin.readline()
-    stop = time.monotonic() + seconds
+    loggers = [RunLogger(store, run_id) for run_id in run_ids]
 
-    def log(i: int, run_id: str) -> None:
-        logger = RunLogger(store, run_id)
-        while time.monotonic() < stop:
-            logger.info(f"{MARK}{time.time_ns()}")
-            counts[i] += 1
+    def prime(i: int) -> None:
+        # Unmeasured (no MARK, the viewer skips it): the pool opens this thread's connection
+        # now, not in the first second of the figure.
+        loggers[i].info("warm")
 
-    _each_run(log, run_ids)
-    print(json.dumps({"lines": sum(counts)}), flush=True)
+    def log(i: int, stop: float) -> int:
+        count = 0
+        for _ in _ticks(stop, rate, random.Random(run_ids[i]).random()):
+            loggers[i].info(f"{MARK}{time.time_ns()}")
+            count += 1
+        return count
+
+    print(json.dumps({"lines": _each_run(prime, log, len(run_ids), seconds)}), flush=True)
     store.close()
 
 
-def _each_run(log: Callable[[int, str], None], run_ids: list[str]) -> None:
-    """``log(i, run_id)`` in a thread per run, all at once; returns when every one is done."""
-    threads = [threading.Thread(target=log, args=(i, r)) for i, r in enumerate(run_ids)]
+def _ticks(stop: float, rate: float, phase: float) -> Iterator[None]:
+    """Yields until ``stop``: at once each time (``rate`` 0), or every 1/``rate`` s from
+    ``phase`` (0-1) of the first interval, so 100 runs do not log in lockstep. A line that
+    falls late is not made up in a burst: the next is due one interval after it."""
+    if rate <= 0:
+        while time.monotonic() < stop:
+            yield
+        return
+    period = 1.0 / rate
+    due = time.monotonic() + phase * period
+    while due < stop:
+        # The workload's pace (a job logging `rate` lines/s), not synchronisation.
+        time.sleep(max(0.0, due - time.monotonic()))
+        yield
+        due = max(due + period, time.monotonic())
+
+
+def _each_run(
+    prime: Callable[[int], None], log: Callable[[int, float], int], runs: int, seconds: float
+) -> int:
+    """A thread per run: ``prime(i)``; once all have, "ready" on stdout; on "go" from stdin,
+    ``log(i, stop)`` in all at once until ``seconds`` later. Returns the lines they logged."""
+    primed, go = threading.Barrier(runs + 1), threading.Event()
+    stop: list[float] = []
+    counts = [0] * runs
+
+    def run(i: int) -> None:
+        prime(i)
+        primed.wait(60)
+        go.wait(120)
+        counts[i] = log(i, stop[0])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(runs)]
     for thread in threads:
         thread.start()
+    primed.wait(60)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    stop.append(time.monotonic() + seconds)
+    go.set()
     for thread in threads:
         thread.join()
+    return sum(counts)
 
 
 FLOOR_TABLE = "bench_floor"
@@ -73,21 +115,17 @@ def floor_writer(url: str, run_ids: list[str], seconds: float) -> None:
     import psycopg
 
     conns = [psycopg.connect(url, autocommit=True, prepare_threshold=0) for _ in run_ids]
-    counts = [0] * len(run_ids)
-    print(json.dumps({"ready": True}), flush=True)
-    sys.stdin.readline()
-    stop = time.monotonic() + seconds
 
-    def log(i: int, run_id: str) -> None:
+    def log(i: int, stop: float) -> int:
         conn, seq = conns[i], 0
         while time.monotonic() < stop:
             seq += 1
             stamp = datetime.now(UTC)
-            conn.execute(FLOOR_INSERT, (run_id, seq, stamp, "INFO", f"{MARK}{time.time_ns()}"))
-            counts[i] += 1
+            conn.execute(FLOOR_INSERT, (run_ids[i], seq, stamp, "INFO", f"{MARK}{time.time_ns()}"))
+        return seq
 
-    _each_run(log, run_ids)
-    print(json.dumps({"lines": sum(counts)}), flush=True)
+    total = _each_run(lambda i: None, log, len(run_ids), seconds)
+    print(json.dumps({"lines": total}), flush=True)
     for conn in conns:
         conn.close()
 
@@ -145,10 +183,18 @@ class Result:
     p50_ms: float
     p99_ms: float
     seen: int
+    lines: int = 0
+    max_ms: float = float("nan")
+    cores: float = float("nan")  # CPU the bench's processes and the server used, in cores
 
 
 def measure(
-    url: str, notify: str, writers: int = 100, seconds: float = 5.0, procs: int = 4
+    url: str,
+    notify: str,
+    writers: int = 100,
+    seconds: float = 5.0,
+    procs: int = 4,
+    rate: float = 0.0,
 ) -> Result:
     from jobtail.store.postgres import PostgresStore
 
@@ -175,11 +221,11 @@ def measure(
         env=env,
     )
     shares = [run_ids[i::procs] for i in range(procs)]
-    workers = _spawn_writers("writer", url, shares, seconds)
+    workers = _spawn_writers("writer", url, shares, seconds, rate)
     try:
         assert watcher.stdout is not None
         json.loads(watcher.stdout.readline())
-        total, elapsed = _run_writers(workers)
+        total, elapsed, cores = _run_writers(workers, [watcher.pid, _server_pid(url)])
         latencies = json.loads(watcher.stdout.readline())["latencies_us"]
     finally:
         for proc in [*workers, watcher]:
@@ -190,16 +236,63 @@ def measure(
                 proc.wait()
     ms = sorted(value / 1000 for value in latencies)
     cut = statistics.quantiles(ms, n=100) if len(ms) > 2 else [float("nan")] * 99
-    return Result(notify, writers, total / elapsed, cut[49], cut[98], len(ms))
+    top = ms[-1] if ms else float("nan")
+    return Result(notify, writers, total / elapsed, cut[49], cut[98], len(ms), total, top, cores)
+
+
+def _cpu_seconds(roots: list[int]) -> float:
+    """CPU time of these processes and their descendants, live or reaped (Linux's /proc; 0
+    elsewhere): the writers, the viewer and the PostgreSQL server with its backends."""
+    parents: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        pid = int(entry.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = sum(int(n) for n in fields[11:15])  # utime stime cutime cstime
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo, seen = 0, [pid for pid in roots if pid in times], set(roots)
+    while todo:
+        pid = todo.pop()
+        total += times[pid]
+        todo += [child for child in children.get(pid, []) if child not in seen]
+        seen.update(children.get(pid, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pid(url: str) -> int:
+    """The PostgreSQL server's process: the parent of a backend's."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:  # the backend lives as long as the connection
+        backend = conn.execute("select pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        try:
+            return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return 0
 
 
 def _spawn_writers(
-    role: str, url: str, shares: list[list[str]], seconds: float
+    role: str, url: str, shares: list[list[str]], seconds: float, rate: float = 0.0
 ) -> list[subprocess.Popen[str]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.pgwriters", role, url, ",".join(share), str(seconds)],
+            [
+                sys.executable,
+                "-m",
+                "bench.pgwriters",
+                role,
+                url,
+                ",".join(share),
+                str(seconds),
+                str(rate),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -209,12 +302,16 @@ def _spawn_writers(
     ]
 
 
-def _run_writers(workers: list[subprocess.Popen[str]]) -> tuple[int, float]:
-    """Wait for every writer to be ready, start them together: (lines written, seconds)."""
+def _run_writers(
+    workers: list[subprocess.Popen[str]], others: list[int]
+) -> tuple[int, float, float]:
+    """Wait for every writer to be ready, start them together: (lines written, seconds, cores
+    the writers and the ``others`` processes used meanwhile)."""
+    roots = [proc.pid for proc in workers] + others
     for proc in workers:
         assert proc.stdout is not None
         json.loads(proc.stdout.readline())
-    started = time.monotonic()
+    started, before = time.monotonic(), _cpu_seconds(roots)
     for proc in workers:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -223,7 +320,8 @@ def _run_writers(workers: list[subprocess.Popen[str]]) -> tuple[int, float]:
     for proc in workers:
         assert proc.stdout is not None
         total += json.loads(proc.stdout.readline())["lines"]
-    return total, time.monotonic() - started
+    elapsed = time.monotonic() - started
+    return total, elapsed, (_cpu_seconds(roots) - before) / elapsed
 
 
 def _measure_floor(url: str, writers: int, seconds: float, procs: int) -> Result:
@@ -237,7 +335,7 @@ def _measure_floor(url: str, writers: int, seconds: float, procs: int) -> Result
     run_ids = [f"floor{n}" for n in range(writers)]
     workers = _spawn_writers("floor", url, [run_ids[i::procs] for i in range(procs)], seconds)
     try:
-        total, elapsed = _run_writers(workers)
+        total, elapsed, cores = _run_writers(workers, [_server_pid(url)])
     finally:
         for proc in workers:
             try:
@@ -246,13 +344,13 @@ def _measure_floor(url: str, writers: int, seconds: float, procs: int) -> Result
                 proc.kill()
                 proc.wait()
     nan = float("nan")
-    return Result("floor", writers, total / elapsed, nan, nan, 0)
+    return Result("floor", writers, total / elapsed, nan, nan, 0, total, nan, cores)
 
 
 if __name__ == "__main__":
     role = sys.argv[1]
     if role == "writer":
-        writer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
+        writer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]), float(sys.argv[5]))
     elif role == "floor":
         floor_writer(sys.argv[2], sys.argv[3].split(","), float(sys.argv[4]))
     elif role == "viewer":
@@ -267,8 +365,8 @@ if __name__ == "__main__":
                 conn.execute("alter system set max_connections = 300")
             cluster.stop("fast")
             cluster.start()
-            for mode in sys.argv[1:]:
+            for mode in sys.argv[1:]:  # e.g. floor coalesced coalesced:10 (10 lines/s per run)
                 url = cluster.url(cluster.create_database())
                 apply_migrations(url)
-                print(measure(url, mode), flush=True)
-    _ = Path
+                notify, _sep, rate = mode.partition(":")
+                print(measure(url, notify, rate=float(rate or 0)), flush=True)
