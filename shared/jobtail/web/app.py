@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from .. import __version__
 from ..config import Settings
@@ -48,6 +49,16 @@ async def _redispatch(services: Services) -> None:
         log.exception("cannot hand the queued runs over again; the janitor will fail them")
 
 
+class JobtailApp(FastAPI):
+    """FastAPI with the stream hand-off layer (``web.handoff``) outside even Starlette's error
+    middleware: a live stream's writes reach the server's ``send`` through no wrapper at all,
+    and its request keeps no frame of the chain. A handed-off body that fails is logged by the
+    server, as any error after a response has started is in the end."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return HandoffMiddleware(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app; pass ``services`` to share a store/dispatcher (tests, Lambda).
 
@@ -74,7 +85,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if owned:
             services.close()
 
-    app = FastAPI(title="jobtail", version=__version__, lifespan=lifespan)
+    app = JobtailApp(title="jobtail", version=__version__, lifespan=lifespan)
     app.state.services = services
     app.state.jobtail = jobs.context
     app.state.tailer = jobs.context.tailer
@@ -82,7 +93,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.state.shutdown = shutdown
     app.add_middleware(DrainingMiddleware, shutdown=shutdown)
     app.add_middleware(AllowMiddleware, spec=app.openapi)
-    app.add_middleware(HandoffMiddleware)  # last added, outermost: streams leave the chain
     errors.install(app)
     app.include_router(pages.router)
     app.include_router(jobs)  # its lifespan (tail hub, streams) runs inside the app's
