@@ -40,6 +40,28 @@ from .store.base import (
     frame_lines,
     level_number,
 )
+from .tail_events import (
+    EncodedLinesEvent,
+    EndEvent,
+    LinesEvent,
+    StatusEvent,
+    StoreDownEvent,
+    StoreUnavailableError,
+    TailEvent,
+    WindowEndEvent,
+)
+
+__all__ = [
+    "EncodedLinesEvent",
+    "EndEvent",
+    "LinesEvent",
+    "StatusEvent",
+    "StoreDownEvent",
+    "StoreUnavailableError",
+    "TailEvent",
+    "Tailer",
+    "WindowEndEvent",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,63 +73,6 @@ BURST_LINES = 8
 """Lines a follower read must find, with more committed since, to be a burst. Fewer is a writer
 at its own pace, whose next line must not wait for a pause: at 5,000 viewers a fan-out takes
 about 80 ms, and a 10 lines/s writer's next commit often lands inside it."""
-
-
-@dataclass(frozen=True, slots=True)
-class LinesEvent:
-    """Consecutive lines in seq order: batched so a replay is a few writes, not one per line."""
-
-    lines: tuple[LogLine, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedLinesEvent:
-    """Consecutive lines already in the viewer's framing (``follow(framing=...)``): ``count``
-    lines, the last of seq ``last_seq``. Live batches are the same bytes object for every viewer
-    of the same view."""
-
-    data: bytes
-    count: int
-    last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class StatusEvent:
-    run: Run
-
-
-@dataclass(frozen=True, slots=True)
-class EndEvent:
-    """The run is finished and every line up to ``run.last_seq`` was delivered."""
-
-    run: Run
-
-
-@dataclass(frozen=True, slots=True)
-class WindowEndEvent:
-    """The stream ends before the run did (its window closed, or its follower could not go on):
-    resume with the last id."""
-
-    cursor: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoreDownEvent:
-    """A store read failed; it is retried in ``retry_in`` seconds. ``run`` is the last known
-    state of the run (None before it was first read)."""
-
-    run: Run | None
-    attempt: int
-    retry_in: float
-
-
-TailEvent = (
-    LinesEvent | EncodedLinesEvent | StatusEvent | StoreDownEvent | EndEvent | WindowEndEvent
-)
-
-
-class StoreUnavailableError(Exception):
-    """The store kept failing for longer than the tail waits for it."""
 
 
 @dataclass(slots=True)
