@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -164,15 +164,20 @@ class SQLiteStore(LogStore):
         self._keys: dict[str, tuple[str, str]] = {}  # run_id -> (upload_id, service_name)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = self._db()
-        db.executescript(SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-        for column in ("epoch", "omitted"):  # a database made before these existed
-            if column not in columns:
-                db.execute(f"ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        with self._use() as db:
+            db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+            for column in ("epoch", "omitted"):  # a database made before these existed
+                if column not in columns:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
 
     # -- connections ----------------------------------------------------------------------
+    def _use(self) -> AbstractContextManager[sqlite3.Connection]:
+        """This thread's connection, held for one operation (see sqlite_connections)."""
+        return self._connections.use()
+
     def _db(self) -> sqlite3.Connection:
+        """This thread's connection, not held: for tests only."""
         return self._connections.get()
 
     @contextmanager
@@ -187,8 +192,7 @@ class SQLiteStore(LogStore):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        with self._errors():
+        with self._use() as db, self._errors():
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -226,8 +230,9 @@ class SQLiteStore(LogStore):
         return run
 
     def get_run(self, run_id: str) -> Run | None:
-        row = self._db().execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        found = row.fetchone()
+        with self._use() as db:
+            query = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+            found = db.execute(query, (run_id,)).fetchone()
         return _run(found) if found else None
 
     def list_runs(
@@ -241,12 +246,13 @@ class SQLiteStore(LogStore):
             where.append("service_name = ?")
             params.append(service_name)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._db().execute(
-            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY created_at DESC, run_id DESC"
-            " LIMIT ?",
-            (*params, limit),
-        )
-        return [_run(row) for row in rows]
+        with self._use() as db:
+            rows = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY created_at DESC, run_id DESC"
+                " LIMIT ?",
+                (*params, limit),
+            )
+            return [_run(row) for row in rows]
 
     def claim_run(
         self, run_id: str, *, takeover_stale_before: datetime | None = None
@@ -334,25 +340,27 @@ class SQLiteStore(LogStore):
         self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
     ) -> list[Run]:
         queued = (queued_before or heartbeat_before).isoformat()
-        rows = self._db().execute(
-            f"SELECT {RUN_COLUMNS} FROM runs"
-            " WHERE (status = 'running' AND COALESCE(heartbeat_at, created_at) < ?)"
-            " OR (status = 'queued' AND created_at < ?) ORDER BY created_at LIMIT ?",
-            (heartbeat_before.isoformat(), queued, limit),
-        )
-        return [_run(row) for row in rows]
+        with self._use() as db:
+            rows = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs"
+                " WHERE (status = 'running' AND COALESCE(heartbeat_at, created_at) < ?)"
+                " OR (status = 'queued' AND created_at < ?) ORDER BY created_at LIMIT ?",
+                (heartbeat_before.isoformat(), queued, limit),
+            )
+            return [_run(row) for row in rows]
 
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000
     ) -> list[Run]:
         created, run_id = (after[0].isoformat(), after[1]) if after else ("", "")
-        rows = self._db().execute(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued'"
-            " AND (created_at > ? OR (created_at = ? AND run_id > ?))"
-            " ORDER BY created_at, run_id LIMIT ?",
-            (created, created, run_id, limit),
-        )
-        return [_run(row) for row in rows]
+        with self._use() as db:
+            rows = db.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'queued'"
+                " AND (created_at > ? OR (created_at = ? AND run_id > ?))"
+                " ORDER BY created_at, run_id LIMIT ?",
+                (created, created, run_id, limit),
+            )
+            return [_run(row) for row in rows]
 
     def purge(self, finished_before: datetime) -> int:
         with self._tx() as db:
@@ -369,7 +377,8 @@ class SQLiteStore(LogStore):
         if len(lines) == 1 and lines[0].seq > 0:
             row = self._row(run_id, lines[0])
             try:
-                self._db().execute(INSERT_NEXT, (*row, epoch))
+                with self._use() as db:
+                    db.execute(INSERT_NEXT, (*row, epoch))
             except sqlite3.IntegrityError:
                 pass  # not the next line, or not this writer's run: the checked path says why
             except sqlite3.OperationalError as exc:
@@ -387,17 +396,16 @@ class SQLiteStore(LogStore):
         return state[2]
 
     def _last_seq(self, run_id: str) -> int:
-        return int(self._db().execute(LAST_SEQ, (run_id,)).fetchone()[0])
+        with self._use() as db:
+            return int(db.execute(LAST_SEQ, (run_id,)).fetchone()[0])
 
     def _key(self, run_id: str) -> tuple[str, str]:
         """The run's (upload_id, service_name), which each line row repeats; cached."""
         key = self._keys.get(run_id)
         if key is None:
-            found = (
-                self._db()
-                .execute("SELECT upload_id, service_name FROM runs WHERE run_id = ?", (run_id,))
-                .fetchone()
-            )
+            with self._use() as db:
+                query = "SELECT upload_id, service_name FROM runs WHERE run_id = ?"
+                found = db.execute(query, (run_id,)).fetchone()
             if found is None:
                 raise RunNotFoundError(run_id)
             if len(self._keys) > 10_000:
@@ -442,15 +450,16 @@ class SQLiteStore(LogStore):
             params.append(level_number(min_level))
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
-        return [_line(row) for row in self._db().execute(sql, params)]
+        with self._use() as db:
+            return [_line(row) for row in db.execute(sql, params)]
 
     def search(
         self, run_id: str, query: SearchQuery, *, after: int, upto: int, limit: int, deadline: float
     ) -> SearchHits:
         """In SQL (``instr``/``LIKE``; a registered function for regexes and ANSI lines)."""
-        db, window = self._db(), self.search_window
-        bounds = {"after": after, "upto": upto, "limit": limit}
-        return sqlite_search(db, run_id, query, **bounds, deadline=deadline, window=window)
+        window, bounds = self.search_window, {"after": after, "upto": upto, "limit": limit}
+        with self._use() as db:
+            return sqlite_search(db, run_id, query, **bounds, deadline=deadline, window=window)
 
     def read_framed(
         self,
@@ -477,6 +486,6 @@ class SQLiteStore(LogStore):
         sql += " ORDER BY seq LIMIT ?"
         params.append(limit)
         page = "SELECT count(*), coalesce(max(seq), 0), coalesce(group_concat(frame, ''), '')"
-        with self._errors():
-            count, last, text = self._db().execute(f"{page} FROM ({sql})", params).fetchone()
+        with self._use() as db, self._errors():
+            count, last, text = db.execute(f"{page} FROM ({sql})", params).fetchone()
         return FramedLines(text.encode(), count, last)

@@ -59,7 +59,8 @@ class SQLiteStreams(SqlStreamStore):
         self.path = str(path)
         self.synchronous = synchronous
         self._connections = ThreadConnections(self.path, synchronous, error=StreamError)
-        self._db().executescript(SCHEMA)
+        with self._connections.use() as db:
+            db.executescript(SCHEMA)
 
     @classmethod
     def from_store(cls, store: SQLiteStore) -> SQLiteStreams:
@@ -70,25 +71,25 @@ class SQLiteStreams(SqlStreamStore):
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._connections.use() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     @contextmanager
     def _read_tx(self) -> Iterator[Tx]:
-        db = self._db()
-        db.execute("BEGIN")  # a snapshot: the stream row and its data agree
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")  # keeps the removal of an expired stream found on the way
+        with self._connections.use() as db:
+            db.execute("BEGIN")  # a snapshot: the stream row and its data agree
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")  # keeps the removal of an expired stream found on the way
 
     def close(self) -> None:
         self._connections.close()
