@@ -45,14 +45,19 @@ def writer(url: str, run_ids: list[str], seconds: float, rate: float = 0.0) -> N
         # now, not in the first second of the figure.
         loggers[i].info("warm")
 
+    commits: list[int] = []  # how long each log() took, µs: the commit's share of the latency
+
     def log(i: int, stop: float) -> int:
         count = 0
         for _ in _ticks(stop, rate, random.Random(run_ids[i]).random()):
-            loggers[i].info(f"{MARK}{time.time_ns()}")
+            sent = time.time_ns()
+            loggers[i].info(f"{MARK}{sent}")
+            commits.append((time.time_ns() - sent) // 1000)
             count += 1
         return count
 
-    print(json.dumps({"lines": _each_run(prime, log, len(run_ids), seconds)}), flush=True)
+    total = _each_run(prime, log, len(run_ids), seconds)
+    print(json.dumps({"lines": total, "commit_us": commits}), flush=True)
     store.close()
 
 
@@ -186,6 +191,8 @@ class Result:
     lines: int = 0
     max_ms: float = float("nan")
     cores: float = float("nan")  # CPU the bench's processes and the server used, in cores
+    commit_p50_ms: float = float("nan")  # log() until it returned (the line committed)
+    commit_p99_ms: float = float("nan")
 
 
 def measure(
@@ -225,7 +232,7 @@ def measure(
     try:
         assert watcher.stdout is not None
         json.loads(watcher.stdout.readline())
-        total, elapsed, cores = _run_writers(workers, [watcher.pid, _server_pid(url)])
+        total, elapsed, cores, commits = _run_writers(workers, [watcher.pid, _server_pid(url)])
         latencies = json.loads(watcher.stdout.readline())["latencies_us"]
     finally:
         for proc in [*workers, watcher]:
@@ -235,9 +242,15 @@ def measure(
                 proc.kill()
                 proc.wait()
     ms = sorted(value / 1000 for value in latencies)
-    cut = statistics.quantiles(ms, n=100) if len(ms) > 2 else [float("nan")] * 99
-    top = ms[-1] if ms else float("nan")
-    return Result(notify, writers, total / elapsed, cut[49], cut[98], len(ms), total, top, cores)
+    cut, commit = _percentiles(ms), _percentiles(sorted(us / 1000 for us in commits))
+    top = max(ms, default=float("nan"))
+    result = Result(notify, writers, total / elapsed, cut[49], cut[98], len(ms), total, top, cores)
+    result.commit_p50_ms, result.commit_p99_ms = commit[49], commit[98]
+    return result
+
+
+def _percentiles(ms: list[float]) -> list[float]:
+    return statistics.quantiles(ms, n=100) if len(ms) > 2 else [float("nan")] * 99
 
 
 def _cpu_seconds(roots: list[int]) -> float:
@@ -304,9 +317,9 @@ def _spawn_writers(
 
 def _run_writers(
     workers: list[subprocess.Popen[str]], others: list[int]
-) -> tuple[int, float, float]:
+) -> tuple[int, float, float, list[int]]:
     """Wait for every writer to be ready, start them together: (lines written, seconds, cores
-    the writers and the ``others`` processes used meanwhile)."""
+    the writers and the ``others`` processes used meanwhile, how long each log() took in µs)."""
     roots = [proc.pid for proc in workers] + others
     for proc in workers:
         assert proc.stdout is not None
@@ -316,12 +329,14 @@ def _run_writers(
         assert proc.stdin is not None
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    total = 0
+    total, commits = 0, list[int]()
     for proc in workers:
         assert proc.stdout is not None
-        total += json.loads(proc.stdout.readline())["lines"]
+        got = json.loads(proc.stdout.readline())
+        total += got["lines"]
+        commits += got.get("commit_us", [])
     elapsed = time.monotonic() - started
-    return total, elapsed, (_cpu_seconds(roots) - before) / elapsed
+    return total, elapsed, (_cpu_seconds(roots) - before) / elapsed, commits
 
 
 def _measure_floor(url: str, writers: int, seconds: float, procs: int) -> Result:
@@ -335,7 +350,7 @@ def _measure_floor(url: str, writers: int, seconds: float, procs: int) -> Result
     run_ids = [f"floor{n}" for n in range(writers)]
     workers = _spawn_writers("floor", url, [run_ids[i::procs] for i in range(procs)], seconds)
     try:
-        total, elapsed, cores = _run_writers(workers, [_server_pid(url)])
+        total, elapsed, cores, _commits = _run_writers(workers, [_server_pid(url)])
     finally:
         for proc in workers:
             try:

@@ -294,7 +294,8 @@ def _paced_row(rate: float, got: pgwriters.Result) -> Row:
     seen = "every line" if got.seen == got.lines else f"{got.seen:,} of {got.lines:,} lines seen"
     return (
         f"  (paced: each writer at {rate:g}/s, {offered:,.0f} lines/s offered; {seen}; the"
-        f" writers, viewer and server used {got.cores:.2f} cores)",
+        f" writers, viewer and server used {got.cores:.2f} cores; log() itself, to the commit,"
+        f" p50 / p99 {got.commit_p50_ms:,.1f} / {got.commit_p99_ms:,.1f} ms)",
         f"{got.lines_per_s:,.0f} lines/s, p50 / p99 / max {got.p50_ms:,.1f} /"
         f" {got.p99_ms:,.1f} / {got.max_ms:,.1f} ms",
         "p99 <= 10 ms",
