@@ -22,17 +22,35 @@ from .conftest import open_store
 PLAIN = {"Content-Type": "text/plain"}
 
 
-def expire(kind: str, request: pytest.FixtureRequest, tmp_path: Path, path: str) -> None:
-    """Move the stream's last touch to 1970: its sliding TTL ran out (no sleeping for it)."""
-    query = "UPDATE streams SET touched_at = 0 WHERE path = ?"
+def run_sql(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, query: str, path: str
+) -> tuple[int, object]:
+    """Run ``query`` (one ``?``: the path) on the server's database: its row count and first
+    value (None without one)."""
     if kind == "sqlite":
         with sqlite3.connect(tmp_path / "store.db") as db:
-            assert db.execute(query, (path,)).rowcount == 1
-        return
+            cursor = db.execute(query, (path,))
+            row = cursor.fetchone()
+            return cursor.rowcount, None if row is None else row[0]
     import psycopg
 
     with psycopg.connect(request.getfixturevalue("pg_url"), autocommit=True) as conn:
-        assert conn.execute(query.replace("?", "%s"), (path,)).rowcount == 1
+        found = conn.execute(query.replace("?", "%s"), (path,))  # type: ignore[arg-type]
+        row = found.fetchone() if found.description else None
+        return found.rowcount, None if row is None else row[0]
+
+
+def expire(kind: str, request: pytest.FixtureRequest, tmp_path: Path, path: str) -> None:
+    """Move the stream's last touch to 1970: its sliding TTL ran out (no sleeping for it)."""
+    query = "UPDATE streams SET touched_at = 0 WHERE path = ?"
+    assert run_sql(kind, request, tmp_path, query, path)[0] == 1
+
+
+ROWS = (
+    "SELECT count(*) FROM (SELECT stream_id FROM streams UNION ALL SELECT stream_id FROM"
+    " streams_chunks UNION ALL SELECT stream_id FROM streams_producers) t WHERE stream_id = ?"
+)
+"""Rows a stream (by its id) has in the three tables: its own, its data, its producers'."""
 
 
 @pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -45,6 +63,11 @@ def test_an_expired_source_with_forks_answers_410_every_time(
     settings = Settings(data_dir=tmp_path, store="sqlite:///unused")
     services = Services.from_settings(settings, store=open_store(kind, request, tmp_path))
     client = httpx.Client(base_url=f"{serve(create_app(services=services)).url}/v1/stream")
+    ids: dict[str, str] = {}
+
+    def stored(path: str) -> object:
+        return run_sql(kind, request, tmp_path, ROWS, ids[path])[1]
+
     try:
         for path, headers, body in (
             ("old", {**PLAIN, "Stream-TTL": "3600"}, b"kept"),
@@ -53,6 +76,8 @@ def test_an_expired_source_with_forks_answers_410_every_time(
         ):
             created = client.put(f"/{path}", headers=headers, content=body)
             assert created.status_code == 201, (path, created.text)
+            query = "SELECT stream_id FROM streams WHERE path = ?"
+            ids[path] = str(run_sql(kind, request, tmp_path, query, path)[1])
         expire(kind, request, tmp_path, "old")
         expire(kind, request, tmp_path, "lone")
         statuses = [
@@ -67,9 +92,14 @@ def test_an_expired_source_with_forks_answers_410_every_time(
             )
         ]
         assert statuses == [410, 410, 410, 409, 404] * 3, " ".join(map(str, statuses))
+        assert stored("lone") == 0  # gone from the tables, not hidden
+        assert stored("old") == 2  # its row and data, for its fork
+        query = "SELECT deleted FROM streams WHERE path = ?"
+        assert run_sql(kind, request, tmp_path, query, "old")[1] == 1  # committed, not answered
         assert client.get("/young", params={"offset": "-1"}).content == b"kept"
         assert client.delete("/young").status_code == 204  # its last fork: the source goes
         assert client.head("/old").status_code == 404
+        assert stored("old") == 0
     finally:
         client.close()
         services.close()

@@ -6,6 +6,7 @@ last append, serialized appends), forks that copy nothing, expiry."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -151,6 +152,111 @@ def test_an_expired_source_with_forks_is_gone_every_time(
     streams.delete("young")  # the last fork: the source goes too
     with pytest.raises(StreamNotFound):
         streams.head("old")
+
+
+def rows_of(streams: StreamStore, request: pytest.FixtureRequest, stream_id: str) -> int:
+    """Rows a stream still has in the three tables (its own row, data, producer state)."""
+    query = (
+        "SELECT count(*) FROM (SELECT stream_id FROM streams UNION ALL SELECT stream_id FROM"
+        " streams_chunks UNION ALL SELECT stream_id FROM streams_producers) t WHERE stream_id = ?"
+    )
+    return int(sql(streams, request, query, stream_id))
+
+
+def expire(streams: StreamStore, request: pytest.FixtureRequest, path: str) -> None:
+    """Move the stream's last touch to 1970: its sliding TTL ran out (no sleeping for it)."""
+    sql(streams, request, "UPDATE streams SET touched_at = 0 WHERE path = ?", path)
+
+
+MEETINGS: dict[str, Callable[[StreamStore], object]] = {
+    "head": lambda s: s.head("brief"),
+    "read": lambda s: s.read("brief", "-1"),
+    "append": lambda s: s.append("brief", AppendRequest(b"more", "text/plain")),
+    "delete": lambda s: s.delete("brief"),
+    "fork": lambda s: s.create("twig", CreateRequest(fork_from="brief")),
+}
+
+
+@pytest.mark.parametrize("meet", list(MEETINGS))
+def test_an_expired_stream_s_rows_go_when_a_request_meets_it(
+    streams: StreamStore, request: pytest.FixtureRequest, meet: str
+) -> None:
+    """The removal commits although the request is refused (404): before, it rolled back with
+    the refusal and the row, its data and its producers' state stayed for good."""
+    body = CreateRequest("text/plain", Expiry(ttl=3600), body=b"data")
+    stream_id = streams.create("brief", body).meta.stream_id
+    streams.append("brief", AppendRequest(b"!", "text/plain", producer=Producer("p", 0, 0)))
+    assert rows_of(streams, request, stream_id) == 4
+    expire(streams, request, "brief")
+    for _ in range(2):
+        with pytest.raises(StreamNotFound):
+            MEETINGS[meet](streams)
+        assert rows_of(streams, request, stream_id) == 0
+    assert sql(streams, request, "SELECT count(*) FROM streams WHERE path = ?", "twig") == 0
+
+
+def test_an_expired_source_stays_for_its_forks_and_goes_with_the_last(
+    streams: StreamStore, request: pytest.FixtureRequest
+) -> None:
+    """Met expired, a source that forks read is soft-deleted for good (committed, not only
+    answered 410), its data kept for them; the last fork, expired in turn, takes it along."""
+    old = streams.create("old", CreateRequest("text/plain", Expiry(ttl=3600), body=b"kept"))
+    fork = CreateRequest(expiry=Expiry(ttl=3600), fork_from="old")
+    young = streams.create("young", fork).meta.stream_id
+    streams.create("other", fork)
+    expire(streams, request, "old")
+    with pytest.raises(StreamGone):
+        streams.read("old", "-1")
+    assert sql(streams, request, "SELECT deleted FROM streams WHERE path = ?", "old") == 1
+    assert rows_of(streams, request, old.meta.stream_id) == 2
+    streams.delete("other")
+    assert text(streams, "young") == b"kept"
+    expire(streams, request, "young")
+    with pytest.raises(StreamNotFound):
+        streams.head("young")
+    assert rows_of(streams, request, young) == 0
+    assert rows_of(streams, request, old.meta.stream_id) == 0
+
+
+def test_a_last_fork_takes_its_expired_source_along(
+    streams: StreamStore, request: pytest.FixtureRequest
+) -> None:
+    """A source that expired unseen (never met, so never soft-deleted) goes with its last
+    fork, as a deleted one does, not left for a request that may never come."""
+    old = streams.create("old", CreateRequest("text/plain", Expiry(ttl=3600), body=b"kept"))
+    streams.create("young", CreateRequest(expiry=Expiry(ttl=3600), fork_from="old"))
+    expire(streams, request, "old")
+    streams.delete("young")
+    assert rows_of(streams, request, old.meta.stream_id) == 0
+
+
+def test_requests_meeting_an_expired_stream_at_once_all_answer_404(
+    streams: StreamStore, request: pytest.FixtureRequest
+) -> None:
+    """Readers, a writer and a fork of an expired stream at the same moment: each removes it or
+    finds it removed, none fails otherwise (SQLite: reads never take the write lock in their
+    snapshot), and its rows are gone."""
+    stream_id = streams.create("brief", CreateRequest("text/plain", Expiry(ttl=3600))).meta
+    expire(streams, request, "brief")
+    meetings = [MEETINGS[name] for name in ("head", "read", "read", "append", "fork")] * 2
+    start = threading.Barrier(len(meetings))
+    answers: list[BaseException | None] = [None] * len(meetings)
+
+    def meet(index: int) -> None:
+        start.wait(timeout=10)
+        try:
+            meetings[index](streams)
+        except BaseException as exc:  # the answer is checked below
+            answers[index] = exc
+
+    threads = [threading.Thread(target=meet, args=(i,)) for i in range(len(meetings))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [type(answer) for answer in answers] == [StreamNotFound] * len(meetings)
+    assert rows_of(streams, request, stream_id.stream_id) == 0
+    assert sql(streams, request, "SELECT count(*) FROM streams WHERE path = ?", "twig") == 0
 
 
 @pytest.mark.postgres

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import wraps
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 from ..store.base import ListenerSet, RunStatus
 
@@ -69,6 +72,19 @@ class StreamNotFound(StreamError):
 
 class StreamGone(StreamError):
     """Soft-deleted: kept only for its forks (410)."""
+
+
+@dataclass
+class StreamExpired(StreamError):
+    """The stream at ``path`` was found expired inside an operation's transaction. Never an
+    answer: ``expiring`` removes it in a transaction of its own and runs the operation again.
+    Removing it inside the operation's transaction would not stick: the 404 or 410 that
+    operation then raises rolls the removal back with it."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return f"stream {self.path!r} expired"
 
 
 class StreamConflict(StreamError):
@@ -255,3 +271,37 @@ class StreamStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+
+EXPIRY_ROUNDS = 4
+"""Operation attempts per request: each expired stream it meets (its own, a fork's source) is
+removed before the next; a path that keeps expiring reads as absent after that many."""
+
+
+class Expires(Protocol):
+    def _expire(self, path: str) -> None:
+        """Remove (with live forks: soft-delete) the stream at ``path`` if it is expired, in a
+        transaction of its own that holds the stream's write lock."""
+
+
+S = TypeVar("S", bound=Expires)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def expiring(operation: Callable[Concatenate[S, P], T]) -> Callable[Concatenate[S, P], T]:
+    """A store operation that removes the expired streams it meets and runs again: the removal
+    commits on its own before the answer (404, or 410 while forks still read the stream), so
+    their rows go as the protocol's reference server drops an expired stream on access. Two
+    requests meeting the same expired stream both remove it; the second finds nothing to do."""
+
+    @wraps(operation)
+    def run(store: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        for _ in range(EXPIRY_ROUNDS):
+            try:
+                return operation(store, *args, **kwargs)
+            except StreamExpired as exc:
+                store._expire(exc.path)
+        raise StreamNotFound("the stream expired")
+
+    return run

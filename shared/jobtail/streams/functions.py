@@ -27,11 +27,13 @@ from .base import (
     StreamClosedError,
     StreamConflict,
     StreamError,
+    StreamExpired,
     StreamGone,
     StreamInvalid,
     StreamMeta,
     StreamNotFound,
     StreamStore,
+    expiring,
     is_json,
     parse_offset,
 )
@@ -56,6 +58,8 @@ def refused(sqlstate: str | None, message: str, detail: str | None) -> StreamErr
     if not isinstance(data, dict) or "stream_error" not in data:
         return None
     kind = data["stream_error"]
+    if "expired" in data:
+        return StreamExpired(str(data["expired"]))
     if kind == "closed":
         return StreamClosedError(str(data["next_offset"]))
     if kind == "stale_epoch":
@@ -118,6 +122,13 @@ class FunctionStreams(StreamStore):
         left out for its default). ``get``: the call only reads (PostgREST may run it as a GET
         in a read-only transaction). ``retry``: safe to send again after a lost reply."""
 
+    def _expire(self, path: str) -> None:
+        """``jobtail_stream_expire`` (``0011_stream_expiry_commit.sql``): its own transaction, so
+        the removal commits, unlike inside the call that met the expired stream and refused."""
+        if self._call("expire", {"p_path": path}):
+            self.listeners.notify(path)
+
+    @expiring
     def create(self, path: str, request: CreateRequest) -> Created:
         expiry = request.expiry
         if expiry.ttl is not None and expiry.expires_at is not None:
@@ -143,6 +154,7 @@ class FunctionStreams(StreamStore):
             self.listeners.notify(path)
         return Created(decode_meta(result["meta"]), created=bool(result["created"]))
 
+    @expiring
     def append(self, path: str, request: AppendRequest) -> Appended:
         if not request.body and not request.close:
             raise StreamInvalid("empty body: send data, or Stream-Closed: true to close")
@@ -166,13 +178,16 @@ class FunctionStreams(StreamStore):
             self.listeners.notify(path)
         return Appended(decode_meta(result["meta"]), duplicate=duplicate, producer=echoed)
 
+    @expiring
     def delete(self, path: str) -> None:
         self._call("delete", {"p_path": path}, retry=False)
         self.listeners.notify(path)
 
+    @expiring
     def head(self, path: str) -> StreamMeta:
         return decode_meta(self._call("head", {"p_path": path}, get=True))
 
+    @expiring
     def read(self, path: str, offset: str | None) -> Chunk:
         params = {
             "p_path": path,

@@ -12,7 +12,9 @@ Tables (``streams``, ``streams_chunks``, ``streams_producers``): a stream row pe
 tail and closed flag; data rows ``[start, stop)`` in units; producer state per stream. A fork
 points at its source and fork offset: reads below it are served from the source (recursively),
 nothing is copied; a source with forks is soft-deleted (410 Gone) on DELETE or once it expires,
-and removed with its last fork.
+and removed with its last fork. An operation that meets an expired stream stops
+(``StreamExpired``); ``expiring`` removes the stream in a write transaction of its own, which
+commits whatever the operation then answers, and runs it again.
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ from .base import (
     StaleEpochError,
     StreamClosedError,
     StreamConflict,
+    StreamExpired,
     StreamGone,
     StreamInvalid,
     StreamMeta,
     StreamNotFound,
     StreamStore,
+    expiring,
     is_json,
     media_type,
     parse_offset,
@@ -138,20 +142,30 @@ class SqlStreamStore(StreamStore):
 
     # -- rows -------------------------------------------------------------------------------
     def _row(self, tx: Tx, path: str) -> Row | None:
-        """The stream at ``path``; an expired one is removed on the way and reads as absent,
-        unless forks still read it: then it is soft-deleted as a DELETE would, and reads as
-        deleted (410) from this request on, not absent once and gone after."""
+        """The stream at ``path``; an expired one raises ``StreamExpired`` (see ``_expire``)."""
         found = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE path = ?", (path,))
         r = found.fetchone()
         if r is None:
             return None
         row = Row.of(r)
         if not row.deleted and row.expired(time.time()):
-            self._remove(tx, row)
-            if row.forks == 0:
-                return None
-            row.deleted = True
+            raise StreamExpired(path)
         return row
+
+    def _expire(self, path: str) -> None:
+        """Remove the stream at ``path`` if it is still expired, in a transaction of its own:
+        one with forks is soft-deleted (410 from then on) and goes with its last fork. The
+        write lock makes a concurrent remover of it, or a fork of it, come before or after."""
+        with self._tx() as tx:
+            found = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE path = ?", (path,))
+            r = found.fetchone()
+            if r is None:
+                return
+            row = Row.of(r)
+            if row.deleted or not row.expired(time.time()):
+                return
+            self._remove(tx, row)
+        self.listeners.notify(path)
 
     def _by_id(self, tx: Tx, stream_id: str) -> Row:
         r = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,))
@@ -176,7 +190,7 @@ class SqlStreamStore(StreamStore):
         if row.fork_of is not None:
             tx.execute("UPDATE streams SET forks = forks - 1 WHERE stream_id = ?", (row.fork_of,))
             source = self._by_id(tx, row.fork_of)
-            if source.deleted and source.forks == 0:
+            if source.forks == 0 and (source.deleted or source.expired(time.time())):
                 self._remove(tx, source)
 
     def _write(self, tx: Tx, row: Row, body: bytes, *, allow_empty: bool) -> int:
@@ -198,6 +212,7 @@ class SqlStreamStore(StreamStore):
         return stop
 
     # -- create ---------------------------------------------------------------------------------
+    @expiring
     def create(self, path: str, request: CreateRequest) -> Created:
         if request.expiry.ttl is not None and request.expiry.expires_at is not None:
             raise StreamInvalid("send Stream-TTL or Stream-Expires-At, not both")
@@ -289,6 +304,7 @@ class SqlStreamStore(StreamStore):
         return row.meta()
 
     # -- append / close ---------------------------------------------------------------------------
+    @expiring
     def append(self, path: str, request: AppendRequest) -> Appended:
         if not request.body and not request.close:
             raise StreamInvalid("empty body: send data, or Stream-Closed: true to close")
@@ -369,17 +385,20 @@ class SqlStreamStore(StreamStore):
         return None
 
     # -- delete / head ----------------------------------------------------------------------------
+    @expiring
     def delete(self, path: str) -> None:
         with self._tx() as tx:
             row = self._open(tx, path)
             self._remove(tx, row)
         self.listeners.notify(path)
 
+    @expiring
     def head(self, path: str) -> StreamMeta:
         with self._read_tx() as tx:
             return self._open(tx, path).meta()
 
     # -- read -------------------------------------------------------------------------------------
+    @expiring
     def read(self, path: str, offset: str | None) -> Chunk:
         units = None if offset is None else parse_offset(offset)
         with self._read_tx() as tx:

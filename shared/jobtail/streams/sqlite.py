@@ -89,7 +89,7 @@ class SQLiteStreams(SqlStreamStore):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")  # keeps the removal of an expired stream found on the way
+            db.execute("COMMIT")
 
     def close(self) -> None:
         self._connections.close()
