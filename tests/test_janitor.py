@@ -90,6 +90,11 @@ class WritesFail(SQLiteStore):
             raise StoreError("database or disk is full")
         super().heartbeat(run_id, epoch=epoch)
 
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
+        if self.down:
+            raise StoreError("database or disk is full")
+        return super().restart_heartbeats(after, limit)
+
 
 def test_a_store_outage_is_not_a_dead_worker(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -179,19 +184,17 @@ def test_after_an_outage_more_running_runs_than_a_page_all_get_a_fresh_clock(
 
 
 class CountsReads(WritesFail):
-    """``WritesFail`` counting its reads of the stale runs (the janitor's pages)."""
+    """``WritesFail`` counting the janitor's pages of heartbeats."""
 
     reads = 0
 
-    def stale_runs(
-        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
-    ) -> list[Run]:
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
         self.reads += 1
-        return super().stale_runs(heartbeat_before, queued_before, limit)
+        return super().restart_heartbeats(after, limit)
 
 
 def test_after_an_outage_a_short_page_is_the_last_one_read(tmp_path: Path) -> None:
-    """Fewer running runs than a page: the restart beats them and stops, with no read of the
+    """Fewer running runs than a page: the restart beats them and stops, with no call for the
     empty page after them (each sweep of a janitor in a loop would pay for it)."""
     store = CountsReads(tmp_path / "s.db")
     run = store.create_run("up", "svc")

@@ -12,17 +12,20 @@ dead worker) before it fails the same way, with a message saying no worker start
 
 A store outage is not a dead worker: while the store is down no worker can heartbeat, so once
 it is back every run looks silent. ``Janitor`` (the in-process sweeper) therefore fails nothing
-after a sweep the store refused: its next sweeps touch the heartbeat of the runs that look
-stale instead, and only once that write landed (the store takes writes again, and every run's
-clock restarted) does it judge runs again, ``stale_after`` later. A dead worker's run is failed
-that much later; a live one is never taken for dead because of an outage.
+after a sweep the store refused: its next sweeps touch the heartbeat of every running run
+instead, and only once that write landed (the store takes writes again, and every run's clock
+restarted) does it judge runs again, ``stale_after`` later. A dead worker's run is failed that
+much later; a live one is never taken for dead because of an outage. The restart pages through
+the running runs by id and the store stamps them with its own clock (on PostgreSQL and Supabase
+the database's, as the workers' heartbeats), so it reaches every run whatever the janitor's
+clock says.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from .store.base import LogStore, Run, RunStatus, StoreError, utcnow
 
@@ -30,7 +33,6 @@ __all__ = ["Janitor", "SweepResult", "explain", "stale_error", "sweep"]
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 RESTART_PAGE = 1000  # running runs heartbeaten per read after an outage
 
 
@@ -95,8 +97,8 @@ def sweep(
 class Janitor:
     """``sweep`` with a memory of store outages, for a process that sweeps now and then.
 
-    After a sweep the store refused, the running runs that look stale get a heartbeat from the
-    janitor instead of their end; once that lands (the outage is over), sweeping resumes.
+    After a sweep the store refused, the running runs get a heartbeat from the janitor instead
+    of their end; once that lands (the outage is over), sweeping resumes.
     A refused sweep is one warning, not a traceback: an outage is expected weather.
     """
 
@@ -136,17 +138,10 @@ class Janitor:
 
     def _restart_clocks(self) -> None:
         """Heartbeat every running run on its worker's behalf: each gets a fresh
-        ``stale_after`` from now, as its worker could not beat during the outage. A run beaten
-        leaves the "silent since before now" set, so the next page holds the next runs; a page
-        with no run left to beat (each one ended or beat meanwhile) ends the restart."""
-        now = utcnow()
-        beaten: set[str] = set()
-        while True:
-            page = self.store.stale_runs(now, queued_before=EPOCH, limit=RESTART_PAGE)
-            running = [r.run_id for r in page if r.status is RunStatus.RUNNING]
-            fresh = [run_id for run_id in running if run_id not in beaten]
-            for run_id in fresh:
-                self.store.heartbeat(run_id)
-            beaten.update(fresh)
-            if len(page) < RESTART_PAGE or not fresh:
-                return
+        ``stale_after`` from now, as its worker could not beat during the outage. Pages follow
+        each other by run id (not by "silent since before the janitor's now": a database clock
+        behind the janitor's kept a page beaten in that set, and the restart ended at it); a
+        short page is the last."""
+        page = self.store.restart_heartbeats("", RESTART_PAGE)
+        while len(page) == RESTART_PAGE:
+            page = self.store.restart_heartbeats(page[-1], RESTART_PAGE)

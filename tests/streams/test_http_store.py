@@ -207,6 +207,7 @@ def test_server_side_operations_are_refused_by_name() -> None:
     for call, what in (
         (lambda: worker.list_runs(), "listing runs"),
         (lambda: worker.stale_runs(utcnow()), "the janitor"),
+        (lambda: worker.restart_heartbeats(), "the janitor"),
         (lambda: worker.purge(utcnow()), "purging"),
         (lambda: worker.read("r"), "reading \\(use jobtail.streams.client.follow\\)"),
     ):

@@ -353,6 +353,13 @@ class LogStore(ABC):
         """Running runs silent since before ``heartbeat_before`` and queued runs created before
         ``queued_before`` (default: the same bound), oldest first."""
 
+    @abstractmethod
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
+        """Heartbeat up to ``limit`` running runs whose id follows ``after``, in id order, with
+        the store's own clock (as their workers' heartbeats are): the janitor's restart after an
+        outage. Returns the page's ids; the next page follows the last. Keyed on the id, so the
+        paging never depends on two clocks agreeing."""
+
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000
     ) -> list[Run]:

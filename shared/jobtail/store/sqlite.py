@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_key ON runs (upload_id, service_name, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (upload_id, service_name)
     WHERE status IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS runs_running ON runs (run_id) WHERE status = 'running';
 CREATE TABLE IF NOT EXISTS runs_logs (
     run_id       TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     seq          INTEGER NOT NULL,
@@ -348,6 +349,16 @@ class SQLiteStore(LogStore):
                 (heartbeat_before.isoformat(), queued, limit),
             )
             return [_run(row) for row in rows]
+
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
+        with self._tx() as db:  # the page and its heartbeats in one write transaction
+            rows = db.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE run_id IN (SELECT run_id FROM runs"
+                " WHERE status = 'running' AND run_id > ? ORDER BY run_id LIMIT ?)"
+                " RETURNING run_id",
+                (utcnow().isoformat(), after, limit),
+            )
+            return sorted(row[0] for row in rows)
 
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000

@@ -324,6 +324,10 @@ class SupabaseStore(LogStore):
         params["p_limit"] = limit
         return [_run(row) for row in self.rpc("jobtail_stale_runs", params, read=True)]
 
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
+        params = {"p_after": after, "p_limit": limit}
+        return [str(run_id) for run_id in self.rpc("jobtail_restart_heartbeats", params)]
+
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000
     ) -> list[Run]:

@@ -235,6 +235,9 @@ class HttpStore(LogStore):
     ) -> list[Run]:
         raise self._server_side("the janitor")
 
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
+        raise self._server_side("the janitor")
+
     def purge(self, finished_before: datetime) -> int:
         raise self._server_side("purging")
 
