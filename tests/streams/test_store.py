@@ -25,6 +25,7 @@ from jobtail.streams.base import (
     StreamStore,
 )
 from jobtail.streams.sqlite import SQLiteStreams
+from tests.waiting import wait_for
 
 
 def sql(
@@ -257,6 +258,57 @@ def test_requests_meeting_an_expired_stream_at_once_all_answer_404(
     assert [type(answer) for answer in answers] == [StreamNotFound] * len(meetings)
     assert rows_of(streams, request, stream_id.stream_id) == 0
     assert sql(streams, request, "SELECT count(*) FROM streams WHERE path = ?", "twig") == 0
+
+
+@pytest.mark.postgres
+def test_a_fork_landing_as_its_source_expires_keeps_the_source_for_it(pg_url: str) -> None:
+    """The removal of an expired source waits on the row lock of a fork being created from it
+    and then counts that fork: the source is soft-deleted (410), not removed under the fork,
+    which reads its data."""
+    import psycopg
+
+    from jobtail.streams.postgres import PostgresStreams
+
+    streams = PostgresStreams(pg_url)
+    try:
+        streams.create("old", CreateRequest("text/plain", Expiry(ttl=3600), body=b"kept"))
+        with psycopg.connect(pg_url) as forking, psycopg.connect(pg_url, autocommit=True) as watch:
+            forking.execute("select jobtail_stream_create(p_path => 'young', p_fork_from => 'old')")
+            forking.execute("update streams set touched_at = 0 where path = 'old'")  # expires now
+            expiring = threading.Thread(target=streams._expire, args=("old",))
+            expiring.start()
+
+            def waits() -> bool:
+                found = watch.execute(
+                    "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                    " and query like '%%jobtail_stream_expire%%'"
+                ).fetchone()
+                return found is not None and found[0] > 0
+
+            wait_for(waits, what="the expiry to wait on the fork's lock")
+            forking.commit()
+            expiring.join(timeout=20)
+        assert not expiring.is_alive()
+        assert rows_of_pg(pg_url, "old") == (1, 1)  # soft-deleted, data kept
+        with pytest.raises(StreamGone):
+            streams.head("old")
+        assert text(streams, "young") == b"kept"
+    finally:
+        streams.close()
+
+
+def rows_of_pg(pg_url: str, path: str) -> tuple[int, int]:
+    """The stream's deleted flag and how many data rows it holds, on PostgreSQL."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        found = conn.execute(
+            "select s.deleted, count(c.start) from streams s left join streams_chunks c"
+            " using (stream_id) where s.path = %s group by s.deleted",
+            (path,),
+        ).fetchone()
+    assert found is not None
+    return int(found[0]), int(found[1])
 
 
 @pytest.mark.postgres
