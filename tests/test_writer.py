@@ -102,6 +102,42 @@ async def test_a_write_in_flight_is_dropped_when_the_response_ends() -> None:
     assert sock.sent == [] and not writer.ready
 
 
+class FutureSocket:
+    """An ASGI ``send`` that is no coroutine: it returns a future (a server may), done at once
+    while ``gate`` is None, else once the gate opens."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.gate: asyncio.Future[None] | None = None
+
+    def send(self, message: Message) -> asyncio.Future[None]:
+        done = asyncio.get_running_loop().create_future()
+
+        def deliver(_: object = None) -> None:
+            self.sent.append(message["body"])
+            done.set_result(None)
+
+        if self.gate is None:
+            deliver()
+        else:
+            self.gate.add_done_callback(deliver)
+        return done
+
+
+@pytest.mark.anyio
+async def test_a_send_that_returns_a_future_is_driven_the_same() -> None:
+    sock, writer = FutureSocket(), Writer()
+    writer.attach(sock.send)
+    writer.write(b"a")
+    assert sock.sent == [b"a"] and writer.ready
+    sock.gate = asyncio.get_running_loop().create_future()
+    writer.write(b"b")
+    assert sock.sent == [b"a"] and not writer.ready
+    sock.gate.set_result(None)
+    await writer.settle()
+    assert sock.sent == [b"a", b"b"] and writer.ready
+
+
 # -- through a real server -------------------------------------------------------------------
 LINES, PAD = 400, 20_000  # 8 MB owed to each viewer: more than the kernel buffers
 
