@@ -10,6 +10,11 @@ closed and its epoch bumped, so its next line is refused instead of landing afte
 A queued run counts from its creation and may wait ``queued_after`` (a queue backlog is not a
 dead worker) before it fails the same way, with a message saying no worker started it.
 
+Staleness is judged by the store's clock (``LogStore.clock``), the one the heartbeats carry: on
+PostgreSQL and Supabase the database stamps them, and the janitor's machine need not agree with
+it (a janitor an hour ahead judged every live run an hour silent). ``now=`` overrides it (tests,
+and a caller whose clock is the store's).
+
 A store outage is not a dead worker: while the store is down no worker can heartbeat, so once
 it is back every run looks silent. ``Janitor`` (the in-process sweeper) therefore fails nothing
 after a sweep the store refused: its next sweeps touch the heartbeat of every running run
@@ -27,7 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .store.base import LogStore, Run, RunStatus, StoreError, utcnow
+from .store.base import LogStore, Run, RunStatus, StoreError
 
 __all__ = ["Janitor", "SweepResult", "explain", "stale_error", "sweep"]
 
@@ -76,11 +81,12 @@ def sweep(
     """Explain and fail the stale runs, then purge finished runs older than the retention.
 
     A running run is stale after ``stale_after`` seconds without a heartbeat; a queued one
-    after ``queued_after`` seconds without a worker (default: ``stale_after``).
+    after ``queued_after`` seconds without a worker (default: ``stale_after``). Both count on
+    the store's clock, unless ``now`` is given.
     """
     if stale_after <= 0 or retention_days < 1 or (queued_after is not None and queued_after <= 0):
         raise ValueError("stale_after must be positive and retention_days at least 1")
-    now = now or utcnow()
+    now = now or store.clock()
     waited = stale_after if queued_after is None else queued_after
     failed = store.fail_stale(
         now - timedelta(seconds=stale_after),

@@ -10,7 +10,8 @@ import pytest
 
 from jobtail import janitor as janitor_module
 from jobtail.janitor import Janitor
-from jobtail.store.base import LogStore, RunStatus, utcnow
+from jobtail.store.base import LogStore, RunStatus
+from tests.store.clocks import skew_clock
 
 PAGE = 3
 RUNS = 3 * PAGE + 1  # three full pages and a short one
@@ -30,8 +31,8 @@ def test_every_running_run_gets_a_fresh_clock_whatever_the_janitors_clock_says(
     store: LogStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(janitor_module, "RESTART_PAGE", PAGE)
-    monkeypatch.setattr(janitor_module, "utcnow", lambda: utcnow() + timedelta(hours=1))
     before = _running(store)
+    skew_clock(monkeypatch, timedelta(hours=1))  # the janitor's, after the workers' claims
     queued = store.create_run("queued", "svc").run_id
     ended = store.claim_run(store.create_run("ended", "svc").run_id)
     assert ended is not None and store.finish_run(ended.run_id, RunStatus.SUCCEEDED)

@@ -69,6 +69,7 @@ def test_requests_follow_the_postgrest_rpc_contract(
     store.finish_run("r1", RunStatus.SUCCEEDED, lines=[LogLine(3, T0, "INFO", "end")], epoch=1)
     store.stale_runs(bound)
     store.restart_heartbeats("r0", 2)
+    store.clock()
     store.purge(bound)
     rpc = "/rest/v1/rpc/"
     line = {
@@ -97,6 +98,7 @@ def test_requests_follow_the_postgrest_rpc_contract(
         ("GET", rpc + "jobtail_stale_runs",
          {"p_heartbeat_before": "2030-01-02T03:04:05.678901+00:00", "p_limit": "1000"}, None),
         ("POST", rpc + "jobtail_restart_heartbeats", {}, {"p_after": "r0", "p_limit": 2}),
+        ("GET", rpc + "jobtail_clock", {}, None),
         ("POST", rpc + "jobtail_purge", {},
          {"p_finished_before": "2030-01-02T03:04:05.678901+00:00"}),
     ]  # fmt: skip

@@ -360,6 +360,13 @@ class LogStore(ABC):
         outage. Returns the page's ids; the next page follows the last. Keyed on the id, so the
         paging never depends on two clocks agreeing."""
 
+    def clock(self) -> datetime:
+        """The store's own clock, the one it stamps creations and heartbeats with (on PostgreSQL
+        and Supabase the database's): the janitor's bounds are taken from it, so a janitor whose
+        machine's clock runs ahead of the database's never fails live runs, nor one behind it
+        dead runs late."""
+        return utcnow()
+
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000
     ) -> list[Run]:

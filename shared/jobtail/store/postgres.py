@@ -75,7 +75,7 @@ TABLES = ("runs", "runs_logs")
 FUNCTIONS = (
     "jobtail_create_run", "jobtail_get_run", "jobtail_list_runs", "jobtail_claim_run",
     "jobtail_heartbeat", "jobtail_finish_run", "jobtail_append", "jobtail_read",
-    "jobtail_stale_runs", "jobtail_purge", "jobtail_restart_heartbeats",
+    "jobtail_stale_runs", "jobtail_purge", "jobtail_restart_heartbeats", "jobtail_clock",
 )  # fmt: skip
 REFUSALS = ("PT403", "PT409")
 """SQLSTATEs of the SQL functions' fencing refusals (RunFencedError, SeqGapError)."""
@@ -458,6 +458,9 @@ class PostgresStore(LogStore):
     def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
         query = "select * from jobtail_restart_heartbeats(%s, %s)"
         return [row[0] for row in self._rows(query, (after, limit))]
+
+    def clock(self) -> datetime:
+        return _utc(self._value("select jobtail_clock()")) or utcnow()
 
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000

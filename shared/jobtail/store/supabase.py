@@ -328,6 +328,9 @@ class SupabaseStore(LogStore):
         params = {"p_after": after, "p_limit": limit}
         return [str(run_id) for run_id in self.rpc("jobtail_restart_heartbeats", params)]
 
+    def clock(self) -> datetime:
+        return datetime.fromisoformat(str(self.rpc("jobtail_clock", {}, read=True))).astimezone(UTC)
+
     def queued_runs(
         self, after: tuple[datetime, str] | None = None, limit: int = 1000
     ) -> list[Run]:

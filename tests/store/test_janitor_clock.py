@@ -1,0 +1,65 @@
+"""The janitor judges staleness by the store's clock, on every backend: on PostgreSQL and
+Supabase the database stamps heartbeats and creations with its own clock, and the janitor's
+machine may run an hour ahead of it (it failed every live run) or behind it (it failed dead runs
+an hour late)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from jobtail.janitor import Janitor
+from jobtail.store.base import LogStore, RunStatus
+from jobtail.store.postgres import PostgresStore
+from jobtail.store.sqlite import SQLiteStore
+from tests.store.clocks import skew_clock
+
+STALE_AFTER = 60
+HOUR = timedelta(hours=1)
+
+
+def _silence(store: LogStore, request: pytest.FixtureRequest, run_id: str) -> None:
+    """Set the run's last heartbeat twice ``STALE_AFTER`` back on the store's own clock."""
+    if isinstance(store, SQLiteStore):
+        then = (store.clock() - timedelta(seconds=2 * STALE_AFTER)).isoformat()
+        with store._use() as db:
+            db.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (then, run_id))
+        return
+    sql = (
+        "update runs set heartbeat_at = clock_timestamp() - make_interval(secs => %s)"
+        " where run_id = %s"
+    )
+    writer = PostgresStore(request.getfixturevalue("pg_url"), listen=False)
+    try:
+        writer._rows(sql + " returning run_id", (2 * STALE_AFTER, run_id))
+    finally:
+        writer.close()
+
+
+def _claimed(store: LogStore, upload_id: str) -> str:
+    run = store.claim_run(store.create_run(upload_id, "svc").run_id)
+    assert run is not None
+    return run.run_id
+
+
+@pytest.mark.parametrize("skew", [HOUR, -HOUR], ids=["ahead", "behind"])
+def test_staleness_is_judged_by_the_stores_clock_not_the_janitors(
+    store: LogStore,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    skew: timedelta,
+) -> None:
+    """A live run (fresh heartbeat) and a fresh queued run are kept; a run silent for twice
+    ``stale_after`` by the store's clock is failed, whichever way the janitor's clock is off."""
+    live, dead = _claimed(store, "live"), _claimed(store, "dead")
+    skew_clock(monkeypatch, skew)  # on SQLite the store's clock moves with it
+    _silence(store, request, dead)
+    store.heartbeat(live)  # all stamped by the store's clock (on PostgreSQL the database's)
+    queued = store.create_run("queued", "svc").run_id
+    janitor = Janitor(store, stale_after=STALE_AFTER, retention_days=1)
+    assert janitor.sweep().failed == [dead]
+    expected = {live: RunStatus.RUNNING, dead: RunStatus.FAILED, queued: RunStatus.QUEUED}
+    for run_id, status in expected.items():
+        run = store.get_run(run_id)
+        assert run is not None and run.status is status, run_id
