@@ -84,8 +84,9 @@ class RunActiveError(StoreError):
 
 class RunFencedError(StoreError):
     """A write from a writer that does not own the run: the run is finished ("closed"), was
-    claimed again by a newer epoch ("stale_epoch"), or (over HTTP) is queued and nobody claimed
-    it yet ("unclaimed"). Never retried: the job must stop."""
+    claimed again by a newer epoch ("stale_epoch"), or is queued and nobody claimed it yet
+    ("unclaimed": a write naming an epoch, 0 included, before the claim). Never retried: the job
+    must stop."""
 
     def __init__(
         self, run_id: str, reason: str, *, epoch: int | None = None, status: str | None = None
@@ -119,7 +120,7 @@ def refusal(detail: str | None) -> StoreError | None:
         return None
     if data.get("reason") == "gap":
         return SeqGapError(str(data["run_id"]), int(data["expected"]), int(data["received"]))
-    if data.get("reason") in ("closed", "stale_epoch"):
+    if data.get("reason") in ("closed", "stale_epoch", "unclaimed"):
         return RunFencedError(
             str(data["run_id"]), data["reason"], epoch=data.get("epoch"), status=data.get("status")
         )
@@ -248,9 +249,15 @@ def check_writer(
     epoch: int | None,
 ) -> list[LogLine]:
     """The lines a writer may commit to a run in ``state = (status, epoch, last_seq)``, in the
-    protocol's order: a stale epoch is refused first, then new lines on a closed run, then gaps.
-    Lines already committed are retries and yield nothing (so a retried close is a no-op)."""
+    protocol's order: a fenced writer (one naming an epoch) on a queued run is refused first (no
+    writer owns an epoch before the claim), then a stale epoch, then new lines on a closed run,
+    then gaps. Lines already committed are retries and yield nothing (so a retried close is a
+    no-op). An unfenced writer (``epoch`` None: the janitor's explanation, a store user's own
+    ``finish_run(lines=...)``) may write to a queued run, as to a running one: it owns no epoch
+    a claim could take from it, and the janitor fails a queued run with a line saying why."""
     status, run_epoch, last_seq = state
+    if epoch is not None and status is RunStatus.QUEUED:
+        raise RunFencedError(run_id, "unclaimed", epoch=run_epoch, status=status.value)
     if epoch is not None and epoch != run_epoch:
         raise RunFencedError(run_id, "stale_epoch", epoch=run_epoch, status=status.value)
     if not status.active and any(line.seq == 0 or line.seq > last_seq for line in lines):
@@ -322,7 +329,9 @@ class LogStore(ABC):
 
     @abstractmethod
     def heartbeat(self, run_id: str, *, epoch: int | None = None) -> None:
-        """Touch a running run; RunFencedError if ``epoch`` no longer owns it or it ended."""
+        """Touch a running run; RunFencedError if ``epoch`` no longer owns it, it ended, or it is
+        queued ("unclaimed": no epoch owns it before the claim). Unfenced (``epoch`` None), a run
+        that is not running is left as it is."""
 
     @abstractmethod
     def finish_run(
@@ -419,8 +428,9 @@ class LogStore(ABC):
         """Commit consecutive lines; return the run's last_seq.
 
         Lines at or below last_seq are no-ops (retries); the first new one must be last_seq + 1
-        (SeqGapError). A finished run refuses new lines and a stale ``epoch`` is refused
-        (RunFencedError); StoreError for an unknown run."""
+        (SeqGapError). A finished run refuses new lines, a stale ``epoch`` is refused, and so is
+        any ``epoch`` on a queued run ("unclaimed": claim it first) (RunFencedError); an unfenced
+        writer (``epoch`` None) may write to a queued run; StoreError for an unknown run."""
 
     @abstractmethod
     def read(

@@ -107,7 +107,7 @@ with moved as (
                         5) / 1000)
                then clock_timestamp() else notified_at end
      where run_id = %(run_id)s and last_seq = %(seq)s - 1 and status in ('queued', 'running')
-       and (%(epoch)s::bigint is null or epoch = %(epoch)s::bigint)
+       and (%(epoch)s::bigint is null or (epoch = %(epoch)s::bigint and status = 'running'))
     returning upload_id, service_name, notified_at >= statement_timestamp() as due
 ), added as (
     insert into runs_logs (run_id, seq, upload_id, service_name, "timestamp", log_level,

@@ -86,15 +86,17 @@ INSERT = (
 # The common case, one next line from the run's owner, is one statement (its own transaction,
 # holding the write lock from its start): its seq is NULL, which the NOT NULL key refuses, unless
 # the line is the next one and the writer still owns an open run. Anything else (a retry, a gap,
-# a fenced writer) takes the checked path in a transaction, which says which. A single-row VALUES,
-# not INSERT ... SELECT: reading runs_logs in the SELECT made SQLite copy the row through a
-# temporary table first (to guard against reading its own insert), a fifth of the append's cost.
+# a fenced writer, an epoch named on a queued run) takes the checked path in a transaction,
+# which says which. A single-row VALUES, not INSERT ... SELECT: reading runs_logs in the SELECT
+# made SQLite copy the row through a temporary table first (to guard against reading its own
+# insert), a fifth of the append's cost.
 INSERT_NEXT = (
     "INSERT INTO runs_logs (run_id, seq, timestamp, log_level, level_no, message, fields,"
     " upload_id, service_name) VALUES (?1, CASE WHEN"
     " ?2 = (SELECT coalesce(max(seq), 0) + 1 FROM runs_logs WHERE run_id = ?1)"
     " AND EXISTS (SELECT 1 FROM runs WHERE run_id = ?1 AND status IN ('queued', 'running')"
-    " AND (?10 IS NULL OR epoch = ?10)) THEN ?2 END, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    " AND (?10 IS NULL OR (epoch = ?10 AND status = 'running'))) THEN ?2 END,"
+    " ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
 )
 
 # A line's JSON built by SQLite itself, the same bytes as msgspec makes of LogLine.to_json():
@@ -283,6 +285,8 @@ class SQLiteStore(LogStore):
             if not beat and epoch is not None:
                 status, run_epoch, _ = self._state(db, run_id)
                 reason = "stale_epoch" if run_epoch != epoch else "closed"
+                if status is RunStatus.QUEUED:
+                    reason = "unclaimed"
                 raise RunFencedError(run_id, reason, epoch=run_epoch, status=status.value)
 
     def _state(self, db: sqlite3.Connection, run_id: str) -> tuple[RunStatus, int, int]:
