@@ -63,3 +63,17 @@ def test_staleness_is_judged_by_the_stores_clock_not_the_janitors(
     for run_id, status in expected.items():
         run = store.get_run(run_id)
         assert run is not None and run.status is status, run_id
+
+
+def test_a_fresh_claim_by_a_worker_whose_clock_runs_behind_is_not_stale(
+    store: LogStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's first heartbeat is the store's clock too, not the claiming worker's (which is
+    the key a retried claim finds its run by): judged by the database's clock, a worker an hour
+    behind it had its fresh claim an hour silent until its first heartbeat."""
+    skew_clock(monkeypatch, -HOUR)  # this process's: the worker's, and on SQLite the store's
+    claimed = _claimed(store, "claimed")
+    janitor = Janitor(store, stale_after=STALE_AFTER, retention_days=1)
+    assert janitor.sweep().failed == []
+    run = store.get_run(claimed)
+    assert run is not None and run.status is RunStatus.RUNNING
