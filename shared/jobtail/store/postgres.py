@@ -45,6 +45,7 @@ from .base import (
 )
 from .matching import SearchHits, SearchQuery
 from .pg_listen import NOTIFY_WINDOW, Listener
+from .pg_poll import MAX_BATCH, PollBatcher, batch_sql
 from .pg_search import plan as search_plan
 from .pg_search import search as pg_search
 
@@ -192,6 +193,8 @@ POLL_SQL = (
     " left join lateral jobtail_read(r.run_id, %s, %s, 0, null) l on true order by l.seq"
 )
 """A follower's poll: the run's columns, then a line's (null for a run with none new)."""
+BATCH_SQL = batch_sql(RUN_COLUMNS)
+"""Many followers' polls in one statement: ``POLL_SQL`` per run, each row led by its ordinal."""
 
 
 def _line(r: Sequence[Any]) -> LogLine:
@@ -203,6 +206,7 @@ class PostgresStore(LogStore):
 
     poll_interval = 1.0  # NOTIFY wakes tails; polling only covers a lost LISTEN connection
     search_window = 100_000  # seqs per search statement
+    poll_batch = MAX_BATCH  # polls of concurrent followers per statement at most
     _folds_unicode: bool | None = None  # whether lower() folds more than ASCII (the locale)
 
     def next_poll_interval(self, idle_polls: int) -> float:
@@ -230,6 +234,7 @@ class PostgresStore(LogStore):
         self.max_size = max_size
         # the tail reads through an async pool of the event loop it runs on (one per loop)
         self._apools: dict[asyncio.AbstractEventLoop, AsyncConnectionPool[Any]] = {}
+        self._batchers: dict[asyncio.AbstractEventLoop, PollBatcher] = {}  # apoll's, per loop
         self._connect_kwargs: dict[str, Any] = {
             "autocommit": True,
             "connect_timeout": max(2, round(connect_timeout)),
@@ -357,6 +362,9 @@ class PostgresStore(LogStore):
             raise StoreError(exc.diag.message_primary or str(exc)) from exc
 
     async def aclose(self) -> None:
+        batcher = self._batchers.pop(asyncio.get_running_loop(), None)
+        if batcher is not None:
+            await batcher.close()
         pool = self._apools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.close()
@@ -377,6 +385,7 @@ class PostgresStore(LogStore):
 
     def close(self) -> None:
         self._apools.clear()  # each is closed by aclose() on its loop (Tailer.close)
+        self._batchers.clear()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
@@ -559,8 +568,13 @@ class PostgresStore(LogStore):
 
     async def apoll(self, run_id: str, after: int, limit: int) -> tuple[Run | None, list[LogLine]]:
         """The run and its lines in one statement (one snapshot: the lines hold every one up
-        to the run's last_seq), so a follower's wake-up costs the server one round trip."""
-        rows = await self._arows(POLL_SQL, (run_id, after, limit))
+        to the run's last_seq); the concurrent polls of other runs share it (``pg_poll``), so
+        a wake-up of many followers costs the server one round trip, not one each."""
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            batcher = self._batchers[loop] = PollBatcher(self._arows, BATCH_SQL, self.poll_batch)
+        rows = await batcher.poll(run_id, after, limit)
         if not rows:
             return None, []
         return _run(rows[0]), [_line(r[RUN_WIDTH:]) for r in rows if r[RUN_WIDTH] is not None]
