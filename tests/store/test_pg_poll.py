@@ -12,8 +12,16 @@ from typing import Any
 import pytest
 
 from jobtail.store.base import LogLine, Run, RunStatus, StoreError
-from jobtail.store.postgres import POLL_SQL, RUN_WIDTH, PostgresStore, _line, _run
+from jobtail.store.postgres import RUN_COLUMNS, RUN_WIDTH, PostgresStore, _line, _run
 from tests.waiting import wait_for_async
+
+POLL_SQL = (
+    f"select {', '.join(f'r.{c.strip()}' for c in RUN_COLUMNS.split(','))},"
+    ' l.seq, l."timestamp", l.log_level, l.message, l.fields'
+    " from jobtail_get_run(%s) r"
+    " left join lateral jobtail_read(r.run_id, %s, %s, 0, null) l on true order by l.seq"
+)
+"""One follower's poll on its own, as apoll sent it per run before the batches: the oracle."""
 
 Polled = tuple[Run | None, list[LogLine]]
 

@@ -3,10 +3,10 @@
 One process following 100 runs woke each run's follower on its own, and each polled on its
 own: a statement, a pool checkout and a round trip per run per wake-up, about 1 ms of the
 viewer's CPU per line. Here polls that arrive in the same event-loop iteration, or while the
-previous batch's statement is in flight, go out together as one statement (``BATCH_SQL``: per
-run, what ``POLL_SQL`` reads, in one snapshot), as a DataLoader does. A lone poll is sent at
+previous batch's statement is in flight, go out together as one statement (``batch_sql``: per
+run, the run's row and its new lines, in one snapshot), as a DataLoader does. A lone poll is sent at
 once, in the next iteration, never after a timer; a full batch (``max_batch`` polls) goes
-without waiting. Each caller gets the rows its own ``POLL_SQL`` would have returned, none for an
+without waiting. Each caller gets the rows a statement of its own would have returned, none for an
 unknown run; a failed statement's error reaches every caller of that batch.
 """
 
@@ -64,7 +64,7 @@ class PollBatcher:
         return len(self._pending)
 
     async def poll(self, run_id: str, after: int, limit: int) -> list[Any]:
-        """The rows ``POLL_SQL`` gives for this run (run columns, then a line's), in seq order."""
+        """This run's rows (its columns, then a line's), in seq order; none for an unknown run."""
         loop = asyncio.get_running_loop()
         rows: asyncio.Future[list[Any]] = loop.create_future()
         self._pending.append(_Poll(run_id, after, limit, rows))

@@ -186,15 +186,9 @@ READ_SQL = (
 
 
 RUN_WIDTH = len(RUN_COLUMNS.split(","))
-POLL_SQL = (
-    f"select {', '.join(f'r.{c.strip()}' for c in RUN_COLUMNS.split(','))},"
-    ' l.seq, l."timestamp", l.log_level, l.message, l.fields'
-    " from jobtail_get_run(%s) r"
-    " left join lateral jobtail_read(r.run_id, %s, %s, 0, null) l on true order by l.seq"
-)
-"""A follower's poll: the run's columns, then a line's (null for a run with none new)."""
 BATCH_SQL = batch_sql(RUN_COLUMNS)
-"""Many followers' polls in one statement: ``POLL_SQL`` per run, each row led by its ordinal."""
+"""Followers' polls in one statement: per run its columns, then a line's (null for a run with
+none new), each row led by the poll's ordinal (``pg_poll``)."""
 
 
 def _line(r: Sequence[Any]) -> LogLine:
