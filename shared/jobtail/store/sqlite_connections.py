@@ -23,6 +23,7 @@ from types import TracebackType
 from .base import StoreError
 
 CLOSE_WAIT = 2.0  # seconds close() waits for the operations in flight, all together
+BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's lock
 
 
 class _Held:
@@ -107,12 +108,33 @@ class ThreadConnections:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise self.error(f"cannot open SQLite database {self.path}: {exc}") from exc
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self._enter_wal(db)
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         if self.foreign_keys:
             db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=10000")
         return db
+
+    def _enter_wal(self, db: sqlite3.Connection) -> None:
+        """Switch a new file to WAL, retrying while another connection holds it.
+
+        SQLite answers "database is locked" at once, without its busy handler, when the switch
+        would deadlock with a connection that is itself switching or writing (several processes
+        opening a fresh file together). The lock is brief, so the switch is retried for as long
+        as any statement would wait.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    db.close()
+                    raise self.error(f"cannot open SQLite database {self.path}: {exc}") from exc
+            time.sleep(pause)  # a retry's back-off, not a synchronisation
+            pause = min(pause * 2, 0.05)
 
     def register(self, held: _Held) -> None:
         with self._lock:
