@@ -264,6 +264,31 @@ def test_each_claim_is_a_new_epoch_and_fences_the_old_writer(store: LogStore) ->
     assert [x.message for x in store.read(run_id)] == ["line 1", "new owner"]
 
 
+def test_an_empty_append_checks_its_writer_as_one_with_lines(store: LogStore) -> None:
+    """Nothing to write is no way past the fence: an unknown run, a queued run (for an epoch)
+    and a stale epoch are refused as they are with lines; the owner, an unfenced writer, and a
+    writer of a closed run at its epoch (a retry that adds nothing) get the run's last_seq."""
+    with pytest.raises(StoreError):
+        store.append("no-such-run", [])
+    run_id = store.create_run("u1", "pydantic").run_id
+    assert store.append(run_id, []) == 0
+    with pytest.raises(RunFencedError) as unclaimed:
+        store.append(run_id, [], epoch=0)
+    assert unclaimed.value.reason == "unclaimed"
+    assert store.claim_run(run_id) is not None
+    store.append(run_id, [line(1)], epoch=1)
+    assert store.claim_run(run_id, takeover_stale_before=utcnow() + timedelta(seconds=5))
+    with pytest.raises(RunFencedError) as stale:
+        store.append(run_id, [], epoch=1)
+    assert (stale.value.reason, stale.value.epoch) == ("stale_epoch", 2)
+    assert store.append(run_id, [], epoch=2) == 1
+    assert store.finish_run(run_id, RunStatus.SUCCEEDED, lines=[line(2)], epoch=2)
+    assert store.append(run_id, [], epoch=2) == store.append(run_id, []) == 2
+    with pytest.raises(RunFencedError) as closed:
+        store.append(run_id, [], epoch=1)
+    assert closed.value.reason == "stale_epoch"
+
+
 def test_finishing_is_atomic_with_the_last_lines_and_closes_the_run(store: LogStore) -> None:
     run = store.claim_run(store.create_run("u1", "pydantic").run_id)
     assert run is not None

@@ -26,6 +26,7 @@ def test_a_write_naming_an_epoch_on_a_queued_run_is_refused_as_unclaimed(
     attempts: dict[str, Callable[[], object]] = {
         "one line (the fast path)": lambda: store.append(run_id, [line(1)], epoch=0),
         "a batch": lambda: store.append(run_id, [line(1), line(2)], epoch=0),
+        "nothing (an empty batch)": lambda: store.append(run_id, [], epoch=0),
         "a line numbered by the store": lambda: store.append(run_id, [line(0)], epoch=0),
         "a heartbeat": lambda: store.heartbeat(run_id, epoch=0),
         "a close": lambda: store.finish_run(run_id, RunStatus.SUCCEEDED, epoch=0),

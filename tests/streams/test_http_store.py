@@ -158,6 +158,14 @@ def test_refusals_come_back_as_the_stores_errors(app: App) -> None:
         worker.append(queued.run_id, [line(2)], epoch=claimed.epoch)
     assert (fenced.value.reason, fenced.value.epoch) == ("stale_epoch", taken.epoch)
     assert fenced.value.run_id == queued.run_id
+    with pytest.raises(RunFencedError) as empty:  # nothing to send is fenced the same
+        worker.append(queued.run_id, [], epoch=claimed.epoch)
+    assert (empty.value.reason, empty.value.epoch) == ("stale_epoch", taken.epoch)
+    assert worker.append(queued.run_id, [], epoch=taken.epoch) == 1
+    unclaimed = app.store.create_run("petstore", "other").run_id
+    with pytest.raises(RunFencedError) as early:
+        worker.append(unclaimed, [], epoch=0)
+    assert early.value.reason == "unclaimed"
     assert not isinstance(fenced.value, CredentialRefused)
     for zombie in (  # the old epoch is sent as given, not looked up: fenced too
         lambda: worker.heartbeat(queued.run_id, epoch=claimed.epoch),
@@ -172,7 +180,8 @@ def test_refusals_come_back_as_the_stores_errors(app: App) -> None:
     with pytest.raises(StoreError, match=rf"no run 'nope' at {app.url}$"):
         worker.heartbeat("nope")
     assert worker.get_run("nope") is None and worker.claim_run("nope") is None
-    assert worker.append("nope", []) == 0
+    with pytest.raises(StoreError, match=rf"no run 'nope' at {app.url}$"):
+        worker.append("nope", [])  # nothing to send: still an unknown run, as on every store
     with pytest.raises(StoreError, match=r"jobtail server refused \(400\): .*seq"):
         worker._post(queued.run_id, taken.epoch, 0, b"[{}]")
 

@@ -387,8 +387,11 @@ class SQLiteStore(LogStore):
 
     # -- lines ----------------------------------------------------------------------------
     def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
-        if not lines:
-            return self._last_seq(run_id)
+        if not lines:  # nothing to write, but the writer is checked as for lines
+            with self._use() as db, self._errors():
+                state = self._state(db, run_id)
+            check_writer(run_id, state, lines, epoch)
+            return state[2]
         if len(lines) == 1 and lines[0].seq > 0:
             row = self._row(run_id, lines[0])
             try:
@@ -409,10 +412,6 @@ class SQLiteStore(LogStore):
             self.listeners.notify(run_id)
             return fresh[-1].seq
         return state[2]
-
-    def _last_seq(self, run_id: str) -> int:
-        with self._use() as db:
-            return int(db.execute(LAST_SEQ, (run_id,)).fetchone()[0])
 
     def _key(self, run_id: str) -> tuple[str, str]:
         """The run's (upload_id, service_name), which each line row repeats; cached."""

@@ -33,7 +33,14 @@ from urllib.parse import quote
 import httpx
 
 from ..store import LogLine, LogStore, Run, RunStatus, StoreError
-from ..store.base import RunActiveError, RunFencedError, SeqGapError, dump_json, utcnow
+from ..store.base import (
+    RunActiveError,
+    RunFencedError,
+    SeqGapError,
+    check_writer,
+    dump_json,
+    utcnow,
+)
 
 PRODUCER_ID = "jobtail-worker"
 HEARTBEAT = {"Jobtail-Heartbeat": "true"}
@@ -158,9 +165,10 @@ class HttpStore(LogStore):
         self._post(run_id, self._epoch(run_id, epoch), 0, extra=HEARTBEAT)
 
     def append(self, run_id: str, lines: Sequence[LogLine], *, epoch: int | None = None) -> int:
-        if not lines:
-            run = self.get_run(run_id)
-            return run.last_seq if run else 0
+        if not lines:  # nothing to send, but the writer is checked as for lines
+            run = self._run(run_id)
+            check_writer(run_id, (run.status, run.epoch, run.last_seq), lines, epoch)
+            return run.last_seq
         response = self._post(run_id, self._epoch(run_id, epoch), lines[0].seq - 1, _body(lines))
         return int(response.headers["stream-next-offset"].split("_")[0])
 
@@ -186,12 +194,13 @@ class HttpStore(LogStore):
         return response.status_code == 200 or (not lines and response.status_code == 204)
 
     def _epoch(self, run_id: str, epoch: int | None) -> int:
-        if epoch is not None:
-            return epoch
+        return epoch if epoch is not None else self._run(run_id).epoch
+
+    def _run(self, run_id: str) -> Run:
         run = self.get_run(run_id)
         if run is None:
             raise StoreError(f"no run {run_id!r} at {self.url}")
-        return run.epoch
+        return run
 
     def close(self) -> None:
         if self._own:
