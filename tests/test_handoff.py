@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobtail.web.app import create_app
@@ -80,6 +80,10 @@ def make_app(world: World, handoff: bool) -> FastAPI:
             world.closes += 1
 
         return StreamResponse(body(), ping=0, on_close=closed)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> Response:
+        return Response(await request.body(), media_type="application/octet-stream")
 
     @app.get("/let-go")
     async def let_go() -> dict[str, bool]:
@@ -219,6 +223,34 @@ async def test_the_layer_passes_other_scopes_through_untouched() -> None:
     await layer(http, nothing, ignore)
     assert seen[0] is lifespan
     assert seen[1] is not http and KEY in seen[1] and KEY not in http
+
+
+def test_a_request_body_reaches_the_app_through_the_layer(
+    served: Callable[[bool], tuple[World, str]],
+) -> None:
+    """The chain reads the request with the server's ``receive``, as without the layer."""
+    _world, url = served(True)
+    body = b"x" * 100_000  # more than one receive message
+    with httpx.Client(base_url=url, timeout=10) as client:
+        answer = client.post("/echo", content=body)
+    assert answer.status_code == 200 and answer.content == body
+
+
+@pytest.mark.anyio
+async def test_a_chain_failing_before_any_handoff_raises_its_own_error() -> None:
+    """Nothing was handed off: the layer has nothing to abandon and lets the error through."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("the app failing before its response")
+
+    async def nothing() -> dict[str, str]:
+        return {}
+
+    async def ignore(_: object) -> None:
+        return None
+
+    with pytest.raises(RuntimeError, match="failing before its response"):
+        await HandoffMiddleware(app)({"type": "http", "path": "/"}, nothing, ignore)
 
 
 def test_jobtail_app_hands_its_streams_off(tmp_path: Path) -> None:
