@@ -13,7 +13,9 @@ dead worker) before it fails the same way, with a message saying no worker start
 Staleness is judged by the store's clock (``LogStore.clock``), the one the heartbeats carry: on
 PostgreSQL and Supabase the database stamps them, and the janitor's machine need not agree with
 it (a janitor an hour ahead judged every live run an hour silent). ``now=`` overrides it (tests,
-and a caller whose clock is the store's).
+and a caller whose clock is the store's). The explanation line is stamped with that clock too,
+and never before the run's last line: with the janitor's own, it came an hour after the run's
+end, or before the lines it follows.
 
 A store outage is not a dead worker: while the store is down no worker can heartbeat, so once
 it is back every run looks silent. ``Janitor`` (the in-process sweeper) therefore fails nothing

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from jobtail.janitor import Janitor
-from jobtail.store.base import LogStore, RunStatus
+from jobtail.store.base import LogLine, LogStore, RunStatus, utcnow
 from jobtail.store.postgres import PostgresStore
 from jobtail.store.sqlite import SQLiteStore
 from tests.store.clocks import skew_clock
@@ -77,3 +77,26 @@ def test_a_fresh_claim_by_a_worker_whose_clock_runs_behind_is_not_stale(
     assert janitor.sweep().failed == []
     run = store.get_run(claimed)
     assert run is not None and run.status is RunStatus.RUNNING
+
+
+@pytest.mark.parametrize("skew", [HOUR, -HOUR], ids=["ahead", "behind"])
+def test_the_explanation_is_stamped_by_the_stores_clock_after_the_runs_last_line(
+    store: LogStore,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    skew: timedelta,
+) -> None:
+    """The janitor's last line is stamped with the clock that judged the run silent, never
+    before the line it follows: stamped with the janitor's own clock, it was an hour after the
+    run's end (ahead) or an hour before the run's last line (behind). On SQLite the store's
+    clock is the janitor's, so there it is the run's last line that bounds it."""
+    dead = _claimed(store, "dead")
+    store.append(dead, [LogLine(1, utcnow(), "INFO", "working")])  # the worker's clock
+    skew_clock(monkeypatch, skew)  # the janitor's (and on SQLite the store's)
+    _silence(store, request, dead)
+    before = store.clock()
+    assert Janitor(store, stale_after=STALE_AFTER, retention_days=1).sweep().failed == [dead]
+    after = store.clock()
+    worked, explained = store.read(dead)
+    assert explained.message.startswith("Run failed:")
+    assert max(before, worked.timestamp) <= explained.timestamp <= max(after, worked.timestamp)

@@ -399,7 +399,9 @@ class LogStore(ABC):
         explain: Callable[[Run], str] | None = None,
     ) -> list[str]:
         """Close every stale run as failed, each with its explanation (``explain(run)``) as the
-        last line, atomically and only if it is still stale; return the ids closed."""
+        last line, atomically and only if it is still stale; return the ids closed. The line is
+        stamped with the store's clock (the one that judged the run silent, not the caller's
+        machine's), and never before the run's last line."""
         failed = []
         queued_bound = queued_before or heartbeat_before
         for run in self.stale_runs(heartbeat_before, queued_bound):
@@ -407,7 +409,11 @@ class LogStore(ABC):
             lines = []
             if explain is not None:
                 fields = {"reason": "stale", "janitor": True}
-                lines.append(LogLine(0, utcnow(), "ERROR", explain(run), fields))
+                last = (
+                    self.read(run.run_id, after=run.last_seq - 1, limit=1) if run.last_seq else []
+                )
+                at = max([self.clock(), *(line.timestamp for line in last)])
+                lines.append(LogLine(0, at, "ERROR", explain(run), fields))
             try:
                 closed = self.finish_run(
                     run.run_id, RunStatus.FAILED, error, lines=lines, if_stale_before=bound
