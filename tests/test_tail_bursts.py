@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from jobtail import tail
+from jobtail import tail_follower
 from jobtail.logger import RunLogger
 from jobtail.store.base import LogLine, Run, RunStatus
 from jobtail.store.sqlite import SQLiteStore
@@ -81,7 +81,7 @@ class BusyStore(SQLiteStore):
     starts a read (until ``lines`` are in), so every read finds commits that came while it was
     under way; ``log`` records the reads and what the viewer received, in order."""
 
-    def __init__(self, path: Path, lines: int, per_read: int = tail.BURST_LINES) -> None:
+    def __init__(self, path: Path, lines: int, per_read: int = tail_follower.BURST_LINES) -> None:
         super().__init__(path)
         self.lines, self.per_read = lines, per_read
         self.log: list[tuple[str, int]] = []
@@ -132,7 +132,7 @@ async def test_a_burst_is_sent_to_the_viewers_before_the_next_read(tmp_path: Pat
         # finds the writer done is no burst: the one after it comes at once)
         if what == "read" and 0 < after < store.lines - store.per_read:
             assert ("sent", after) in store.log[:at], store.log[: at + 1]
-    assert len(sent) < 50 / tail.BURST_LINES + 2  # and the burst came in a batch per read
+    assert len(sent) < 50 / tail_follower.BURST_LINES + 2  # and the burst came in a batch per read
     assert [line.seq for e in _lines(events) for line in e.lines] == list(range(1, 51))
     assert isinstance(events[-1], EndEvent)
 
@@ -145,15 +145,15 @@ async def test_a_writer_at_its_own_pace_is_never_paused(
     comes at once, with no pause, and every line arrives once, in order; from
     ``BURST_LINES`` lines a read on, the follower pauses."""
     pauses: list[float] = []
-    breathe = tail._breathe
+    breathe = tail_follower._breathe
 
     async def counted(started: float) -> None:
         pauses.append(started)
         await breathe(started)
 
-    monkeypatch.setattr(tail, "_breathe", counted)
+    monkeypatch.setattr(tail_follower, "_breathe", counted)
     # the test's first line and the first read's lines make one batch: one short of a burst
-    paced = BusyStore(tmp_path / "paced.db", lines=20, per_read=tail.BURST_LINES - 2)
+    paced = BusyStore(tmp_path / "paced.db", lines=20, per_read=tail_follower.BURST_LINES - 2)
     events = await _watch_busy(paced)
     assert pauses == []
     assert [line.seq for e in _lines(events) for line in e.lines] == list(range(1, 21))

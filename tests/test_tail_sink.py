@@ -32,7 +32,7 @@ pytestmark = pytest.mark.anyio
 
 def followers_running() -> bool:
     """A follower task still going (its poll thread would outlive the test's store)."""
-    return any("_run_follower" in repr(t.get_coro()) for t in asyncio.all_tasks())
+    return any("run_follower" in repr(t.get_coro()) for t in asyncio.all_tasks())
 
 
 class ListSink:

@@ -9,7 +9,8 @@ follower's shared log of events (``fanout.Fanout``): no gap, no duplicate. One s
 wakes every viewer, and with a ``framing`` the batch is encoded once per view and the same bytes
 go to every viewer (``EncodedLinesEvent``); a finished run then replays from the store in large
 pages the store encodes in bulk. A viewer that falls too far behind is resynced from the store.
-Disconnected viewers unsubscribe in ``finally``; the last one out stops the follower.
+Disconnected viewers unsubscribe in ``finally``; the last one out stops the follower. This module
+is the viewers' side and the hub; the follower's own loop is in ``tail_follower``.
 
 The store may fail (a database restart, a locked file, a 5xx): every read is retried with
 backoff, and each failure reaches the viewers as a StoreDownEvent, so they are told rather than
@@ -23,11 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from .fanout import Fanout, Reader, Sink
 from .store.base import (
@@ -50,6 +49,7 @@ from .tail_events import (
     TailEvent,
     WindowEndEvent,
 )
+from .tail_follower import Box, Follower, Subscriber, run_follower
 
 __all__ = [
     "EncodedLinesEvent",
@@ -66,43 +66,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-BREATHE_MAX = 0.05
-"""Seconds a follower pauses at most between two reads of a burst (see ``_breathe``)."""
-BURST_LINES = 8
-"""Lines a follower read must find, with more committed since, to be a burst. Fewer is a writer
-at its own pace, whose next line must not wait for a pause: at 5,000 viewers a fan-out takes
-about 80 ms, and a 10 lines/s writer's next commit often lands inside it."""
-
-
-@dataclass(slots=True)
-class _Box(Generic[T]):
-    value: T | None = None
-
-
-@dataclass(eq=False)
-class _Subscriber:
-    start: int
-
-
-@dataclass(eq=False)
-class _Follower:
-    run: Run
-    cursor: int
-    buffer: deque[LogLine]
-    fanout: Fanout
-    subscribers: set[_Subscriber] = field(default_factory=set)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    #: a wake-up is on its way to the loop (or the follower has not read since): commits in the
-    #: meantime need none of their own, the follower's next read takes them all
-    waking: bool = False
-
-    def rearm(self) -> asyncio.Event:
-        """Clear the wake-up before a read: a commit from here on wakes the follower again."""
-        self.wake.clear()
-        self.waking = False
-        return self.wake
 
 
 class Tailer:
@@ -129,7 +92,7 @@ class Tailer:
         self.buffer_lines = buffer_lines
         self.queue_size = queue_size
         self.retry_first, self.retry_max, self.give_up_after = retry_first, retry_max, give_up_after
-        self._followers: dict[str, _Follower] = {}
+        self._followers: dict[str, Follower] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener = store.listeners.add(self._on_change)
 
@@ -161,7 +124,7 @@ class Tailer:
         follower.waking = True
         loop.call_soon_threadsafe(self._wake, follower)
 
-    def _wake(self, follower: _Follower) -> None:
+    def _wake(self, follower: Follower) -> None:
         follower.wake.set()
 
     # -- the public iterator --------------------------------------------------------------
@@ -185,7 +148,7 @@ class Tailer:
         """
         self._loop = asyncio.get_running_loop()
         deadline = None if window is None else self._loop.time() + window
-        cursor = _Box[int](after)  # the last seq delivered, however it went
+        cursor = Box[int](after)  # the last seq delivered, however it went
         try:
             follow = self._follow(run, min_level, deadline, after, framing, sink, cursor)
             async with contextlib.aclosing(follow) as events:
@@ -206,13 +169,13 @@ class Tailer:
         cursor: int,
         framing: Framing | None,
         sink: Sink | None = None,
-        written: _Box[int] | None = None,
+        written: Box[int] | None = None,
     ) -> AsyncGenerator[TailEvent, None]:
         run_id = run if isinstance(run, str) else run.run_id
         if run_id in self._followers:
             run = self._followers[run_id].run
         elif isinstance(run, str):
-            found = _Box[Run | None]()
+            found = Box[Run | None]()
             async for notice in self._retry(lambda: self.store.aget_run(run_id), found, None):
                 yield notice
             if found.value is None:
@@ -233,7 +196,7 @@ class Tailer:
         status = run.status
         while True:
             follower = self._follower(run)
-            sub = _Subscriber(start=follower.cursor)
+            sub = Subscriber(start=follower.cursor)
             position = follower.fanout.end
             follower.subscribers.add(sub)
             try:
@@ -293,7 +256,7 @@ class Tailer:
                                 return
             finally:
                 self._unsubscribe(follower, sub)
-            found = _Box[Run | None]()  # resync: start any new follower fresh
+            found = Box[Run | None]()  # resync: start any new follower fresh
             async for notice in self._retry(lambda: self.store.aget_run(run_id), found, run):
                 yield notice
             run = found.value or run
@@ -317,9 +280,9 @@ class Tailer:
     async def _retry(
         self,
         call: Callable[[], Awaitable[T]],
-        result: _Box[T],
+        result: Box[T],
         run: Run | None,
-        follower: _Follower | None = None,
+        follower: Follower | None = None,
     ) -> AsyncIterator[StoreDownEvent]:
         """Await ``call`` into ``result``, retrying failures with backoff; each failure is
         yielded as a notice. Raises StoreUnavailableError once ``give_up_after`` is spent."""
@@ -348,7 +311,7 @@ class Tailer:
         upto: int,
         min_level: str | None,
         framing: Framing | None = None,
-        follower: _Follower | None = None,
+        follower: Follower | None = None,
     ) -> AsyncIterator[LinesEvent | EncodedLinesEvent | StoreDownEvent]:
         """Lines in (after, upto], in batches: the buffered tail from memory, the rest from
         the store (already encoded there, in pages of ``page`` lines, given a framing)."""
@@ -356,7 +319,7 @@ class Tailer:
         cursor = after
         stop = min(upto, buffered_from - 1)
         while cursor < stop and framing is not None:
-            framed = _Box[FramedLines]()
+            framed = Box[FramedLines]()
             read_framed = self._framed_reader(run.run_id, cursor, min_level, stop + 1, framing)
             async for notice in self._retry(read_framed, framed, run):
                 yield notice
@@ -369,7 +332,7 @@ class Tailer:
                 break
             cursor = found.last_seq
         while cursor < stop:
-            page = _Box[list[LogLine]]()
+            page = Box[list[LogLine]]()
             read = self._reader(run.run_id, cursor, min_level, stop + 1)
             async for notice in self._retry(read, page, run):
                 yield notice
@@ -404,81 +367,32 @@ class Tailer:
         return lambda: self.store.aread(run_id, after, self.batch, min_level, before=before)
 
     # -- followers ------------------------------------------------------------------------
-    def _follower(self, run: Run) -> _Follower:
+    def _follower(self, run: Run) -> Follower:
         """The run's follower, started at the last committed seq if there is none yet."""
         follower = self._followers.get(run.run_id)
         if follower is None:
-            follower = _Follower(
+            follower = Follower(
                 run=run,
                 cursor=run.last_seq,
                 buffer=deque(maxlen=self.buffer_lines),
                 fanout=Fanout(self.queue_size),
             )
             self._followers[run.run_id] = follower
-            follower.task = asyncio.create_task(self._run_follower(follower))
+            follower.task = asyncio.create_task(
+                run_follower(follower, self.store, self.batch, self._retry, self._forget)
+            )
         return follower
 
-    def _unsubscribe(self, follower: _Follower, sub: _Subscriber) -> None:
+    def _unsubscribe(self, follower: Follower, sub: Subscriber) -> None:
         follower.subscribers.discard(sub)
         if not follower.subscribers:
             self._forget(follower)
             if follower.task and not follower.task.done():
                 follower.task.cancel()
 
-    def _forget(self, follower: _Follower) -> None:
+    def _forget(self, follower: Follower) -> None:
         if self._followers.get(follower.run.run_id) is follower:
             del self._followers[follower.run.run_id]
-
-    def _publish(self, follower: _Follower, event: TailEvent) -> None:
-        follower.fanout.publish(event, event.lines if isinstance(event, LinesEvent) else None)
-
-    async def _run_follower(self, follower: _Follower) -> None:
-        """Follow until the run ends; however the follower stops short of that (the store down
-        for too long, a bug, a shutdown), it is unregistered and its viewers told to resume."""
-        ended = False
-        try:
-            ended = await self._poll_until_end(follower)
-        except StoreUnavailableError as exc:
-            log.warning("follower of run %s gives up: store down: %s", follower.run.run_id, exc)
-        except Exception:
-            log.exception("follower of run %s died", follower.run.run_id)
-        finally:
-            self._forget(follower)
-            if not ended:
-                self._publish(follower, WindowEndEvent(follower.cursor))
-
-    async def _poll_until_end(self, follower: _Follower) -> bool:
-        run_id = follower.run.run_id
-        idle = 0
-        while True:
-            follower.rearm()
-            polled = _Box[tuple[Run | None, list[LogLine]]]()
-            poll = lambda: self.store.apoll(run_id, follower.cursor, self.batch)  # noqa: E731
-            async for notice in self._retry(poll, polled, follower.run, follower):
-                self._publish(follower, notice)
-            assert polled.value is not None
-            found, lines = polled.value
-            run = found or follower.run  # purged under us: end the viewers with what they have
-            published = time.perf_counter()  # caught-up viewers are written to in the publish
-            if lines:
-                follower.cursor = lines[-1].seq
-                follower.buffer.extend(lines)
-                self._publish(follower, LinesEvent(tuple(lines)))
-            if run.status != follower.run.status:
-                self._publish(follower, StatusEvent(run))
-            follower.run = run
-            if len(lines) == self.batch or (len(lines) >= BURST_LINES and follower.waking):
-                await _breathe(published)  # a burst: the next read waits while viewers send it
-            if len(lines) == self.batch:
-                continue
-            if not run.active and follower.cursor >= run.last_seq:
-                self._forget(follower)
-                self._publish(follower, EndEvent(run))
-                return True
-            idle = 0 if lines else idle + 1
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.store.next_poll_interval(idle)):
-                    await follower.wake.wait()
 
     async def stop_following(self) -> None:
         """End every follower (a shutdown): their viewers get a WindowEndEvent and resume by
@@ -487,18 +401,6 @@ class Tailer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _breathe(started: float) -> None:
-    """Let the viewers send what was just published, then wait as long again before the next
-    read. A writer committing line by line in this process shares the interpreter with the
-    event loop: reading again at once would hand the loop one small batch per read, each sent
-    to every viewer, and keep it (and the interpreter) busy at the writer's expense. Pausing as
-    long as the fan-out took keeps the loop at most about half busy with a burst, which then
-    arrives in fewer, larger batches. A line that comes alone is read at once. ``started``:
-    the ``perf_counter`` before the publish, which already wrote to the caught-up viewers."""
-    await asyncio.sleep(0)  # every viewer woken by the publish sends its batch first
-    await asyncio.sleep(min(time.perf_counter() - started, BREATHE_MAX))
 
 
 def _last_seq(event: LinesEvent | EncodedLinesEvent) -> int:
