@@ -9,14 +9,14 @@ claimed by a newer writer (``RunFencedError``), and the job must stop, because n
 can land any more. A claimed run (the logger holds its epoch) that the store no longer has was
 purged under a stalled writer: that is refused the same way, as closed ("purged").
 
-Text is made storable where it is made: lone surrogates (a ``surrogateescape``-decoded file
-name, say) become visible escapes, so one odd line can never block the lines after it.
+Text is made storable where it is made: lone surrogates become visible escapes and long text is
+cut and marked (``storable``, re-exported here), so one odd line can never block the lines after
+it.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import threading
 import time
@@ -25,6 +25,11 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .storable import MAX_LINE_CHARS as MAX_LINE_CHARS
+from .storable import TRUNCATION_MARKER as TRUNCATION_MARKER
+from .storable import storable as storable
+from .storable import storable_fields as storable_fields
+from .storable import truncate as truncate
 from .store.base import (
     LogLine,
     LogStore,
@@ -38,49 +43,10 @@ from .store.base import (
 )
 from .tracebacks import format_exception
 
-MAX_LINE_CHARS = 65_536
-"""Longer messages (and string fields) are cut to this many characters and marked."""
-
-TRUNCATION_MARKER = " … [truncated {dropped} characters]"
-
 log = logging.getLogger(__name__)
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _LEVEL_NAMES = {name: name for name in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")}
 """The levels RunLogger's own methods pass, already normal: no per-line work for them."""
-
-
-def storable(text: str) -> str:
-    """``text`` with lone surrogates, which UTF-8 cannot encode, as visible ``\\udcXX`` escapes."""
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-
-
-def truncate(message: str, limit: int = MAX_LINE_CHARS) -> tuple[str, int]:
-    """Cut a message to ``limit`` characters plus a marker; return it and what was dropped."""
-    if len(message) <= limit:
-        return message, 0
-    dropped = len(message) - limit
-    return message[:limit] + TRUNCATION_MARKER.format(dropped=dropped), dropped
-
-
-def storable_fields(value: Any, limit: int) -> tuple[Any, int]:
-    """Fields with storable, bounded strings (keys too); return them and characters dropped."""
-    if isinstance(value, str):
-        text, dropped = truncate(storable(value), limit)
-        return text, dropped
-    if isinstance(value, dict):
-        out, total = {}, 0
-        for key, item in value.items():
-            clean, dropped = storable_fields(item, limit)
-            out[storable(str(key))] = clean
-            total += dropped
-        return out, total
-    if isinstance(value, list | tuple):
-        items = [storable_fields(item, limit) for item in value]
-        return [item for item, _ in items], sum(dropped for _, dropped in items)
-    return value, 0
 
 
 class RunLogger:
