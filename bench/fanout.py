@@ -4,9 +4,10 @@ Three kinds of process, so the server's CPU and memory are its own:
 - the server (``python -m bench.fanout serve``): jobtail's app under uvicorn on an SQLite store,
   with the run's writer inside it (the embedded case: a commit wakes the follower at once); it
   takes commands on stdin (``subs``, ``stats``, ``write N RATE``) and answers one JSON line each;
-- load clients (``python -m bench.fanout client``): raw sockets, no HTTP library, each holding a
-  share of the viewers, reading with epoll; the latency of a line is the client's clock at
-  receipt minus the writer's clock when it logged it (both CLOCK_REALTIME, one machine);
+- load clients (``python -m bench.fanout client``, the code in ``load_client``): raw sockets,
+  no HTTP library, each holding a share of the viewers, reading with epoll; the latency of a
+  line is the client's clock at receipt minus the writer's clock when it logged it (both
+  CLOCK_REALTIME, one machine);
 - this module's ``measure``, which starts them, waits until every viewer is subscribed, has
   the server write, then collects p50/p99/max latency, lines per viewer, the server's CPU while
   writing and its RSS growth per viewer.
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import selectors
 import socket
 import statistics
 import subprocess
@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MARK = b'"message":"t='
+from . import load_client
+
 PATH = "/runs/bench/fanout/logs"
 
 
@@ -260,91 +261,6 @@ def _stats() -> dict[str, float]:
     return {"rss_mb": rss, "cpu_s": times.user + times.system, "wall": time.monotonic()}
 
 
-# -- a load client process -------------------------------------------------------------------
-@dataclass
-class _Viewer:
-    sock: socket.socket
-    buffer: bytes = b""
-    lines: int = 0
-    ready: bool = False
-    ended: bool = False
-
-
-def client(
-    port: int, count: int, timeout: float, path: str = PATH, ready: bytes = b"event: status"
-) -> None:
-    """Open ``count`` SSE streams; report "ready" once every one has its first event (``ready``),
-    then, when every stream has ended (or ``timeout``), the latencies (µs) and lines per viewer."""
-    request = f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
-    selector = selectors.DefaultSelector()
-    viewers: list[_Viewer] = []
-    for n in range(count):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.sendall(request.encode())
-        sock.setblocking(False)
-        viewer = _Viewer(sock)
-        viewers.append(viewer)
-        selector.register(sock, selectors.EVENT_READ, viewer)
-        if n % 100 == 99:
-            _pump(selector, 0, ready)  # drain what arrived while connecting
-    latencies: list[int] = []
-    deadline = time.monotonic() + timeout
-    said_ready = False
-    open_ = count
-    while open_ and time.monotonic() < deadline:
-        for viewer, delays in _pump(selector, 1.0, ready):
-            latencies += delays
-            if viewer.ended:
-                open_ -= 1
-        if not said_ready and all(v.ready for v in viewers):
-            print(json.dumps({"ready": True}), flush=True)
-            said_ready = True
-    lines = [v.lines for v in viewers]
-    cpu = os.times()
-    report = {"latencies_us": latencies, "lines": lines, "cpu_s": cpu.user + cpu.system}
-    print(json.dumps(report), flush=True)
-    for viewer in viewers:
-        viewer.sock.close()
-
-
-_BUFFER = bytearray(1 << 16)
-_VIEW = memoryview(_BUFFER)
-
-
-def _pump(
-    selector: selectors.BaseSelector, wait: float, ready: bytes
-) -> list[tuple[_Viewer, list[int]]]:
-    got = []
-    for key, _ in selector.select(wait):
-        viewer: _Viewer = key.data
-        try:
-            size = viewer.sock.recv_into(_BUFFER)  # no allocation per read
-        except BlockingIOError:
-            continue
-        now = time.time_ns()
-        data = bytes(_VIEW[:size])
-        if not data:
-            selector.unregister(viewer.sock)
-            viewer.ended = True
-            got.append((viewer, []))
-            continue
-        text = viewer.buffer + data
-        cut = text.rfind(b"\n\n") + 2
-        whole, viewer.buffer = text[:cut], text[cut:]
-        if not viewer.ready and ready in whole:
-            viewer.ready = True
-        delays = []
-        at = whole.find(MARK)
-        while at >= 0:
-            start = at + len(MARK)
-            stamp = int(whole[start : whole.index(b'"', start)])
-            delays.append((now - stamp) // 1000)
-            at = whole.find(MARK, start)
-        viewer.lines += len(delays)
-        got.append((viewer, delays))
-    return got
-
-
 # -- the orchestration -----------------------------------------------------------------------
 @dataclass
 class Result:
@@ -476,7 +392,7 @@ if __name__ == "__main__":
         path, ready = (
             (sys.argv[5], sys.argv[6].encode()) if len(sys.argv) > 6 else (PATH, b"event: status")
         )
-        client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), path, ready)
+        load_client.client(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), path, ready)
     else:
         import tempfile
 
