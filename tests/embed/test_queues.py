@@ -23,12 +23,17 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from fastapi import FastAPI
 from httpx_sse import connect_sse
+from pydantic import SecretStr
 
 import jobtail
 import jobtail.fastapi
 import jobtail.queues.arq
 import jobtail.queues.celery
 from jobtail.config import Settings
+from jobtail.services import Services
+from jobtail.store import RunStatus
+from jobtail.store.sqlite import SQLiteStore
+from jobtail.web.app import create_app
 
 from ..conftest import ServerThread, free_port
 from ..waiting import wait_for
@@ -37,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = ["background", "celery", "arq"]
+SECRET = "s" * 32
 
 
 class Queues:
@@ -248,3 +254,42 @@ def test_a_celery_pool_process_killed_mid_job_ends_its_run_at_once(
     finally:
         worker.stop()
         store.close()
+
+
+def test_a_celery_pool_process_killed_mid_job_ends_its_http_run_at_once(
+    queues: Queues,
+    tmp_path: Path,
+    serve: Callable[[object], ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same, for a worker that logs over HTTP with only its run's write token (a jobtail
+    server with API keys, served by uvicorn): the hook ends the run with the token the message
+    carried. Without it the server refused the hook's end, and only the janitor ended the run."""
+    settings = Settings(
+        data_dir=tmp_path, store="sqlite:///unused", stale_after=3600, auth="apikey",
+        api_keys=[SecretStr("k" * 16)], secret=SecretStr(SECRET),
+    )  # fmt: skip
+    store = SQLiteStore(tmp_path / "served.db")
+    services = Services.from_settings(settings, store=store)
+    server = serve(create_app(services=services))
+    worker = Worker("celery", queues, tmp_path / "http.log", pool="prefork", store=server.url)
+    try:
+        monkeypatch.setenv("JOBTAIL_SECRET", SECRET)  # the enqueuer's, not the worker's
+        task = queues.apps.celery_import
+        run_id = jobtail.queues.celery.enqueue(
+            task, store, "lost", "import", 1, True, write_token=True
+        ).run_id
+        wait_for(lambda: (store.get_run(run_id) or run_id).last_seq >= 2, 30, "the job")
+        pid = store.read(run_id)[1].fields["pid"]  # type: ignore[index]
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not store.get_run(run_id).active, 30, "the hook")  # type: ignore[union-attr]
+        last = store.read(run_id)[-1]
+        assert last.message.startswith("Run failed: the worker process was lost (WorkerLostError")
+        assert last.fields is not None and last.fields["reason"] == "worker_lost"
+        assert last.seq == 3 and last.log_level == "ERROR"
+        run = store.get_run(run_id)
+        assert run is not None and run.status is RunStatus.FAILED
+        assert run.error is not None and run.error.startswith("the worker process was lost")
+    finally:
+        worker.stop()
+        services.close()

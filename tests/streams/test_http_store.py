@@ -143,6 +143,24 @@ def test_an_end_without_lines_or_error(app: App) -> None:
     assert finished is not None and finished.status is RunStatus.SUCCEEDED
 
 
+def test_an_end_with_a_line_numbered_by_the_store(app: App) -> None:
+    """A closer that is not the writer (a queue's hook, its worker lost) sends its line as seq 0:
+    it lands after the run's last line, at the run's epoch, with Producer-Seq that last seq."""
+    queued = app.store.create_run("petstore", "svc")
+    worker = app.worker(**key(app))
+    claimed = worker.claim_run(queued.run_id)
+    assert claimed is not None
+    worker.append(queued.run_id, [line(1), line(2)], epoch=claimed.epoch)
+    why = LogLine(0, utcnow(), "ERROR", "Run failed: the worker process was lost")
+    assert worker.finish_run(queued.run_id, RunStatus.FAILED, "lost", lines=[why])
+    end = app.sent[-1]
+    assert end.headers["producer-seq"] == "2"
+    assert end.headers["producer-epoch"] == str(claimed.epoch)
+    finished = app.store.get_run(queued.run_id)
+    assert finished is not None and (finished.status, finished.last_seq) == (RunStatus.FAILED, 3)
+    assert app.store.read(queued.run_id)[-1].message == why.message
+
+
 def test_refusals_come_back_as_the_stores_errors(app: App) -> None:
     queued = app.store.create_run("petstore", "svc")
     worker = app.worker(**key(app))

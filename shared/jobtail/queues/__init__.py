@@ -20,7 +20,7 @@ import logging
 from typing import Any
 
 from ..capture import line_fields
-from ..run import is_server_url
+from ..run import is_server_url, open_store
 from ..store import LogLine, LogStore, Run, RunStatus, StoreError, from_url
 from ..store.base import utcnow
 from ..tracebacks import shorten_paths
@@ -70,11 +70,14 @@ def fail_unsent(store: LogStore | str, run: Run, exc: BaseException) -> None:
             opened.close()
 
 
-def end_lost_run(store: LogStore | str, run_id: str, exc: BaseException | None) -> bool:
+def end_lost_run(
+    store: LogStore | str, run_id: str, exc: BaseException | None, token: str | None = None
+) -> bool:
     """A queue's failure hook saw the worker process die (killed, out of memory, a hard time
     limit): end its run now, with a last line saying so, instead of after the janitor's wait.
-    Nothing happens to a run that already ended (the job's own exception ended it)."""
-    opened = from_url(store) if isinstance(store, str) else store
+    Nothing happens to a run that already ended (the job's own exception ended it). ``token``:
+    the run's write token the message carried (``take_token``), for a jobtail server's URL."""
+    opened = open_store(store, token) if isinstance(store, str) else store
     try:
         run = opened.get_run(run_id)
         if run is None or not run.active:

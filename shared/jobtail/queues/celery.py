@@ -13,7 +13,8 @@ The task's exception ends the run failed and is raised on, so Celery's own failu
 (retries, result backend, ``task_failure``) sees it. A redelivered message whose run already
 ran (or runs elsewhere) does nothing. When the pool process running the task dies (killed,
 out of memory, a hard time limit), Celery's ``task_failure`` signal ends the run at once with a
-line saying so (the janitor would, but only after ``stale_after``).
+line saying so (the janitor would, but only after ``stale_after``); a worker that logs over HTTP
+ends it with the write token its message carried.
 """
 
 from __future__ import annotations
@@ -92,10 +93,16 @@ def _listen_for_lost_workers() -> None:
 
 
 def _on_task_failure(
-    sender: Any = None, exception: BaseException | None = None, args: Any = None, **_: Any
+    sender: Any = None,
+    exception: BaseException | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    **_: Any,
 ) -> None:
     """In the worker's main process, after a task failed: a run still active means the process
-    that ran it is gone (an exception inside the task would have ended the run)."""
+    that ran it is gone (an exception inside the task would have ended the run). A worker that
+    logs over HTTP ends it with the write token its message carried."""
     store = getattr(getattr(sender, "run", None), "jobtail_store", None)
     if store is not None and args:
-        end_lost_run(store, str(args[0]), exception)
+        token = take_token(store, dict(kwargs)) if isinstance(kwargs, dict) else None
+        end_lost_run(store, str(args[0]), exception, token)

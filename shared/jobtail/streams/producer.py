@@ -189,6 +189,9 @@ class HttpStore(LogStore):
         if error:
             extra["Jobtail-Run-Error"] = error.encode("ascii", "replace").decode()[:1000]
         seq = lines[0].seq - 1 if lines else 0
+        if lines and lines[0].seq == 0:  # numbered by the server's store, after its last line
+            run = self._run(run_id)
+            seq, epoch = run.last_seq, run.epoch if epoch is None else epoch
         body = _body(lines) if lines else b""
         response = self._post(run_id, self._epoch(run_id, epoch), seq, body, extra)
         return response.status_code == 200 or (not lines and response.status_code == 204)
