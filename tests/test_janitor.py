@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from jobtail import janitor as janitor_module
 from jobtail.janitor import Janitor, explain, stale_error, sweep
 from jobtail.store.base import Run, RunStatus, StoreError
 from jobtail.store.sqlite import SQLiteStore
@@ -205,6 +206,42 @@ def test_after_an_outage_a_short_page_is_the_last_one_read(tmp_path: Path) -> No
     store.down, store.reads = False, 0
     assert janitor.sweep().failed == [] and not janitor.outage
     assert store.reads == 1
+    store.close()
+
+
+class RecordsPages(SQLiteStore):
+    """A SQLite store recording each page of heartbeats the janitor asks for, and its answer."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.pages: list[tuple[str, int, list[str]]] = []
+
+    def restart_heartbeats(self, after: str = "", limit: int = 1000) -> list[str]:
+        page = super().restart_heartbeats(after, limit)
+        self.pages.append((after, limit, page))
+        return page
+
+
+def test_after_an_outage_each_page_starts_after_the_last_id_of_the_one_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of RESTART_PAGE runs, each after the previous page's last id: every running run
+    once, in one read per page. A page that started earlier read runs again (one, or all but two,
+    each time); a limit other than RESTART_PAGE (the store's default) breaks the test for the
+    last page: above the default, a full page reads as a short one and the restart ends there."""
+    monkeypatch.setattr(janitor_module, "RESTART_PAGE", 3)
+    store = RecordsPages(tmp_path / "s.db")
+    ids = []
+    for n in range(8):
+        run = store.claim_run(store.create_run(f"u{n}", "svc").run_id)
+        assert run is not None
+        ids.append(run.run_id)
+    ids.sort()
+    janitor = Janitor(store, stale_after=3600, retention_days=1)
+    assert janitor.outage is False
+    janitor.outage = True  # a sweep the store refused: the next one restarts the clocks
+    assert janitor.sweep().failed == [] and janitor.outage is False
+    assert store.pages == [("", 3, ids[:3]), (ids[2], 3, ids[3:6]), (ids[5], 3, ids[6:])]
     store.close()
 
 
