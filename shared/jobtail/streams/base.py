@@ -233,6 +233,10 @@ class AppendRequest:
     omitted: int = 0  # run streams: lines a capped logger left out
 
 
+SWEEP_BATCH = 100
+"""Expired streams one sweep transaction removes at most (each with its data and producers)."""
+
+
 class StreamStore(ABC):
     """Durable streams by path. Thread-safe and synchronous; async callers use a thread."""
 
@@ -263,6 +267,26 @@ class StreamStore(ABC):
     @abstractmethod
     def read(self, path: str, offset: str | None) -> Chunk:
         """Data from an offset (``-1`` the start; ``None`` the tail, for ``offset=now``)."""
+
+    def sweep_expired(self, batch: int = SWEEP_BATCH) -> int:
+        """Remove the expired streams no request met again (one that forks read is soft-deleted,
+        410 as on access, and goes with its last fork), judged by the store's clock; return how
+        many. Pages by stream id, ``batch`` streams per short write transaction: the janitor's."""
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        expired, after = 0, ""
+        while True:
+            removed, seen, last = self._sweep_batch(after, batch)
+            expired += removed
+            if seen < batch or last is None:
+                return expired
+            after = last
+
+    @abstractmethod
+    def _sweep_batch(self, after: str, batch: int) -> tuple[int, int, str | None]:
+        """One transaction: remove up to ``batch`` expired streams whose id follows ``after``,
+        each checked again under the write lock; return how many it removed, how many candidates
+        it read and the last one's id."""
 
     def next_poll_interval(self, idle_polls: int) -> float:
         """Seconds a waiting read waits for a wake-up before polling again, after

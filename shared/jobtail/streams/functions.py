@@ -128,6 +128,12 @@ class FunctionStreams(StreamStore):
         if self._call("expire", {"p_path": path}):
             self.listeners.notify(path)
 
+    def _sweep_batch(self, after: str, batch: int) -> tuple[int, int, str | None]:
+        """``jobtail_stream_sweep`` (``0016_stream_sweep.sql``): one call, one transaction."""
+        result = self._call("sweep", {"p_after": after, "p_limit": batch})
+        last = result["last"]
+        return int(result["expired"]), int(result["seen"]), None if last is None else str(last)
+
     @expiring
     def create(self, path: str, request: CreateRequest) -> Created:
         expiry = request.expiry

@@ -14,7 +14,8 @@ points at its source and fork offset: reads below it are served from the source 
 nothing is copied; a source with forks is soft-deleted (410 Gone) on DELETE or once it expires,
 and removed with its last fork. An operation that meets an expired stream stops
 (``StreamExpired``); ``expiring`` removes the stream in a write transaction of its own, which
-commits whatever the operation then answers, and runs it again.
+commits whatever the operation then answers, and runs it again. The janitor removes those no
+request meets again (``sweep_expired``), in batches of the same transactions.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ COLUMNS = (
     "stream_id, path, content_type, ttl, expires_at, touched_at, tail, closed, closed_by,"
     " stream_seq, fork_of, fork_offset, forks, deleted"
 )
+EXPIRED_AFTER = (
+    "SELECT stream_id FROM streams WHERE stream_id > ? AND deleted = 0"
+    " AND ((expires_at IS NOT NULL AND ? >= expires_at)"
+    " OR (ttl IS NOT NULL AND ? >= touched_at + ttl))"
+    " ORDER BY stream_id LIMIT ?"
+)
+"""A sweep's candidates: the next expired streams by id (the keyset), not yet soft-deleted."""
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 ROWS_PER_READ = 5000
 
@@ -166,6 +174,32 @@ class SqlStreamStore(StreamStore):
                 return
             self._remove(tx, row)
         self.listeners.notify(path)
+
+    def _sweep_batch(self, after: str, batch: int) -> tuple[int, int, str | None]:
+        """Candidates come from a snapshot, so a sweep that finds nothing never takes the write
+        lock; each is read again under it. One already gone counts: an earlier candidate took
+        it along (a source with its last fork), or a request met it."""
+        with self._read_tx() as tx:
+            now = time.time()
+            seen = [r[0] for r in tx.execute(EXPIRED_AFTER, (after, now, now, batch)).fetchall()]
+        if not seen:
+            return 0, 0, None
+        removed, paths = 0, []
+        with self._tx() as tx:
+            now = time.time()
+            for stream_id in seen:
+                r = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,))
+                found = r.fetchone()
+                row = None if found is None else Row.of(found)
+                if row is not None and (row.deleted or not row.expired(now)):
+                    continue  # a request met it first (410 now), or slid its TTL
+                if row is not None:
+                    self._remove(tx, row)
+                    paths.append(row.path)
+                removed += 1
+        for path in paths:
+            self.listeners.notify(path)
+        return removed, len(seen), seen[-1]
 
     def _by_id(self, tx: Tx, stream_id: str) -> Row:
         r = tx.execute(f"SELECT {COLUMNS} FROM streams WHERE stream_id = ?", (stream_id,))
