@@ -245,6 +245,40 @@ def test_after_an_outage_each_page_starts_after_the_last_id_of_the_one_before(
     store.close()
 
 
+class WakesInBetween(SQLiteStore):
+    """Each stale run's worker shows up between the janitor's read of the stale runs and its
+    close: a running run beats, a queued one is claimed."""
+
+    def stale_runs(
+        self, heartbeat_before: datetime, queued_before: datetime | None = None, limit: int = 1000
+    ) -> list[Run]:
+        found = super().stale_runs(heartbeat_before, queued_before, limit)
+        for run in found:
+            if run.status is RunStatus.RUNNING:
+                self.heartbeat(run.run_id)
+            else:
+                self.claim_run(run.run_id)
+        return found
+
+
+def test_a_run_whose_worker_shows_up_before_the_close_is_kept(tmp_path: Path) -> None:
+    """The close is a compare-and-close on each run's own bound: a run read as stale whose
+    worker beat (or, queued, was claimed) in between is left running, with no line added."""
+    store = WakesInBetween(tmp_path / "s.db")
+    running = store.create_run("u1", "svc").run_id
+    assert store.claim_run(running) is not None
+    queued = store.create_run("u2", "svc").run_id
+    old = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    with store._use() as db:
+        db.execute("UPDATE runs SET heartbeat_at = ?, created_at = ?", (old, old))
+    result = sweep(store, stale_after=60, retention_days=1, queued_after=120)
+    assert result.failed == []
+    for run_id in (running, queued):
+        run = store.get_run(run_id)
+        assert run is not None and run.status is RunStatus.RUNNING and run.last_seq == 0
+    store.close()
+
+
 def test_the_janitor_lets_queued_runs_wait_their_own_time(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
     queued = store.create_run("u1", "svc").run_id

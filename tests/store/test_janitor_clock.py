@@ -91,12 +91,13 @@ def test_the_explanation_is_stamped_by_the_stores_clock_after_the_runs_last_line
     run's end (ahead) or an hour before the run's last line (behind). On SQLite the store's
     clock is the janitor's, so there it is the run's last line that bounds it."""
     dead = _claimed(store, "dead")
-    store.append(dead, [LogLine(1, utcnow(), "INFO", "working")])  # the worker's clock
+    started = LogLine(1, utcnow() - 2 * HOUR, "INFO", "started")  # the worker's clock
+    store.append(dead, [started, LogLine(2, utcnow(), "INFO", "working")])
     skew_clock(monkeypatch, skew)  # the janitor's (and on SQLite the store's)
     _silence(store, request, dead)
     before = store.clock()
     assert Janitor(store, stale_after=STALE_AFTER, retention_days=1).sweep().failed == [dead]
     after = store.clock()
-    worked, explained = store.read(dead)
-    assert explained.message.startswith("Run failed:")
+    _, worked, explained = store.read(dead)
+    assert explained.message.startswith("Run failed:") and explained.log_level == "ERROR"
     assert max(before, worked.timestamp) <= explained.timestamp <= max(after, worked.timestamp)
