@@ -28,20 +28,28 @@ Polled = tuple[Run | None, list[LogLine]]
 
 class CountingStore(PostgresStore):
     """A real PostgresStore that records the runs of each statement its async reads send, and
-    holds them while ``gate`` is closed."""
+    holds them while ``gate`` is closed (or, for a run in ``held``, its own event is not set)."""
 
     def __init__(self, url: str) -> None:
         super().__init__(url, listen=False)
         self.sent: list[list[str]] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.events: list[str] = []
+        self.held: dict[str, asyncio.Event] = {}  # a statement with this run waits for it
 
     async def _arows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         assert isinstance(params, Sequence)
         runs = params[0]
         self.sent.append(list(runs) if isinstance(runs, list) else [runs])
-        await self.gate.wait()
-        return await super()._arows(query, params)
+        try:
+            await self.gate.wait()
+            for run in self.sent[-1]:
+                if run in self.held:
+                    await self.held[run].wait()
+            return await super()._arows(query, params)
+        finally:
+            self.events.append("statement ended")
 
     def queued(self) -> int:
         """Polls waiting for a statement, on every loop."""
@@ -185,4 +193,102 @@ async def test_a_statement_holds_at_most_poll_batch_polls(store: CountingStore) 
     assert sorted(len(runs) for runs in store.sent) == [1, 3, 3]
     assert sorted(run for runs in store.sent for run in runs) == sorted(ids)
     assert got == [lone(store, *poll) for poll in polls]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_full_batch_goes_at_once_even_while_a_statement_is_in_flight(
+    store: CountingStore,
+) -> None:
+    store.poll_batch = 3
+    first, *full = runs_with_lines(store, 4)
+    store.gate.clear()
+    alone = asyncio.create_task(store.apoll(first, 0, 10))
+    await wait_for_async(lambda: store.sent, 5, "the first statement")
+    behind = [asyncio.create_task(store.apoll(run_id, 0, 10)) for run_id in full]
+    await wait_for_async(lambda: len(store.sent) == 2, 5, "the full batch, not waiting")
+    assert store.sent == [[first], full] and store.queued() == 0
+    store.gate.set()
+    got = [await alone, *[await task for task in behind]]
+    assert got == [lone(store, run_id, 0, 10) for run_id in (first, *full)]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_poll_waits_while_any_statement_is_in_flight_not_only_the_first(
+    store: CountingStore,
+) -> None:
+    """Two statements in flight (a lone poll's, then a full batch's): the first ending does not
+    let a new poll go before the second ends."""
+    store.poll_batch = 3
+    first, *full, last = runs_with_lines(store, 5)
+    store.held = {first: asyncio.Event(), full[0]: asyncio.Event()}
+    alone = asyncio.create_task(store.apoll(first, 0, 10))
+    await wait_for_async(lambda: store.sent, 5, "the first statement")
+    behind = [asyncio.create_task(store.apoll(run_id, 0, 10)) for run_id in full]
+    await wait_for_async(lambda: len(store.sent) == 2, 5, "the full batch")
+    store.held[first].set()
+    assert await alone == lone(store, first, 0, 10)
+    later = asyncio.create_task(store.apoll(last, 0, 10))
+    await wait_for_async(lambda: store.queued() == 1 or len(store.sent) > 2, 5, "queued")
+    assert store.sent == [[first], full]  # the full batch's statement is still in flight
+    store.held[full[0]].set()
+    got = [*[await task for task in behind], await later]
+    assert store.sent == [[first], full, [last]]
+    assert got == [lone(store, run_id, 0, 10) for run_id in (*full, last)]
+    await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_aclose_cancels_the_statement_in_flight_and_the_polls_queued_behind_it(
+    store: CountingStore,
+) -> None:
+    """Both callers are cancelled, and the statement has ended before its pool closes."""
+    first, second = runs_with_lines(store, 2)
+    await store.apoll(first, 0, 10)  # the loop's pool, opened
+    pool = store._apools[asyncio.get_running_loop()]
+    close_pool = pool.close
+
+    async def closing(timeout: float = 5.0) -> None:
+        store.events.append("pool closing")
+        await close_pool(timeout)
+
+    pool.close = closing  # type: ignore[method-assign]
+    store.gate.clear()
+    sent = asyncio.create_task(store.apoll(first, 0, 10))
+    await wait_for_async(lambda: len(store.sent) == 2, 5, "the statement")
+    queued = asyncio.create_task(store.apoll(second, 0, 10))
+    await wait_for_async(lambda: store.queued() == 1, 5, "the second poll, queued")
+    await asyncio.wait_for(store.aclose(), 10)  # the gate stays closed: nothing is answered
+    assert store.events == ["statement ended", "statement ended", "pool closing"]
+    done, _ = await asyncio.wait([sent, queued], timeout=10)
+    assert done == {sent, queued}
+    assert sent.cancelled() and queued.cancelled()
+    assert store.sent == [[first], [first]]
+
+
+@pytest.mark.anyio
+async def test_polls_of_one_iteration_schedule_one_send_and_a_later_poll_waits_its_turn(
+    store: CountingStore,
+) -> None:
+    """Two polls in one iteration go out together in the next; a poll made in that next
+    iteration, once their statement is in flight, waits for it, as any poll behind one."""
+    first, second, third = runs_with_lines(store, 3)
+    store.gate.clear()
+
+    async def a_turn_later() -> Polled:
+        await asyncio.sleep(0)  # runs again in the next iteration, after the batch went out
+        return await store.apoll(second, 0, 10)
+
+    tasks = [
+        asyncio.create_task(store.apoll(first, 0, 10)),
+        asyncio.create_task(a_turn_later()),
+        asyncio.create_task(store.apoll(third, 0, 10)),
+    ]
+    await wait_for_async(lambda: store.queued() == 1 or len(store.sent) > 1, 5, "queued")
+    assert store.sent == [[first, third]]
+    store.gate.set()
+    got = [await task for task in tasks]
+    assert store.sent == [[first, third], [second]]
+    assert got == [lone(store, run_id, 0, 10) for run_id in (first, second, third)]
     await store.aclose()
