@@ -73,7 +73,9 @@ def test_a_sweep_that_did_something_says_so_in_the_log(
     assert caplog.messages == []  # nothing failed, nothing purged: nothing said
     result = sweep(sqlite_store, stale_after=60, retention_days=1, now=later)
     assert result.failed == [run.run_id] and result.purged == 0
-    assert caplog.messages == ["janitor: failed 1 stale runs, purged 0 old runs"]
+    assert caplog.messages == [
+        "janitor: failed 1 stale runs, purged 0 old runs, removed 0 expired streams"
+    ]
 
 
 class WritesFail(SQLiteStore):

@@ -1,4 +1,5 @@
-"""Janitor function: on a schedule, fail runs whose worker died and purge runs past retention."""
+"""Janitor function: on a schedule, fail runs whose worker died, purge runs past retention and
+remove expired streams."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def setup(
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """One sweep: the stale runs failed (each with a last line saying why), old runs purged."""
+    """One sweep: the stale runs failed (each with a last line saying why), old runs purged,
+    expired streams removed."""
     settings, store = _setup or setup()
     result = sweep(
         store,
@@ -43,5 +45,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     metrics.add_metric(name="RunsFailedStale", unit=MetricUnit.Count, value=len(result.failed))
     metrics.add_metric(name="RunsPurged", unit=MetricUnit.Count, value=result.purged)
-    logger.info("sweep done", failed=result.failed, purged=result.purged)
-    return {"failed": result.failed, "purged": result.purged}
+    expired = result.streams_expired
+    metrics.add_metric(name="StreamsExpired", unit=MetricUnit.Count, value=expired)
+    logger.info("sweep done", failed=result.failed, purged=result.purged, streams_expired=expired)
+    return {"failed": result.failed, "purged": result.purged, "streams_expired": expired}

@@ -1,4 +1,4 @@
-"""The janitor: fail runs whose worker died, and purge runs past retention.
+"""The janitor: fail runs whose worker died, purge runs past retention, remove expired streams.
 
 A worker that is killed (a Lambda timeout, a crash) stops heartbeating and never finishes its
 run, so its viewers would wait forever. ``sweep`` closes each such run as failed with a last
@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .store.base import LogStore, Run, RunStatus, StoreError
+from .streams.sweep import sweep_streams
 
 __all__ = ["Janitor", "SweepResult", "explain", "stale_error", "sweep"]
 
@@ -45,10 +46,12 @@ RESTART_PAGE = 1000  # running runs heartbeaten per read after an outage
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
-    """What one sweep did: the runs it failed and how many finished runs it deleted."""
+    """What one sweep did: the runs it failed, how many finished runs it deleted, and how many
+    expired streams it removed (``streams.sweep``)."""
 
     failed: list[str] = field(default_factory=list)
     purged: int = 0
+    streams_expired: int = 0
 
 
 def stale_error(stale_after: float) -> str:
@@ -97,9 +100,13 @@ def sweep(
         explain=lambda run: explain(run, stale_after, waited),
     )
     purged = store.purge(now - timedelta(days=retention_days))
-    if failed or purged:
-        log.info("janitor: failed %d stale runs, purged %d old runs", len(failed), purged)
-    return SweepResult(failed=failed, purged=purged)
+    expired = sweep_streams(store)  # by the store's clock always, whatever now says
+    if failed or purged or expired:
+        log.info(
+            "janitor: failed %d stale runs, purged %d old runs, removed %d expired streams",
+            len(failed), purged, expired,
+        )  # fmt: skip
+    return SweepResult(failed=failed, purged=purged, streams_expired=expired)
 
 
 class Janitor:

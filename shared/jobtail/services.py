@@ -86,7 +86,8 @@ class Services:
         )
 
     def sweep(self) -> SweepResult:
-        """Fail runs whose worker died, purge old ones (the janitor's job, in-process)."""
+        """Fail runs whose worker died, purge old ones, remove expired streams (the janitor's
+        job, in-process)."""
         return self.janitor.sweep()
 
     def close(self) -> None:

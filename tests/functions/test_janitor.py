@@ -15,6 +15,8 @@ from jobtail.janitor import SweepResult, stale_error, sweep
 from jobtail.logger import RunLogger
 from jobtail.store.base import LogLine, LogStore, Run, RunFencedError, RunStatus, utcnow
 from jobtail.store.sqlite import SQLiteStore
+from jobtail.streams import CreateRequest, Expiry, StreamNotFound
+from jobtail.streams.sqlite import SQLiteStreams
 from jobtail.tail import EndEvent, LinesEvent, Tailer, TailEvent
 from tests.events import load_event
 from tests.waiting import wait_for as until
@@ -201,15 +203,24 @@ def test_the_scheduled_event_runs_a_sweep(
     context: FakeContext,
     store: SQLiteStore,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("JOBTAIL_STALE_AFTER", "0.001")
     monkeypatch.setenv("JOBTAIL_HEARTBEAT_INTERVAL", "0.0005")
     run_id = running_run(store, "working")
+    streams = SQLiteStreams.from_store(store)
+    streams.create("brief", CreateRequest("text/plain", Expiry(ttl=0)))  # expired, never met
+    streams.create("hour", CreateRequest("text/plain", Expiry(ttl=3600)))
     heartbeat = store.get_run(run_id).heartbeat_at  # type: ignore[union-attr]
     until(lambda: utcnow() - heartbeat > timedelta(milliseconds=2))  # type: ignore[operator]
     answer = load_handler("janitor").handler(load_event("janitor-schedule"), context)
-    assert answer == {"failed": [run_id], "purged": 0}
+    assert answer == {"failed": [run_id], "purged": 0, "streams_expired": 1}
     assert store.get_run(run_id).status is RunStatus.FAILED  # type: ignore[union-attr]
+    assert '"StreamsExpired":[1.0]' in capsys.readouterr().out.replace(" ", "")
+    with pytest.raises(StreamNotFound):
+        streams.head("brief")
+    assert streams.head("hour").tail == 0
+    streams.close()
 
 
 def test_staleness_is_judged_by_the_heartbeat_not_the_age(recording: RecordingStore) -> None:

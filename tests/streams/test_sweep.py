@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from jobtail.config import Settings
+from jobtail.services import Services
+from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.base import (
     AppendRequest,
     CreateRequest,
@@ -21,6 +25,9 @@ from jobtail.streams.base import (
     StreamStore,
 )
 from jobtail.streams.sqlite import SQLiteStreams
+from jobtail.web.app import create_app
+from tests.conftest import ServerThread
+from tests.waiting import wait_for
 
 from .test_store import expire, rows_of, sql, text
 
@@ -167,3 +174,29 @@ def test_a_sqlite_sweep_with_nothing_to_remove_takes_no_write_lock(tmp_path: Pat
         writer.close()
         sweeping.join(timeout=15)
         streams.close()
+
+
+def test_the_local_server_s_janitor_sweeps_them(
+    tmp_path: Path, serve: Callable[[object], ServerThread]
+) -> None:
+    """``jobtail serve`` (inline dispatcher) sweeps from its own process: an expired stream no
+    request meets goes by itself, a live one stays."""
+    store = SQLiteStore(tmp_path / "store.db")
+    streams = SQLiteStreams.from_store(store)
+    streams.create("brief", CreateRequest("text/plain", Expiry(ttl=3600)))
+    streams.create("hour", CreateRequest("text/plain", Expiry(ttl=3600)))
+    with streams._tx() as tx:
+        tx.execute("UPDATE streams SET touched_at = 0 WHERE path = 'brief'")
+    settings = Settings(data_dir=tmp_path, store="sqlite:///unused", stale_after=3600)
+    services = Services.from_settings(settings, store=store)
+    try:
+        serve(create_app(services=services))
+
+        def swept() -> bool:
+            with streams._tx() as tx:
+                return [r[0] for r in tx.execute("SELECT path FROM streams").fetchall()] == ["hour"]
+
+        wait_for(swept, 10, "the server's janitor to remove the expired stream")
+    finally:
+        streams.close()
+        services.close()

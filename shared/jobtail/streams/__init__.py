@@ -40,19 +40,20 @@ __all__ = [
 ]  # fmt: skip
 
 
-def open_streams(store: LogStore) -> StreamStore | None:
+def open_streams(store: LogStore, *, listen: bool = True) -> StreamStore | None:
     """Generic stream storage beside a log store, in the same database; ``None`` for a store
-    of another kind (run logs are still readable as streams)."""
+    of another kind (run logs are still readable as streams). ``listen=False``: no PostgreSQL
+    LISTEN connection (a user that never waits for appends: the janitor)."""
     from ..store.sqlite import SQLiteStore
 
     if isinstance(store, SQLiteStore):
         from .sqlite import SQLiteStreams
 
         return SQLiteStreams.from_store(store)
-    return _postgres_streams(store) or _supabase_streams(store)
+    return _postgres_streams(store, listen) or _supabase_streams(store)
 
 
-def _postgres_streams(store: LogStore) -> StreamStore | None:
+def _postgres_streams(store: LogStore, listen: bool) -> StreamStore | None:
     try:
         from ..store.postgres import PostgresStore
     except ImportError:  # psycopg not installed: not a PostgresStore
@@ -60,7 +61,7 @@ def _postgres_streams(store: LogStore) -> StreamStore | None:
     if isinstance(store, PostgresStore):
         from .postgres import PostgresStreams
 
-        return PostgresStreams.from_store(store)
+        return PostgresStreams.from_store(store, listen=listen)
     return None
 
 

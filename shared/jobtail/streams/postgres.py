@@ -70,9 +70,10 @@ class PostgresStreams(FunctionStreams):
             raise StreamError(f"PostgreSQL gave no connection for streams: {exc}") from exc
 
     @classmethod
-    def from_store(cls, store: PostgresStore) -> PostgresStreams:
+    def from_store(cls, store: PostgresStore, *, listen: bool = True) -> PostgresStreams:
+        """Beside ``store``; ``listen=False`` for a user that never waits for appends."""
         try:  # no LISTEN through Supabase's transaction pooler, as for the log store
-            listen = urlsplit(store.conninfo).port != 6543
+            listen = listen and urlsplit(store.conninfo).port != 6543
         except ValueError:
             listen = False
         return cls(store.conninfo, max_size=store.max_size, listen=listen)

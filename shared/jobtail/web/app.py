@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 
 async def _janitor(services: Services) -> None:
-    """Sweep now and then, so a run whose worker died (a killed server) still ends."""
+    """Sweep now and then, so a run whose worker died (a killed server) still ends (and
+    expired streams nobody meets again go)."""
     while True:
         try:
             await anyio.to_thread.run_sync(services.sweep)
