@@ -17,7 +17,7 @@ from jobtail.web.stream_responses import sse_events
 
 async def sends(streams: Streams, path: str) -> list[str]:
     first = await streams.read(path, "-1")
-    return [event async for event in sse_events(path, streams, first, "c1")]
+    return [event.decode() async for event in sse_events(path, streams, first, "c1")]
 
 
 def test_data_and_its_control_share_one_send(tmp_path: Path) -> None:

@@ -10,9 +10,10 @@ cached empty answer can never be served in a loop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -31,6 +32,7 @@ from .base import (
     StreamStore,
     StreamUnsupported,
 )
+from .live import ANY, Live
 from .runs import RunStreams, is_run_path
 
 CURSOR_EPOCH = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
@@ -54,6 +56,7 @@ class Streams:
     long_poll_seconds: float = 20.0
     sse_seconds: float = 60.0
     listeners: ListenerSet = field(default_factory=ListenerSet)
+    live: Live = field(default_factory=Live, repr=False)
 
     @classmethod
     def over(
@@ -117,11 +120,14 @@ class Streams:
         return await self._call(lambda: store.read(path, offset))
 
     async def wait_read(self, path: str, offset: str | None, timeout: float) -> Chunk:
-        """Read; while there is nothing new and the stream is open, wait up to ``timeout``."""
+        """Read; while there is nothing new and the stream is open, wait up to ``timeout``.
+        Readers woken together share their next read (``streams.live``)."""
         deadline = time.monotonic() + timeout
         changed = asyncio.Event()
-        remove = self._watch(path, changed)
+        listeners, key = self._source(path)
+        stop = self.live.watch(listeners, key, changed)
         try:
+            after = self.live.started  # the first read is this reader's own: none older joins
             chunk = await self.read(path, offset)
             if offset is None:  # offset=now: wait from the tail as it was
                 offset = chunk.next_offset
@@ -136,29 +142,58 @@ class Streams:
                 except TimeoutError:
                     idle += 1
                 changed.clear()
-                chunk = await self.read(path, offset)
+                chunk = await self.live.read(
+                    listeners, key, path, offset, functools.partial(self.read, path, offset), after
+                )
             return chunk
         finally:
-            remove()
+            stop()
+
+    async def follow(self, path: str, chunk: Chunk, until: float) -> AsyncIterator[Chunk]:
+        """The chunks after ``chunk`` as they come (each with data, or the closed end), until the
+        stream closes or ``time.monotonic()`` passes ``until``. One watch for the whole follow,
+        so every change is heard and readers of the stream can share each read (``live``)."""
+        changed = asyncio.Event()
+        listeners, key = self._source(path)
+        stop = self.live.watch(listeners, key, changed)
+        try:
+            after = self.live.started  # a read joined starts after the watch: none older
+            idle = 0
+            unheard = True  # ``chunk`` was read before the watch: read again at once
+            while not chunk.closed:
+                remaining = until - time.monotonic()
+                if remaining <= 0:
+                    return
+                if not unheard and (chunk.empty or chunk.up_to_date):
+                    # until a change (maybe one heard while reading) or the next poll
+                    try:
+                        async with asyncio.timeout(min(remaining, self._poll_interval(path, idle))):
+                            await changed.wait()
+                    except TimeoutError:
+                        idle += 1
+                changed.clear()  # before the read: a change heard during it is not lost
+                offset = chunk.next_offset
+                chunk = await self.live.read(
+                    listeners, key, path, offset, functools.partial(self.read, path, offset), after
+                )
+                unheard = False
+                if not chunk.empty or chunk.closed:
+                    idle = 0
+                    yield chunk
+        finally:
+            stop()
 
     def _poll_interval(self, path: str, idle_polls: int) -> float:
         if is_run_path(path) or self.streams is None:
             return self.runs.store.next_poll_interval(idle_polls)
         return self.streams.next_poll_interval(idle_polls)
 
-    def _watch(self, path: str, changed: asyncio.Event) -> Callable[[], None]:
-        """Set ``changed`` when this process changes the stream (or the run behind it)."""
-        loop = asyncio.get_running_loop()
-        key = path
-        listeners = self.streams.listeners if self.streams is not None else self.listeners
+    def _source(self, path: str) -> tuple[ListenerSet, str]:
+        """Where this process announces changes to the stream (or the run behind it), and the
+        key it announces them by."""
         if is_run_path(path):
             key = path[len("runs/") :]
-            listeners = self.runs.store.listeners
             if "/" in key:  # by (upload, service): any change may be its latest run's
-                key = ""
-
-        def wake(changed_key: str) -> None:
-            if not key or changed_key == key:
-                loop.call_soon_threadsafe(changed.set)
-
-        return listeners.add(wake)
+                key = ANY
+            return self.runs.store.listeners, key
+        return (self.streams.listeners if self.streams is not None else self.listeners), path

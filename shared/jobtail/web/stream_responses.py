@@ -5,13 +5,14 @@ for each refusal. The routes in ``routes/streams.py`` parse, authorize and call 
 from __future__ import annotations
 
 import base64
+import collections
 import json
 import re
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from ..streams import (
     Chunk,
@@ -30,6 +31,7 @@ from ..streams import (
     next_cursor,
 )
 from ..streams.runs import RunUnclaimed, is_run_path
+from .sse import StreamResponse
 
 PROTOCOL_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL,"
@@ -195,6 +197,33 @@ def sse_data(chunk: Chunk) -> str:
     return "event: data\n" + "".join(f"data:{line}\n" for line in lines) + "\n"
 
 
+_ENCODED: collections.OrderedDict[tuple[int, str, bool], tuple[Chunk, bytes]] = (
+    collections.OrderedDict()
+)
+_ENCODED_KEPT = 16  # chunks a round of readers shares: enough for a few streams at a time
+
+
+def _event(chunk: Chunk, cursor: str, announce: bool) -> bytes:
+    """Data and its control in one send: a reader that stops at the first complete event after
+    a marker (the conformance suite's does) must see both, and it is one write, not two.
+    Encoded once per chunk and cursor: readers woken together share one read (``streams.live``),
+    so each of them sends the same chunk, mostly with the same cursor. Keyed by the chunk's
+    identity, kept with its bytes so that its id is not reused while it is here."""
+    key = (id(chunk), cursor, announce)
+    kept = _ENCODED.get(key)
+    if kept is not None and kept[0] is chunk:
+        return kept[1]
+    event = sse_data(chunk) if not chunk.empty else ""
+    if not chunk.empty or announce or chunk.closed:
+        event += sse_control(chunk, cursor)
+    data = event.encode()
+    if not announce:  # a first read is the reader's own: nobody shares it
+        _ENCODED[key] = (chunk, data)
+        if len(_ENCODED) > _ENCODED_KEPT:
+            _ENCODED.popitem(last=False)
+    return data
+
+
 def sse_control(chunk: Chunk, cursor: str) -> str:
     control: dict[str, object] = {"streamNextOffset": chunk.next_offset}
     if chunk.closed:
@@ -208,30 +237,19 @@ def sse_control(chunk: Chunk, cursor: str) -> str:
 
 
 def sse_response(path: str, streams: Streams, first: Chunk, cursor: str) -> Response:
+    """The viewer's own task sends what it reads, through the lean path of the logs' SSE
+    (``web.sse.StreamResponse``: two tasks per viewer, handed off past the request's chain)."""
     headers = {**SECURITY, "Cache-Control": "no-cache", "Content-Type": "text/event-stream"}
     if not is_text(first.meta.content_type):
         headers["stream-sse-data-encoding"] = "base64"
-    return StreamingResponse(sse_events(path, streams, first, cursor), headers=headers)
+    return StreamResponse(sse_events(path, streams, first, cursor), ping=0, headers=headers)
 
 
-async def sse_events(path: str, streams: Streams, chunk: Chunk, cursor: str) -> AsyncIterator[str]:
+async def sse_events(
+    path: str, streams: Streams, first: Chunk, cursor: str
+) -> AsyncIterator[bytes]:
     """Data then control for each read; an empty first read still says where the tail is; ends
     at closure or after ``sse_seconds`` so caches can collapse reconnecting clients."""
-    deadline = time.monotonic() + streams.sse_seconds
-    announce = True
-    while True:
-        # data and its control go out in one send: a reader that stops at the first complete
-        # event after a marker (the conformance suite's does) must see both, and it is one
-        # write instead of two
-        event = sse_data(chunk) if not chunk.empty else ""
-        if not chunk.empty or announce or chunk.closed:
-            event += sse_control(chunk, cursor)
-            announce = False
-        if event:
-            yield event
-        if chunk.closed:
-            return
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        chunk = await streams.wait_read(path, chunk.next_offset, remaining)
+    yield _event(first, cursor, announce=True)
+    async for chunk in streams.follow(path, first, time.monotonic() + streams.sse_seconds):
+        yield _event(chunk, cursor, announce=False)
