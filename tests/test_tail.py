@@ -173,7 +173,7 @@ async def test_disconnected_viewer_releases_its_follower(sqlite_store: SQLiteSto
             await wait_until(lambda: tailer.follower_count == 1)
             tg.cancel_scope.cancel()  # the client goes away
         assert tailer.follower_count == 0
-    await wait_until(lambda: not _tasks_named("_run_follower"))
+    await wait_until(lambda: not _tasks_named("run_follower"))
 
 
 async def test_window_closes_with_the_cursor_to_resume_from(sqlite_store: SQLiteStore) -> None:
@@ -245,7 +245,7 @@ async def test_a_window_also_bounds_the_replay_of_a_live_run(sqlite_store: SQLit
     events = await collect(Tailer(sqlite_store, batch=1000).follow(run.run_id, window=0.0))
     assert [type(e) for e in events] == [StatusEvent, LinesEvent, WindowEndEvent]
     assert seqs(events) == list(range(1, 1001)) and events[-1] == WindowEndEvent(1000)
-    await wait_until(lambda: not _tasks_named("_run_follower"))  # its poll thread too
+    await wait_until(lambda: not _tasks_named("run_follower"))  # its poll thread too
 
 
 # -- a store that fails: followers survive it, or end their viewers so they resume ----------
@@ -343,7 +343,7 @@ async def test_a_follower_that_gives_up_ends_its_viewers_with_a_cursor(
     assert delivered in ([1, 2, 3], [1, 2, 3, 4]), delivered
     assert first[-1] == WindowEndEvent(delivered[-1]) and downs(first)
     assert tailer.follower_count == 0  # unregistered: nobody subscribes to a dead follower
-    assert not _tasks_named("_run_follower")
+    assert not _tasks_named("run_follower")
     gave_up = [m for m in caplog.messages if m.startswith("follower of run")]
     assert gave_up == [f"follower of run {run.run_id} gives up: store down: injected: store down"]
     # the viewer resumes by cursor once the store is back, and a late viewer comes too
@@ -471,12 +471,12 @@ async def test_a_shutdown_ends_live_viewers_with_the_cursor_to_resume_from(
         with anyio.fail_after(10):
             if how == "stop_following":
                 await tailer.stop_following()
-                assert not _tasks_named("_run_follower")  # it waits for them to end
+                assert not _tasks_named("run_follower")  # it waits for them to end
             else:
                 await tailer.close()
     assert seqs(events) == [1, 2] and events[-1] == WindowEndEvent(2)
     assert tailer.follower_count == 0
-    await wait_until(lambda: not _tasks_named("_run_follower"))
+    await wait_until(lambda: not _tasks_named("run_follower"))
     store.close()
 
 
@@ -491,7 +491,7 @@ async def test_close_returns_once_no_follower_is_left_polling(sqlite_store: SQLi
         await wait_until(lambda: tailer.follower_count == 1)
         with anyio.fail_after(10):
             await tailer.close()
-        assert not _tasks_named("_run_follower")
+        assert not _tasks_named("run_follower")
 
 
 def test_a_tailer_whose_event_loop_has_closed_does_not_break_writers(tmp_path: object) -> None:
@@ -528,3 +528,27 @@ async def test_a_window_closes_on_a_live_run_that_stays_quiet(sqlite_store: SQLi
     events = await collect(Tailer(sqlite_store).follow(run.run_id, after=1, window=0.2))
     assert isinstance(events[0], StatusEvent) and events[0].run.status is RunStatus.RUNNING
     assert events[1:] == [WindowEndEvent(1)]
+
+
+@pytest.mark.parametrize("stop", ["close", "stop_following"])
+async def test_a_follower_stopped_before_it_ever_ran_still_ends_its_viewers(
+    sqlite_store: SQLiteStore, stop: str
+) -> None:
+    """A task cancelled before its first step never runs its coroutine, ``finally`` and all:
+    a shutdown right after a viewer made a follower left that viewer waiting for good (a CI
+    run under load lost ``test_close_returns_once_no_follower_is_left_polling`` to it)."""
+    run = sqlite_store.create_run("up", "svc")
+    sqlite_store.start_run(run.run_id)
+    tailer = Tailer(sqlite_store)
+    events: list[TailEvent] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(gather, events, tailer.follow(run.run_id))
+        for _ in range(100_000):  # one loop turn at a time: stop in the turn the follower is made
+            if tailer.follower_count:
+                break
+            await anyio.lowlevel.checkpoint()
+        follower = next(iter(tailer._followers.values()))
+        assert follower.task is not None
+        await getattr(tailer, stop)()
+        assert follower.task.cancelled()
+    assert isinstance(events[-1], WindowEndEvent) and tailer.follower_count == 0

@@ -49,7 +49,7 @@ from .tail_events import (
     TailEvent,
     WindowEndEvent,
 )
-from .tail_follower import Box, Follower, Subscriber, run_follower
+from .tail_follower import Box, Follower, Subscriber, start_follower
 
 __all__ = [
     "EncodedLinesEvent",
@@ -378,8 +378,8 @@ class Tailer:
                 fanout=Fanout(self.queue_size),
             )
             self._followers[run.run_id] = follower
-            follower.task = asyncio.create_task(
-                run_follower(follower, self.store, self.batch, self._retry, self._forget)
+            follower.task = start_follower(
+                follower, self.store, self.batch, self._retry, self._forget
             )
         return follower
 

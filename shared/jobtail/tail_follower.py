@@ -65,7 +65,7 @@ class Follower:
     fanout: Fanout
     subscribers: set[Subscriber] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[bool] | None = None
     #: a wake-up is on its way to the loop (or the follower has not read since): commits in the
     #: meantime need none of their own, the follower's next read takes them all
     waking: bool = False
@@ -92,27 +92,43 @@ class Retry(Protocol):
     ) -> AsyncIterator[StoreDownEvent]: ...
 
 
+def start_follower(
+    follower: Follower,
+    store: LogStore,
+    batch: int,
+    retry: Retry,
+    forget: Callable[[Follower], None],
+) -> asyncio.Task[bool]:
+    """Follow until the run ends; however the follower stops short of that (the store down
+    for too long, a bug, a shutdown), it is unregistered (``forget``) and its viewers told to
+    resume. That is the task's done callback, not a ``finally``: a task cancelled before its
+    first step (a shutdown in the loop turn a viewer made it) never runs its coroutine at all."""
+    task = asyncio.create_task(run_follower(follower, store, batch, retry, forget))
+
+    def done(task: asyncio.Task[bool]) -> None:
+        forget(follower)
+        if task.cancelled() or task.exception() is not None or not task.result():
+            follower.publish(WindowEndEvent(follower.cursor))
+
+    task.add_done_callback(done)
+    return task
+
+
 async def run_follower(
     follower: Follower,
     store: LogStore,
     batch: int,
     retry: Retry,
     forget: Callable[[Follower], None],
-) -> None:
-    """Follow until the run ends; however the follower stops short of that (the store down
-    for too long, a bug, a shutdown), it is unregistered (``forget``) and its viewers told to
-    resume."""
-    ended = False
+) -> bool:
+    """True once the run has ended and its viewers have its end."""
     try:
-        ended = await _poll_until_end(follower, store, batch, retry, forget)
+        return await _poll_until_end(follower, store, batch, retry, forget)
     except StoreUnavailableError as exc:
         log.warning("follower of run %s gives up: store down: %s", follower.run.run_id, exc)
     except Exception:
         log.exception("follower of run %s died", follower.run.run_id)
-    finally:
-        forget(follower)
-        if not ended:
-            follower.publish(WindowEndEvent(follower.cursor))
+    return False
 
 
 async def _poll_until_end(
