@@ -33,6 +33,8 @@ from typing import Any
 from . import load_client
 
 PATH = "/runs/bench/fanout/logs"
+STREAM_PATH = "/v1/stream/runs/{run_id}?offset=-1&live=sse"  # the run as a Durable Stream
+STREAM_READY = "event: control"  # a stream reader's first event, before any data
 
 
 # -- the server process ----------------------------------------------------------------------
@@ -67,7 +69,7 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
     def control() -> None:
         while not server.started:
             time.sleep(0.01)
-        answer({"port": sock.getsockname()[1], "pid": os.getpid()})
+        answer({"port": sock.getsockname()[1], "pid": os.getpid(), "run_id": run.run_id})
         logger = RunLogger(store, run.run_id)
         for command in sys.stdin:
             words = command.split()
@@ -295,9 +297,11 @@ def measure(
     http: str = "auto",
     floor: bool = False,
     node: bool = False,
+    stream: bool = False,
 ) -> Result:
     """One scenario; ``floor`` measures the bare asyncio fan-out instead of jobtail, ``node``
-    the Durable Streams reference server (``bench/nodepeer.py``)."""
+    the Durable Streams reference server (``bench/nodepeer.py``), ``stream`` jobtail's own
+    Durable Streams SSE read of the run (the peer's protocol) instead of its logs route."""
     python = sys.executable
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(["shared", "."])}
     role = ["bench.fanout", "serve", str(data_dir), str(viewers), loop, http]
@@ -318,7 +322,10 @@ def measure(
     procs: list[subprocess.Popen[str]] = []
     try:
         assert server.stdout is not None
-        port = json.loads(server.stdout.readline())["port"]
+        hello = json.loads(server.stdout.readline())
+        port = hello["port"]
+        if stream:  # the same run, read as a Durable Stream over SSE
+            read = [STREAM_PATH.format(run_id=hello["run_id"]), STREAM_READY]
         before = _ask(server, "stats")
         shares = [viewers // clients + (1 if i < viewers % clients else 0) for i in range(clients)]
         timeout = lines / rate + 60 + viewers / 200
@@ -336,7 +343,11 @@ def measure(
             assert proc.stdout is not None
             json.loads(proc.stdout.readline())  # ready: every stream has its status
         deadline = time.monotonic() + 60
-        while _ask(server, "subs")["subs"] < viewers and time.monotonic() < deadline:
+        # an SSE viewer of the logs route counts once the follower has it; a stream reader is
+        # ready at its first control event, which the clients waited for
+        while not stream and _ask(server, "subs")["subs"] < viewers:
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.1)  # the server subscribes them as it reads their first event
         connected = _ask(server, "stats")
         _ask(server, f"write {lines} {rate}")
@@ -397,6 +408,7 @@ if __name__ == "__main__":
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            floor, node = "floor" in sys.argv, "node" in sys.argv
+            floor, node, stream = "floor" in sys.argv, "node" in sys.argv, "stream" in sys.argv
             kwargs = dict(arg.split("=") for arg in sys.argv[2:] if "=" in arg)
-            print(measure(Path(tmp), int(role), lines=30, floor=floor, node=node, **kwargs))
+            flags = {"floor": floor, "node": node, "stream": stream}
+            print(measure(Path(tmp), int(role), 30, **flags, **kwargs))

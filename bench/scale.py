@@ -39,6 +39,7 @@ def fanout_rows(tmp: Path, viewers: tuple[int, ...] = VIEWERS, lines: int = 30) 
     for count in viewers:
         floor = fanout.measure(tmp / f"floor{count}", count, lines, floor=True)
         got = fanout.measure(_fresh(tmp / f"jobtail{count}"), count, lines)
+        stream = fanout.measure(_fresh(tmp / f"stream{count}"), count, lines, stream=True)
         peer = fanout.measure(tmp / f"node{count}", count, lines, node=True) if NODE else None
         p99_target, target = _target(count)
         ok = got.everyone and (
@@ -67,6 +68,17 @@ def fanout_rows(tmp: Path, viewers: tuple[int, ...] = VIEWERS, lines: int = 30) 
                 True,
             ),
         ]
+        rows.append(
+            (
+                f"  (the run as a Durable Stream, SSE: p50 / p99 {stream.p50_ms:,.0f}"
+                f" / {stream.p99_ms:,.0f} ms, CPU {stream.cpu_percent:.0f} %,"
+                f" {stream.rss_kb_per_viewer:.0f} KB/viewer"
+                f"{'' if stream.everyone else ', LINES MISSING'})",
+                f"p99 {_ratio(stream.p99_ms, peer.p99_ms)} the peer's" if peer else "",
+                "",
+                stream.everyone,
+            )
+        )
         if peer is not None:
             rows.append(
                 (
