@@ -77,3 +77,14 @@ def test_a_database_without_the_sweep_still_fails_dead_runs(
         assert found is not None and found.status is RunStatus.FAILED
     finally:
         store.close()
+
+
+def test_a_sweep_that_only_removed_streams_says_so(
+    store: LogStore, streams: StreamStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep's one info line is written when expired streams were all it removed."""
+    _expired_and_live(streams)
+    caplog.set_level(logging.INFO, logger="jobtail.janitor")
+    assert sweep(store, stale_after=60, retention_days=1).streams_expired == 1
+    said = [message for message in caplog.messages if message.startswith("janitor:")]
+    assert said == ["janitor: failed 0 stale runs, purged 0 old runs, removed 1 expired streams"]
