@@ -306,3 +306,108 @@ def test_a_change_before_the_follow_began_is_read_at_once(tmp_path: Path) -> Non
         streams.close()
         store.close()
     assert got == ['{"n":0}']
+
+
+def test_a_watcher_that_leaves_leaves_the_others_watching() -> None:
+    async def main() -> None:
+        live, listeners = Live(), ListenerSet()
+        staying, leaving, other = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        stop_staying = live.watch(listeners, "s", staying)
+        stop_leaving = live.watch(listeners, "s", leaving)
+        stop_other = live.watch(listeners, "t", other)
+        stop_leaving()
+        stop_leaving()  # twice: harmless
+        listeners.notify("s")
+        await asyncio.wait_for(staying.wait(), 5)
+        assert not leaving.is_set() and not other.is_set()
+        stop_staying()  # the last of "s": its count goes, the source stays for "t"
+        (source,) = live._sources.values()
+        assert "s" not in source.changes and len(listeners._listeners) == 1
+        stop_other()
+        stop_other()
+        assert listeners._listeners == [] and live._sources == {}
+
+    asyncio.run(main())
+
+
+def test_each_change_overtakes_the_reads_begun_before_it() -> None:
+    """Every change counts, not only the first (per stream, and for a reader of any)."""
+
+    async def main() -> None:
+        for key, path in (("s", "s"), (ANY, "runs/u/s")):
+            live, listeners, reads = Live(), ListenerSet(), Reads()
+            stop = live.watch(listeners, key, changed := asyncio.Event())
+            tasks = []
+            for _ in range(3):  # a read, then a change, three times: three reads
+                tasks.append(asyncio.create_task(live.read(listeners, key, path, "5", reads)))
+                await started(*tasks)
+                changed.clear()
+                listeners.notify("s")
+                await asyncio.wait_for(changed.wait(), 5)
+            assert reads.calls == 3
+            reads.release.set()
+            await asyncio.gather(*tasks)
+            stop()
+
+    asyncio.run(main())
+
+
+def test_a_change_to_another_stream_does_not_overtake_a_read() -> None:
+    async def main() -> None:
+        live, listeners, reads = Live(), ListenerSet(), Reads()
+        stop_s = live.watch(listeners, "s", asyncio.Event())
+        stop_t = live.watch(listeners, "t", heard := asyncio.Event())
+        first = asyncio.create_task(live.read(listeners, "s", "s", "5", reads))
+        await started(first)
+        listeners.notify("t")  # heard here, but it is another stream's
+        await asyncio.wait_for(heard.wait(), 5)
+        joined = asyncio.create_task(live.read(listeners, "s", "s", "5", reads))
+        await started(joined)
+        assert reads.calls == 1
+        reads.release.set()
+        assert await first is await joined
+        stop_s()
+        stop_t()
+
+    asyncio.run(main())
+
+
+def test_a_read_with_nobody_watching_registers_nothing() -> None:
+    async def main() -> None:
+        live, listeners, reads = Live(), ListenerSet(), Reads()
+        reads.release.set()
+        await live.read(listeners, "s", "s", "5", reads)
+        assert listeners._listeners == [] and live._sources == {} and live._reads == {}
+
+    asyncio.run(main())
+
+
+def test_a_read_that_fails_after_its_readers_left_is_not_reported_unretrieved() -> None:
+    """Its readers were cancelled (they left); the loop must not log the failure as an
+    exception nobody retrieved."""
+    import gc
+
+    async def main() -> list[dict[str, object]]:
+        reported: list[dict[str, object]] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        live, listeners, gate = Live(), ListenerSet(), asyncio.Event()
+
+        async def failing() -> Chunk:
+            await gate.wait()
+            raise OSError("disk gone")
+
+        reader = asyncio.create_task(live.read(listeners, "s", "s", "5", failing))
+        await started(reader)
+        reader.cancel()
+        await asyncio.wait([reader])
+        (shared,) = live._reads.values()
+        gate.set()
+        await asyncio.wait([shared.future])
+        del shared
+        await asyncio.sleep(0)  # the done callbacks run
+        gc.collect()
+        return reported
+
+    assert asyncio.run(main()) == []
