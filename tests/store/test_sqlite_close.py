@@ -90,6 +90,7 @@ def test_close_waits_for_a_read_in_flight_and_the_store_stays_usable(
     closer = threading.Thread(target=store.close)
     closer.start()
     wait_for(lambda: store._connections.open_count == 0, 10, "close() to begin")
+    closer.join(0.3)  # a window to see close() return early in, not a synchronisation
     assert closer.is_alive()  # waiting for the read, not closing under it
     assert _seqs(read.finish()) == list(range(1, LINES + 1))
     closer.join(10)
@@ -121,5 +122,9 @@ def test_a_thread_whose_connection_was_closed_opens_a_new_one(tmp_path: Path) ->
     streams.close()
     with pytest.raises(StreamError, match="no stream at 'runs/none'"):
         streams.head("runs/none")
-    assert streams._db() is not before and streams._connections.open_count == 1
+    reopened = streams._db()
+    assert reopened is not before and streams._connections.open_count == 1
+    with pytest.raises(StreamError, match="no stream at 'runs/other'"):
+        streams.head("runs/other")
+    assert streams._db() is reopened  # kept for the thread's next operations, as the first
     streams.close()
