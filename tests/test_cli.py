@@ -459,3 +459,13 @@ def test_migrate_is_safe_twice_and_names_bad_urls(pg_cluster: PgCluster) -> None
     assert code == 0 and "applied 0 migration(s)" in out
     code, _, err = run_cli("migrate", "postgresql://nobody@127.0.0.1:1/nothing?connect_timeout=2")
     assert code == 2 and "cannot connect" in err.lower() and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", [["serve"], ["runs"], ["sweep"]])
+def test_a_bad_setting_is_named_on_one_line(command: list[str], tmp_path: Path) -> None:
+    """pydantic's message spans four lines and links its docs; the CLI says which setting."""
+    result = runner().invoke(
+        main, [*command], env={"JOBTAIL_STALE_AFTER": "-1", "JOBTAIL_DATA_DIR": str(tmp_path)}
+    )
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr == "jobtail: bad JOBTAIL_STALE_AFTER: Input should be greater than 0\n"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from ..config import Settings
 from ..store import StoreError
-from .client import call, client_options, detail, fail, open_client, server_url
+from .client import call, client_options, detail, fail, open_client, problem, server_url
 from .follow import LEVEL_CHOICE, follow_options, parse_since, tail_run
 
 __all__ = ["LEVEL_CHOICE", "main"]
@@ -54,7 +54,7 @@ def serve(host: str, port: int, store: str, data_dir: str) -> None:
         settings.check_bind()
         app = create_app(settings)
     except (ValueError, ValidationError, StoreError) as exc:
-        fail(str(exc))
+        fail(problem(exc))
     click.echo(f"jobtail: serving http://{host}:{port} (store {settings.store})", err=True)
     run_server(app, settings)
 
@@ -221,4 +221,46 @@ def migrate(url: str) -> None:
         fail(str(exc))
     click.echo(
         f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
+    )
+
+
+@main.command()
+@click.option("--store", envvar="JOBTAIL_STORE", default="sqlite:///", show_default=True)
+@click.option("--data-dir", envvar="JOBTAIL_DATA_DIR", default=".jobtail", show_default=True)
+def sweep(store: str, data_dir: str) -> None:
+    """Run the janitor once: fail the runs whose worker died (each with a last line saying why),
+    purge finished runs past JOBTAIL_RETENTION_DAYS, remove expired Durable Streams; print what
+    it did as JSON. For a store no jobtail server or scheduled function sweeps: run it from cron.
+
+    \b
+    Example (every minute, from cron):
+      jobtail sweep --store postgresql://jobtail@db/jobtail
+    """
+    from ..janitor import sweep as sweep_store
+    from ..store import from_url
+
+    try:
+        settings = Settings(store=store, data_dir=Path(data_dir))
+        opened = from_url(settings.store, settings.data_dir)
+    except (ValueError, ValidationError, StoreError) as exc:
+        fail(problem(exc))
+    try:
+        result = sweep_store(
+            opened,
+            stale_after=settings.stale_after,
+            retention_days=settings.retention_days,
+            queued_after=settings.queued_timeout,
+        )
+    except StoreError as exc:
+        fail(str(exc))
+    finally:
+        opened.close()
+    click.echo(
+        json.dumps(
+            {
+                "failed": result.failed,
+                "purged": result.purged,
+                "streams_expired": result.streams_expired,
+            }
+        )
     )

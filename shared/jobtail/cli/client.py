@@ -36,6 +36,16 @@ def detail(response: httpx.Response) -> str:
         return response.text or response.reason_phrase
 
 
+def problem(exc: Exception) -> str:
+    """One line for a bad setting (pydantic's message spans several) or any other error."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"bad JOBTAIL_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+    return str(exc)
+
+
 def server_url(url: str | None) -> str:
     """``--url``/``JOBTAIL_URL`` if given, else where ``jobtail serve`` listens by its settings."""
     if url:
@@ -43,7 +53,7 @@ def server_url(url: str | None) -> str:
     try:
         settings = Settings()
     except ValidationError as exc:
-        fail(f"bad JOBTAIL_* setting: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})")
+        fail(problem(exc))
     host = settings.host
     if host in ("0.0.0.0", "::", ""):  # a wildcard bind answers on loopback
         host = "127.0.0.1"
