@@ -143,7 +143,7 @@ class TracedConnections(ThreadConnections):
         db.set_trace_callback(None)
 
     def _traced(self, statement: str) -> None:
-        if "journal_mode" in statement:
+        if "journal_mode" in statement.lower():
             self.switches += 1
 
 
