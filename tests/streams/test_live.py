@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from pathlib import Path
 
 from jobtail.store.base import ListenerSet
-from jobtail.store.sqlite import SQLiteStore
-from jobtail.streams.base import AppendRequest, Chunk, CreateRequest, StreamMeta
+from jobtail.streams.base import Chunk, StreamMeta
 from jobtail.streams.live import ANY, Live
-from jobtail.streams.service import Streams
-from jobtail.streams.sqlite import SQLiteStreams
-from tests.waiting import wait_for_async
 
 META = StreamMeta("s", "application/json", tail=0, closed=False)
 
@@ -176,136 +170,6 @@ def test_one_listener_per_source_and_loop_however_many_watch() -> None:
         assert listeners._listeners == [] and live._sources == {}
 
     asyncio.run(main())
-
-
-# -- through the service, on a real SQLite file ----------------------------------------------
-class CountingStreams(SQLiteStreams):
-    """Counts its reads. Its readers never poll: every write here is in this process, heard."""
-
-    poll_interval = 60.0
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.reads = self.done = 0
-        self._count = threading.Lock()
-        self.hold: threading.Event | None = None  # set: the next read waits for it once read
-        self.holding = threading.Event()
-
-    def read(self, path: str, offset: str | None) -> Chunk:
-        with self._count:
-            self.reads += 1
-        chunk = super().read(path, offset)
-        with self._count:
-            self.done += 1
-        hold, self.hold = self.hold, None
-        if hold is not None:
-            self.holding.set()
-            hold.wait(10)
-        return chunk
-
-
-def test_followers_of_one_stream_read_it_once_per_append(tmp_path: Path) -> None:
-    """Before, each follower read the store after every append, then once more to find
-    nothing new: 20 followers, 40 reads."""
-    store = SQLiteStore(tmp_path / "store.db")
-    generic = CountingStreams(tmp_path / "store.db")
-    streams = Streams.over(store, generic, sse_seconds=30)
-    generic.create("s", CreateRequest(content_type="application/json", body=b""))
-    followers, appends = 20, 5
-
-    async def follow(first: Chunk, got: list[str], caught_up: asyncio.Event) -> None:
-        async for chunk in streams.follow("s", first, time.monotonic() + 30):
-            got.extend(chunk.messages)
-            if len(got) >= appends or chunk.closed:
-                caught_up.set()
-                return
-            caught_up.set()
-
-    async def main() -> list[list[str]]:
-        firsts = [await streams.read("s", "-1") for _ in range(followers)]
-        gots: list[list[str]] = [[] for _ in range(followers)]
-        flags = [asyncio.Event() for _ in range(followers)]
-        tasks = [
-            asyncio.create_task(follow(first, got, flag))
-            for first, got, flag in zip(firsts, gots, flags, strict=True)
-        ]
-        # the first reads: the route's, then each follower's own (it joins none from before it)
-        await wait_for_async(lambda: generic.done == 2 * followers, 10, "the first reads")
-        generic.reads = 0
-        for n in range(appends):
-            for flag in flags:
-                flag.clear()
-            await streams.append("s", AppendRequest(body=b'{"n":%d}' % n))
-            await asyncio.wait_for(asyncio.gather(*(f.wait() for f in flags)), 10)
-        await asyncio.wait_for(asyncio.gather(*tasks), 10)
-        # one read per append, shared by every follower: each waits once it is up to date
-        assert generic.reads == appends, f"{generic.reads} store reads for {appends} appends"
-        return gots
-
-    try:
-        gots = asyncio.run(main())
-    finally:
-        streams.close()
-        store.close()
-    assert all(got == [f'{{"n":{n}}}' for n in range(appends)] for got in gots)
-
-
-def test_a_change_during_a_read_is_read_at_once(tmp_path: Path) -> None:
-    """A follower up to date as of its read still reads again at once if a change came while
-    it read, rather than wait for the next change or poll (60 s here)."""
-    store = SQLiteStore(tmp_path / "store.db")
-    generic = CountingStreams(tmp_path / "store.db")
-    streams = Streams.over(store, generic, sse_seconds=30)
-    generic.create("s", CreateRequest(content_type="application/json", body=b""))
-
-    async def main() -> list[str]:
-        first = await streams.read("s", "-1")
-        got: list[str] = []
-        gate = generic.hold = threading.Event()
-
-        async def follow() -> None:
-            async for chunk in streams.follow("s", first, time.monotonic() + 30):
-                got.extend(chunk.messages)
-                if len(got) == 2:
-                    return
-
-        task = asyncio.create_task(follow())
-        await streams.append("s", AppendRequest(body=b'{"n":0}'))
-        await asyncio.to_thread(generic.holding.wait, 10)  # its read has n=0, not yet n=1
-        await streams.append("s", AppendRequest(body=b'{"n":1}'))
-        gate.set()
-        await asyncio.wait_for(task, 10)
-        return got
-
-    try:
-        got = asyncio.run(main())
-    finally:
-        streams.close()
-        store.close()
-    assert got == ['{"n":0}', '{"n":1}']
-
-
-def test_a_change_before_the_follow_began_is_read_at_once(tmp_path: Path) -> None:
-    """The first chunk is read before the follow watches: what came between is read at once,
-    not at the next change or poll (60 s here)."""
-    store = SQLiteStore(tmp_path / "store.db")
-    generic = CountingStreams(tmp_path / "store.db")
-    streams = Streams.over(store, generic, sse_seconds=30)
-    generic.create("s", CreateRequest(content_type="application/json", body=b""))
-
-    async def main() -> list[str]:
-        first = await streams.read("s", "-1")
-        await streams.append("s", AppendRequest(body=b'{"n":0}'))
-        async for chunk in streams.follow("s", first, time.monotonic() + 30):
-            return list(chunk.messages)
-        return []
-
-    try:
-        got = asyncio.run(asyncio.wait_for(main(), 10))
-    finally:
-        streams.close()
-        store.close()
-    assert got == ['{"n":0}']
 
 
 def test_a_watcher_that_leaves_leaves_the_others_watching() -> None:
