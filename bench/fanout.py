@@ -52,7 +52,11 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
     run = store.create_run("bench", "fanout")
     store.start_run(run.run_id)
     # the run has no worker heartbeating it: the janitor must not fail it while viewers connect
-    settings = Settings(data_dir=data_dir, max_streams=viewers + 100, stale_after=24 * 3600)
+    # a Durable Streams SSE session ends after sse_seconds (a client then resumes by offset);
+    # here every viewer holds one session from its connection to the run's end
+    settings = Settings(
+        data_dir=data_dir, max_streams=viewers + 100, stale_after=24 * 3600, sse_seconds=3600
+    )
     app = create_app(services=Services.from_settings(settings, store=store))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
