@@ -60,11 +60,12 @@ class _Source:
 
 @dataclass(eq=False)
 class _Read:
-    future: asyncio.Future[Chunk]
+    future: asyncio.Task[Chunk]
     number: int  # reads started before it, in this process
     source: _Source | None
     key: str
     version: int
+    waiters: list[asyncio.Future[Chunk]] = field(default_factory=list)  # one per reader
 
     def joinable(self, after: int) -> bool:
         """It started after read number ``after``, and no change to its path has been heard
@@ -124,14 +125,26 @@ class Live:
             shared = _Read(loop.create_task(read()), self.started, source, key, version)
             self._reads[slot] = shared
             shared.future.add_done_callback(lambda _: self._settled(slot, shared))
-        # shielded: a reader that leaves does not cancel the read for the others
-        return await asyncio.shield(shared.future)
+        # each reader waits on a future of its own: one that leaves (cancelled) cancels only
+        # that, not the read the others wait for (``asyncio.shield``, for a tenth of its cost)
+        waiter: asyncio.Future[Chunk] = loop.create_future()
+        shared.waiters.append(waiter)
+        return await waiter
 
     def _settled(self, slot: _Slot, done: _Read) -> None:
         if self._reads.get(slot) is done:
             del self._reads[slot]
-        if not done.future.cancelled():
-            done.future.exception()  # retrieved: a failure is its readers', not the loop's
+        task = done.future
+        failed = None if task.cancelled() else task.exception()  # retrieved: the readers' now
+        for waiter in done.waiters:
+            if waiter.done():  # its reader left
+                continue
+            if task.cancelled():
+                waiter.cancel()
+            elif failed is not None:
+                waiter.set_exception(failed)
+            else:
+                waiter.set_result(task.result())
 
     def _source(self, listeners: ListenerSet, create: bool) -> _Source | None:
         loop = asyncio.get_running_loop()
