@@ -186,7 +186,8 @@ def test_a_watcher_that_leaves_leaves_the_others_watching() -> None:
         assert not leaving.is_set() and not other.is_set()
         stop_staying()  # the last of "s": its count goes, the source stays for "t"
         (source,) = live._sources.values()
-        assert "s" not in source.changes and len(listeners._listeners) == 1
+        assert "s" not in source.changes and "s" not in source.since
+        assert len(listeners._listeners) == 1
         stop_other()
         stop_other()
         assert listeners._listeners == [] and live._sources == {}
@@ -275,3 +276,39 @@ def test_a_read_that_fails_after_its_readers_left_is_not_reported_unretrieved() 
         return reported
 
     assert asyncio.run(main()) == []
+
+
+def test_readers_that_begin_together_share_a_read_begun_since_the_stream_was_watched() -> None:
+    """Every change made here since a stream was first watched is heard, so a read begun since
+    then is one a newcomer may join; one begun before, or in an earlier watch, is not."""
+
+    async def main() -> None:
+        live, listeners, reads = Live(), ListenerSet(), Reads()
+        before = asyncio.create_task(live.read(listeners, "s", "s", "5", reads))
+        await started(before)
+        stop_first = live.watch(listeners, "s", asyncio.Event())
+        since = live.watched_since(listeners, "s")
+        first = asyncio.create_task(live.read(listeners, "s", "s", "5", reads, since))
+        await started(first)
+        assert reads.calls == 2  # the read from before the watch is not joined
+        stop_second = live.watch(listeners, "s", asyncio.Event())
+        assert live.watched_since(listeners, "s") == since
+        second = asyncio.create_task(
+            live.read(listeners, "s", "s", "5", reads, live.watched_since(listeners, "s"))
+        )
+        await started(second)
+        assert reads.calls == 2  # begun since the stream was watched: joined
+        stop_first()
+        stop_second()
+        stop_third = live.watch(listeners, "s", asyncio.Event())  # a new watch
+        third = asyncio.create_task(
+            live.read(listeners, "s", "s", "5", reads, live.watched_since(listeners, "s"))
+        )
+        await started(third)
+        assert reads.calls == 3  # the earlier watch's read is not this one's
+        reads.release.set()
+        one, two, three, four = await asyncio.gather(before, first, second, third)
+        assert two is three and len({id(one), id(two), id(four)}) == 3
+        stop_third()
+
+    asyncio.run(main())

@@ -38,6 +38,7 @@ class _Source:
     loop: asyncio.AbstractEventLoop
     waiting: dict[str, set[asyncio.Event]] = field(default_factory=dict)
     changes: dict[str, int] = field(default_factory=dict)  # key -> changes heard (while watched)
+    since: dict[str, int] = field(default_factory=dict)  # key -> reads started before its watch
     heard: int = 0  # changes heard, of any key
     remove: Callable[[], None] | None = None
 
@@ -88,6 +89,8 @@ class Live:
         the returned function stops it."""
         source = self._source(listeners, create=True)
         assert source is not None
+        if key not in source.waiting:
+            source.since[key] = self.started
         source.waiting.setdefault(key, set()).add(changed)
 
         def stop() -> None:
@@ -97,12 +100,22 @@ class Live:
                 if not events:
                     del source.waiting[key]
                     source.changes.pop(key, None)
+                    source.since.pop(key, None)
             if not source.waiting and source.remove is not None:
                 source.remove()
                 source.remove = None
                 self._sources.pop((source.loop, id(listeners)), None)
 
         return stop
+
+    def watched_since(self, listeners: ListenerSet, key: str) -> int:
+        """For a watching reader's ``after``: the reads started before ``key`` was last watched
+        by anyone. One started since then can be joined, as every change to the key made in
+        this process since has been (or is about to be) heard, and its version tells: so
+        readers that connect together share their first read too."""
+        source = self._source(listeners, create=False)
+        assert source is not None and key in source.since, "watch first"
+        return source.since[key]
 
     async def read(
         self,

@@ -157,7 +157,7 @@ class Streams:
         listeners, key = self._source(path)
         stop = self.live.watch(listeners, key, changed)
         try:
-            after = self.live.started  # a read joined starts after the watch: none older
+            after = self.live.watched_since(listeners, key)  # none from before that joins
             idle = 0
             unheard = True  # ``chunk`` was read before the watch: read again at once
             while not chunk.closed:
