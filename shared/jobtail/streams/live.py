@@ -10,8 +10,8 @@ seconds late (``python -m bench.fanout 500 ds``). Here, per event loop:
   loop per change that somebody waits for;
 - readers of one path at one offset share a read in flight (request coalescing, as a CDN
   collapses requests for one URL), but only one that started after the last change to that
-  path heard here (a reader woken by a change never gets an answer read before it) and, for a
-  reader's first read, after it began to watch (changes nobody watched are not heard).
+  path heard here (a reader woken by a change never gets an answer read before it) and after
+  the stream was last watched by anyone (changes nobody watched are not heard).
 
 Writers in other processes are not heard (polling covers them): readers that poll together
 share a read as if they had polled a moment apart.
@@ -82,7 +82,7 @@ class Live:
 
     _sources: dict[tuple[asyncio.AbstractEventLoop, int], _Source] = field(default_factory=dict)
     _reads: dict[_Slot, _Read] = field(default_factory=dict)
-    started: int = 0  # reads started so far: a reader's ``after`` for its first read
+    started: int = 0  # reads started so far: what ``after`` counts
 
     def watch(self, listeners: ListenerSet, key: str, changed: asyncio.Event) -> Callable[[], None]:
         """Set ``changed`` on each change to ``key`` (or any, for ``ANY``) made in this process;
