@@ -136,10 +136,7 @@ class Streams:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                try:
-                    poll = self._poll_interval(path, idle)
-                    await asyncio.wait_for(changed.wait(), min(remaining, poll))
-                except TimeoutError:
+                if not await self._changed(changed, path, idle, remaining):
                     idle += 1
                 changed.clear()
                 chunk = await self.live.read(
@@ -164,13 +161,10 @@ class Streams:
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return
-                if not unheard and (chunk.empty or chunk.up_to_date):
-                    # until a change (maybe one heard while reading) or the next poll
-                    try:
-                        async with asyncio.timeout(min(remaining, self._poll_interval(path, idle))):
-                            await changed.wait()
-                    except TimeoutError:
-                        idle += 1
+                waits = not unheard and (chunk.empty or chunk.up_to_date)
+                # until a change (maybe one heard while reading) or the next poll
+                if waits and not await self._changed(changed, path, idle, remaining):
+                    idle += 1
                 changed.clear()  # before the read: a change heard during it is not lost
                 offset = chunk.next_offset
                 chunk = await self.live.read(
@@ -182,6 +176,17 @@ class Streams:
                     yield chunk
         finally:
             stop()
+
+    async def _changed(
+        self, changed: asyncio.Event, path: str, idle_polls: int, remaining: float
+    ) -> bool:
+        """Wait for a change, or until it is time to poll (or ``remaining`` is up): False then."""
+        try:
+            async with asyncio.timeout(min(remaining, self._poll_interval(path, idle_polls))):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def _poll_interval(self, path: str, idle_polls: int) -> float:
         if is_run_path(path) or self.streams is None:
