@@ -43,7 +43,7 @@ $(AXE): tests/browser/package-lock.json  # axe-core for the browser tests' acces
 test: $(STAMP) $(AXE) ## run the whole test suite
 	$(BIN)/pytest
 
-lint: $(STAMP) ## ruff and mypy (strict, on the package)
+lint: $(STAMP) ## ruff and mypy (strict, on the package and bench/)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

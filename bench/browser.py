@@ -15,8 +15,9 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -248,8 +249,8 @@ def _live_run(browser: Any, tmp: Path, rate: int = 2000, seconds: float = 10) ->
 def browser_figures(tmp: Path, sizes: tuple[int, ...] = SIZES) -> list[Row]:
     rows: list[Row] = []
     with _chromium() as browser:
-        parts = [lambda: _live_run(browser, tmp)]
-        parts += [lambda total=total: _finished_run(browser, tmp, total) for total in sizes]
+        parts: list[Callable[[], list[Row]]] = [partial(_live_run, browser, tmp)]
+        parts += [partial(_finished_run, browser, tmp, total) for total in sizes]
         for part in parts:
             found = part()
             for row in found:

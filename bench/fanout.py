@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import load_client
+from .stats import process_stats
 
 PATH = "/runs/bench/fanout/logs"
 STREAM_PATH = "/v1/stream/runs/{run_id}?offset=-1&live=sse"  # the run as a Durable Stream
@@ -82,7 +83,7 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
                 follower = tailer._followers.get(run.run_id)
                 answer({"subs": len(follower.subscribers) if follower else 0})
             elif words[0] == "stats":
-                answer(_stats())
+                answer(process_stats())
             elif words[0] == "write":
                 count, rate = int(words[1]), float(words[2])
                 profiler = _profile_loop(app.state.tailer._loop)
@@ -182,7 +183,7 @@ def serve_floor(loop_name: str) -> None:
                 if words[0] == "subs":
                     answer({"subs": len(transports)})
                 elif words[0] == "stats":
-                    answer(_stats())
+                    answer(process_stats())
                 elif words[0] == "write":
                     count, rate = int(words[1]), float(words[2])
                     started = time.monotonic()
@@ -230,7 +231,7 @@ def serve_store(data_dir: Path, loop: str, http: str) -> None:
         sys.stdout.write(json.dumps({"port": sock.getsockname()[1]}) + "\n")
         sys.stdout.flush()
         for _ in sys.stdin:  # any line: this process's stats; end of input: stop
-            sys.stdout.write(json.dumps(_stats()) + "\n")
+            sys.stdout.write(json.dumps(process_stats()) + "\n")
             sys.stdout.flush()
         server.should_exit = True
 
@@ -255,16 +256,6 @@ def fetch(port: int, path: str, marker: bytes) -> tuple[float, int, int]:
             carry = chunk[-(len(marker) - 1) :]
             size += got
     return time.perf_counter() - started, size, count
-
-
-def _stats() -> dict[str, float]:
-    """This process's RSS (MB) and CPU seconds so far."""
-    rss = 0.0
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    times = os.times()
-    return {"rss_mb": rss, "cpu_s": times.user + times.system, "wall": time.monotonic()}
 
 
 # -- the orchestration -----------------------------------------------------------------------
@@ -395,6 +386,15 @@ def _ask_quietly(server: subprocess.Popen[str], command: str) -> None:
         pass
 
 
+def _server_options(args: list[str]) -> tuple[str, str]:
+    """``loop=`` and ``http=`` (uvicorn's) from the command line's ``key=value`` words."""
+    options = dict(arg.split("=", 1) for arg in args if "=" in arg)
+    unknown = sorted(options.keys() - {"loop", "http"})
+    if unknown:
+        raise SystemExit(f"unknown options {unknown}: only loop= and http= are taken")
+    return options.get("loop", "auto"), options.get("http", "auto")
+
+
 if __name__ == "__main__":
     role = sys.argv[1]
     if role == "serve-store":
@@ -412,7 +412,18 @@ if __name__ == "__main__":
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            floor, node, stream = "floor" in sys.argv, "node" in sys.argv, "stream" in sys.argv
-            kwargs = dict(arg.split("=") for arg in sys.argv[2:] if "=" in arg)
-            flags = {"floor": floor, "node": node, "stream": stream}
-            print(measure(Path(tmp), int(role), 30, **flags, **kwargs))
+            words = sys.argv[2:]
+            loop, http = _server_options(words)
+            floor, node, stream = ("floor" in words, "node" in words, "stream" in words)
+            print(
+                measure(
+                    Path(tmp),
+                    int(role),
+                    30,
+                    loop=loop,
+                    http=http,
+                    floor=floor,
+                    node=node,
+                    stream=stream,
+                )
+            )

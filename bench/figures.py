@@ -24,6 +24,8 @@ from jobtail.tail import LinesEvent, Tailer
 from jobtail.web.app import create_app
 from tests.conftest import ServerThread
 
+from .stats import rss_mb
+
 Row = tuple[str, str, str, bool]
 
 
@@ -322,13 +324,6 @@ def late_replay(tmp: Path, total: int = 100_000) -> list[Row]:
     ]
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
     store = SQLiteStore(tmp / "s.db")
     run = store.create_run("bench", "churn")
@@ -349,7 +344,7 @@ def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
         for _ in range(500):  # warm-up: allocator pools, caches
             cycle()
         gc.collect()
-        before = _rss_mb()
+        before = rss_mb()
         loop = tailer._loop
         tasks_before = len(asyncio.all_tasks(loop)) if loop else -1
         for _ in range(cycles):
@@ -358,7 +353,7 @@ def connect_churn(tmp: Path, cycles: int = 10_000) -> list[Row]:
     while tailer.follower_count and time.monotonic() < deadline:
         time.sleep(0.01)
     gc.collect()
-    growth = _rss_mb() - before
+    growth = rss_mb() - before
     leftover = len(asyncio.all_tasks(loop)) - tasks_before if loop else -1
     elapsed = time.perf_counter() - started
     server.stop()

@@ -71,7 +71,7 @@ _VIEW = memoryview(_BUFFER)
 def _pump(
     selector: selectors.BaseSelector, wait: float, ready: bytes
 ) -> list[tuple[_Viewer, list[int]]]:
-    got = []
+    got: list[tuple[_Viewer, list[int]]] = []
     for key, _ in selector.select(wait):
         viewer: _Viewer = key.data
         try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,30 +19,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .stats import process_stats
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ROOT / "tests" / "conformance"  # `npm ci` there installs the pinned server
 SCRIPT = Path(__file__).resolve().parent / "durable_streams_server.mjs"
 STREAM = "/bench/fanout"
 PATH = f"{STREAM}?offset=-1&live=sse"
 READY = b"event: control"  # the first event a reader gets, before any data
+JSON = {"Content-Type": "application/json"}
 
 
 def available() -> bool:
     """Node and the installed reference server are both there."""
     installed = PACKAGES / "node_modules" / "@durable-streams" / "server"
     return shutil.which("node") is not None and installed.is_dir()
-
-
-def _stats(pid: int) -> dict[str, float]:
-    """The Node process's RSS (MB) and CPU seconds so far, from /proc."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return {"rss_mb": rss, "cpu_s": cpu, "wall": time.monotonic()}
 
 
 def serve() -> None:
@@ -54,7 +44,7 @@ def serve() -> None:
         port = int(url.rsplit(":", 1)[1])
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-        def call(method: str, body: bytes = b"", **headers: str) -> None:
+        def call(method: str, body: bytes, headers: dict[str, str]) -> None:
             try:
                 conn.request(method, STREAM, body=body, headers=headers)
                 response = conn.getresponse()
@@ -70,14 +60,14 @@ def serve() -> None:
             sys.stdout.write(json.dumps(data) + "\n")
             sys.stdout.flush()
 
-        call("PUT", **{"Content-Type": "application/json"})
+        call("PUT", b"", JSON)
         answer({"port": port, "pid": node.pid})
         for command in sys.stdin:
             words = command.split()
             if words[0] == "subs":  # the clients are ready: each stream had its first event
                 answer({"subs": 1 << 30})
             elif words[0] == "stats":
-                answer(_stats(node.pid))
+                answer(process_stats(node.pid))
             elif words[0] == "write":
                 count, rate = int(words[1]), float(words[2])
                 started = time.monotonic()
@@ -86,8 +76,8 @@ def serve() -> None:
                     if pause > 0:
                         time.sleep(pause)  # the writer's pace (10 lines/s), not synchronisation
                     line = json.dumps({"message": f"t={time.time_ns()}"}, separators=(",", ":"))
-                    call("POST", line.encode(), **{"Content-Type": "application/json"})
-                call("POST", **{"Content-Type": "application/json", "Stream-Closed": "true"})
+                    call("POST", line.encode(), JSON)
+                call("POST", b"", {**JSON, "Stream-Closed": "true"})
                 answer({"written": count})
             elif words[0] == "exit":
                 break

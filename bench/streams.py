@@ -7,6 +7,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from starlette.types import ASGIApp
+
 from jobtail.config import Settings
 from jobtail.services import Services
 from jobtail.store.sqlite import SQLiteStore
@@ -19,7 +21,7 @@ Row = tuple[str, str, str, bool]
 LINES = 20
 
 
-def _serve(app: object) -> ServerThread:
+def _serve(app: ASGIApp) -> ServerThread:
     server = ServerThread(app)
     server.server.config.timeout_keep_alive = 75
     return server.start()

@@ -31,6 +31,8 @@ from jobtail.logger import RunLogger
 from jobtail.store.base import LogStore, RunStatus
 from jobtail.store.sqlite import SQLiteStore
 
+from .stats import process_stats
+
 Row = tuple[str, str, str, bool]
 
 MESSAGE = "line {} of the benchmark"
@@ -245,8 +247,6 @@ def serve(data_dir: Path) -> None:
     from jobtail.services import Services
     from jobtail.web.app import create_app
 
-    from .fanout import _stats
-
     store = SQLiteStore(data_dir / "s.db")
     run = store.create_run(*RUN_KEY)
     store.start_run(run.run_id)
@@ -270,7 +270,7 @@ def serve(data_dir: Path) -> None:
                 lines = _write_for(store, run.run_id, float(words[1]))
                 _answer({"lines": lines, "seconds": time.perf_counter() - started})
             elif words[0] == "stats":
-                _answer(_stats())
+                _answer(process_stats())
             elif words[0] == "finish":
                 store.finish_run(run.run_id, RunStatus.SUCCEEDED)
                 _answer({"finished": True})

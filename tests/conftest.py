@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from jobtail.store.migrate import apply_migrations
 from jobtail.store.sqlite import SQLiteStore
@@ -39,7 +40,7 @@ def free_port() -> int:
 class ServerThread:
     """uvicorn serving an ASGI app on a free loopback port, in a background thread."""
 
-    def __init__(self, app: object, port: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, port: int | None = None) -> None:
         self.port = port or free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
@@ -62,10 +63,10 @@ class ServerThread:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[object], ServerThread]]:
+def serve() -> Iterator[Callable[[ASGIApp], ServerThread]]:
     started: list[ServerThread] = []
 
-    def start(app: object) -> ServerThread:
+    def start(app: ASGIApp) -> ServerThread:
         server = ServerThread(app).start()
         started.append(server)
         return server

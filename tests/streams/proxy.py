@@ -12,9 +12,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 import httpx
+from starlette.types import Receive, Scope, Send
 
 Key = tuple[str, str, str]
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"}
@@ -50,7 +51,7 @@ class CachingProxy:
     _inflight: dict[Key, asyncio.Future[Stored]] = field(default_factory=dict)
     _client: httpx.AsyncClient | None = None
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -60,7 +61,7 @@ class CachingProxy:
                     "headers": [*response.headers, length]})  # fmt: skip
         await send({"type": "http.response.body", "body": response.body})
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -76,7 +77,7 @@ class CachingProxy:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def fetch(self, scope: dict[str, Any], receive: Any) -> Stored:
+    async def fetch(self, scope: Scope, receive: Receive) -> Stored:
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         query = "&".join(sorted(scope["query_string"].decode().split("&")))
         key = (scope["path"], query, headers.get("authorization", ""))
@@ -104,7 +105,7 @@ class CachingProxy:
             del self._inflight[key]
         return response
 
-    async def _origin(self, scope: dict[str, Any], receive: Any, headers: dict[str, str]) -> Stored:
+    async def _origin(self, scope: Scope, receive: Receive, headers: dict[str, str]) -> Stored:
         assert self._client is not None
         body = b""
         while True:
@@ -179,7 +180,7 @@ async def follow_live(
         connection.close()
 
 
-class Writer:
+class Writer(Protocol):
     """What ``fan_out`` needs of a run: its id, a way to add one line, and to end it."""
 
     run_id: str
