@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jobtail.config import Settings
+from jobtail.janitor import Janitor, sweep
 from jobtail.services import Services
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.base import (
@@ -222,3 +223,30 @@ def test_removing_a_stream_finds_its_forks_by_index(pg_url: str) -> None:
             "explain select 1 from only streams x where fork_of = 's000001' for key share of x"
         ).fetchall()
     assert "streams_fork_of" in " ".join(str(row[0]) for row in plan)
+
+
+def test_a_sqlite_sweep_creates_no_stream_tables(tmp_path: Path) -> None:
+    """A SQLite file that never served streams has none to sweep: the janitor (``router(
+    janitor=True)``, ``jobtail serve``) leaves it without the three stream tables; once a server
+    made them, expired streams go as ever."""
+    store = SQLiteStore(tmp_path / "store.db")
+
+    def tables() -> list[str]:
+        with sqlite3.connect(tmp_path / "store.db") as db:
+            found = db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'streams%'"
+            )
+            return sorted(row[0] for row in found)
+
+    try:
+        assert sweep(store, stale_after=60, retention_days=1).streams_expired == 0
+        assert Janitor(store, stale_after=60, retention_days=1).sweep().streams_expired == 0
+        assert tables() == []
+        streams = SQLiteStreams.from_store(store)
+        streams.create("brief", CreateRequest("text/plain", Expiry(ttl=0)))
+        streams.create("hour", HOUR)
+        streams.close()
+        assert tables() == ["streams", "streams_chunks", "streams_producers"]
+        assert sweep(store, stale_after=60, retention_days=1).streams_expired == 1
+    finally:
+        store.close()

@@ -40,16 +40,20 @@ __all__ = [
 ]  # fmt: skip
 
 
-def open_streams(store: LogStore, *, listen: bool = True) -> StreamStore | None:
+def open_streams(
+    store: LogStore, *, listen: bool = True, create: bool = True
+) -> StreamStore | None:
     """Generic stream storage beside a log store, in the same database; ``None`` for a store
     of another kind (run logs are still readable as streams). ``listen=False``: no PostgreSQL
-    LISTEN connection (a user that never waits for appends: the janitor)."""
+    LISTEN connection (a user that never waits for appends: the janitor). ``create=False``: no
+    SQLite tables made (the janitor's sweep: a file without them has nothing to sweep; the
+    other backends' come from migrations)."""
     from ..store.sqlite import SQLiteStore
 
     if isinstance(store, SQLiteStore):
         from .sqlite import SQLiteStreams
 
-        return SQLiteStreams.from_store(store)
+        return SQLiteStreams.from_store(store, create=create)
     return _postgres_streams(store, listen) or _supabase_streams(store)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..store.sqlite import SQLiteStore
 from ..store.sqlite_connections import ThreadConnections
-from .base import StreamError
+from .base import SWEEP_BATCH, StreamError
 from .sql import SqlStreamStore, Tx
 
 SCHEMA = """
@@ -51,20 +51,46 @@ CREATE TABLE IF NOT EXISTS streams_producers (
 """
 
 
-class SQLiteStreams(SqlStreamStore):
-    """Streams in a SQLite file; ``from_store`` shares the log store's file and settings."""
+TABLES = ("streams", "streams_chunks", "streams_producers")
 
-    def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
+
+class SQLiteStreams(SqlStreamStore):
+    """Streams in a SQLite file; ``from_store`` shares the log store's file and settings.
+
+    ``create=False`` (the janitor's): the tables are not created, and a file without them has
+    nothing to sweep; a sweep must not add three empty tables to every file it passes over.
+    """
+
+    def __init__(
+        self, path: str | Path, synchronous: str = "NORMAL", *, create: bool = True
+    ) -> None:
         super().__init__()
         self.path = str(path)
         self.synchronous = synchronous
         self._connections = ThreadConnections(self.path, synchronous, error=StreamError)
-        with self._connections.use() as db:
-            db.executescript(SCHEMA)
+        self._tables = create
+        if create:
+            with self._connections.use() as db:
+                db.executescript(SCHEMA)
 
     @classmethod
-    def from_store(cls, store: SQLiteStore) -> SQLiteStreams:
-        return cls(store.path, store.synchronous)
+    def from_store(cls, store: SQLiteStore, *, create: bool = True) -> SQLiteStreams:
+        return cls(store.path, store.synchronous, create=create)
+
+    def sweep_expired(self, batch: int = SWEEP_BATCH) -> int:
+        """As every store's, or 0 at once in a file that has no stream tables (yet)."""
+        return super().sweep_expired(batch) if self._has_tables() else 0
+
+    def _has_tables(self) -> bool:
+        """Whether the stream tables are there (made here, or found once: none are dropped)."""
+        if not self._tables:
+            with self._connections.use() as db:
+                found = db.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)",
+                    TABLES,
+                ).fetchone()[0]
+            self._tables = found == len(TABLES)
+        return self._tables
 
     def _db(self) -> sqlite3.Connection:
         return self._connections.get()

@@ -24,7 +24,7 @@ def sweep_streams(store: LogStore, batch: int = SWEEP_BATCH) -> int:
     """Remove the expired streams in ``store``'s database; how many (0 for a store that has no
     stream tables, or when the sweep failed: it is logged, and the next sweep tries again)."""
     try:
-        streams = open_streams(store, listen=False)
+        streams = open_streams(store, listen=False, create=False)
         if streams is None:
             return 0
         try:
