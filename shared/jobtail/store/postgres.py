@@ -11,22 +11,20 @@ process wrote. It reconnects with backoff after a server restart (tails poll mea
 connections are checked before use, so they recover too. Errors surface as StoreError; callers
 retry, which is safe because every call is idempotent. PostgreSQL text cannot hold NUL, so NUL
 becomes U+FFFD. Through a transaction pooler (Supabase's port 6543) pass ``listen=False,
-prepare_threshold=None``.
+prepare_threshold=None``. The pools and the errors are ``pg_connections``; the SQL text and
+the rows' conversions, ``pg_sql``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from .base import (
@@ -40,162 +38,26 @@ from .base import (
     dump_pg_json,
     level_number,
     new_run_id,
-    refusal,
     utcnow,
 )
 from .matching import SearchHits, SearchQuery
+from .pg_connections import RECONNECT_TIMEOUT as RECONNECT_TIMEOUT
+from .pg_connections import PgConnections, describe
 from .pg_listen import NOTIFY_WINDOW, Listener
-from .pg_poll import MAX_BATCH, PollBatcher, batch_sql
+from .pg_poll import MAX_BATCH, PollBatcher
 from .pg_search import plan as search_plan
 from .pg_search import search as pg_search
+from .pg_sql import APPEND_NEXT as APPEND_NEXT
+from .pg_sql import BATCH_SQL, FUNCTIONS, MISSING_SQL, READ_SQL, TABLES, _line, _run, _utc
+from .pg_sql import NOTIFY_AFTER as NOTIFY_AFTER
+from .pg_sql import RUN_COLUMNS as RUN_COLUMNS
+from .pg_sql import RUN_WIDTH as RUN_WIDTH
+from .pg_sql import lines_json as lines_json
 
 log = logging.getLogger(__name__)
 
-RECONNECT_TIMEOUT = 5.0
-"""Seconds a pool's chain of reconnection attempts lasts. psycopg_pool doubles the delay
-between attempts (1, 2, 4, 8… s) until this timeout (5 min by default), so after a minute's
-outage its next attempt came up to a minute after the server was back, and the run's end and
-the viewers waited that long. A short chain gives up instead, and the next call starts a new
-one whose first attempt is immediate."""
-DOWN_POOL_TIMEOUT = 0.5
-"""Seconds a call waits for a pool connection while the server is known to be unreachable (the
-last call failed for that), instead of ``pool_timeout``: a job logging through an outage is
-held back this long per attempt, not 5 s (its lines wait in order either way)."""
-CHECK_IDLE = 1.0
-"""Seconds a pooled connection may sit unused and still be handed out unchecked. A check is a
-round trip of its own, as long as a one-line append's; a connection that answered within the
-last second is very likely alive, and if the server went away since, the call fails like any
-call during an outage (callers retry: every call is idempotent) and the pool's explicit check
-drops the other dead connections."""
 
-RUN_COLUMNS = (
-    "run_id, upload_id, service_name, status, created_at, started_at, finished_at,"
-    " heartbeat_at, last_seq, error, epoch, omitted"
-)
-TABLES = ("runs", "runs_logs")
-FUNCTIONS = (
-    "jobtail_create_run", "jobtail_get_run", "jobtail_list_runs", "jobtail_claim_run",
-    "jobtail_heartbeat", "jobtail_finish_run", "jobtail_append", "jobtail_read",
-    "jobtail_stale_runs", "jobtail_purge", "jobtail_restart_heartbeats", "jobtail_clock",
-)  # fmt: skip
-REFUSALS = ("PT403", "PT409")
-"""SQLSTATEs of the SQL functions' fencing refusals (RunFencedError, SeqGapError)."""
-MISSING_SQL = """
-select array(select t from unnest(%(tables)s::text[]) t where to_regclass(t) is null)
-    || array(select f from unnest(%(functions)s::text[]) f where not exists (
-        select 1 from pg_proc p where p.proname = f and pg_function_is_visible(p.oid)))
-"""
-
-
-# The common case of an append, the run's owner adding its next line, as one statement instead of
-# a call of jobtail_append (whose PL/pgSQL, jsonb parsing and separate row lock made a one-line
-# append cost about three INSERTs): the UPDATE moves last_seq only if the line is the next one
-# and the writer still owns an open run (PostgreSQL re-checks that against the latest row once
-# it holds the row's lock, so a claim that commits first fences it), and the line is inserted
-# only if it did. It decides whether to NOTIFY as migration 0006 does (jobtail__announce): at
-# most once per window (notified_at set to the clock, so a later one than this statement's start
-# means it just was), or on every append, or never; the NOTIFY itself goes out after the commit
-# (NOTIFY_AFTER). No row: not the common case, so jobtail_append says why.
-APPEND_NEXT = """
-with moved as (
-    update runs set last_seq = %(seq)s,
-           notified_at = case
-               when coalesce(nullif(current_setting('jobtail.notify', true), ''), 'coalesced')
-                        = 'off' then notified_at
-               when current_setting('jobtail.notify', true) = 'every' or notified_at is null
-                    or notified_at <= clock_timestamp() - make_interval(secs => coalesce(nullif(
-                        current_setting('jobtail.notify_window_ms', true), '')::double precision,
-                        5) / 1000)
-               then clock_timestamp() else notified_at end
-     where run_id = %(run_id)s and last_seq = %(seq)s - 1 and status in ('queued', 'running')
-       and (%(epoch)s::bigint is null or (epoch = %(epoch)s::bigint and status = 'running'))
-    returning upload_id, service_name, notified_at >= statement_timestamp() as due
-), added as (
-    insert into runs_logs (run_id, seq, upload_id, service_name, "timestamp", log_level,
-                           level_no, message, fields)
-    select %(run_id)s, %(seq)s, upload_id, service_name, %(timestamp)s, %(log_level)s,
-           %(level_no)s, %(message)s, %(fields)s::jsonb
-      from moved
-    returning seq
-)
-select (select count(*) from added), (select bool_or(due) from moved)
-"""
-# A transaction that notifies holds PostgreSQL's global notify lock until its commit is on disk,
-# so with fsync on, appends that each carried their NOTIFY committed one disk flush at a time
-# (50 writer threads inserting per line: 230 lines/s with a NOTIFY in each transaction, 2,300
-# without, where concurrent commits share a flush). So the line is committed first, durably,
-# and the NOTIFY is a transaction of its own that writes no data and need not wait for the disk
-# (synchronous_commit off for it alone; 1,400 lines/s in the same test): a NOTIFY lost in a
-# crash costs a listener one poll interval, and polling stays the fallback.
-NOTIFY_AFTER = "select set_config('synchronous_commit', 'off', true), pg_notify('jobtail', %s)"
-
-
-def lines_json(lines: Sequence[LogLine]) -> str:
-    """An append batch as the jsonb array jobtail_append takes; NUL (unstorable) -> U+FFFD."""
-    numbers = LEVELS
-    rows = [
-        {
-            "seq": line.seq,
-            "timestamp": line.timestamp,  # msgspec writes RFC 3339, which timestamptz reads
-            "log_level": line.log_level,
-            "level_no": numbers.get(line.log_level) or level_number(line.log_level),
-            "message": line.message,
-            "fields": line.fields or None,
-        }
-        for line in lines
-    ]
-    return dump_pg_json(rows)
-
-
-def describe(conninfo: str) -> str:
-    """Where a URL points, without its password, for error messages."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        raise StoreError(f"bad PostgreSQL URL: {exc}".strip()) from exc
-    host = params.get("host") or "localhost"
-    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or params.get('user', '')}"
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC) if value is not None else None
-
-
-def _run(r: Sequence[Any]) -> Run:
-    """A row of RUN_COLUMNS, in that order."""
-    started, finished, beat = (_utc(value) for value in r[5:8])
-    return Run(
-        r[0],
-        r[1],
-        r[2],
-        RunStatus(r[3]),
-        r[4].astimezone(UTC),
-        started,
-        finished,
-        beat,
-        r[8],
-        r[9],
-        r[10],
-        r[11],
-    )
-
-
-READ_SQL = (
-    'select seq, "timestamp", log_level, message, fields from jobtail_read(%s, %s, %s, %s, %s)'
-)
-
-
-RUN_WIDTH = len(RUN_COLUMNS.split(","))
-BATCH_SQL = batch_sql(RUN_COLUMNS)
-"""Followers' polls in one statement: per run its columns, then a line's (null for a run with
-none new), each row led by the poll's ordinal (``pg_poll``)."""
-
-
-def _line(r: Sequence[Any]) -> LogLine:
-    return LogLine(r[0], r[1].astimezone(UTC), r[2], r[3], r[4])
-
-
-class PostgresStore(LogStore):
+class PostgresStore(PgConnections, LogStore):
     """Runs and lines in PostgreSQL. ``conninfo`` is a ``postgresql://`` URL or a DSN."""
 
     poll_interval = 1.0  # NOTIFY wakes tails; polling only covers a lost LISTEN connection
@@ -274,87 +136,6 @@ class PostgresStore(LogStore):
         return self._listener.connects if self._listener else 0
 
     # -- plumbing ---------------------------------------------------------------------------
-    def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(self.conninfo, **self._connect_kwargs)
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot connect to PostgreSQL at {self.where}: {exc}".strip()
-            ) from exc
-
-    def _check_idle(self, conn: psycopg.Connection[Any]) -> None:
-        """The pool's check before handing out ``conn``: only after ``CHECK_IDLE`` unused."""
-        used = self._used.get(id(conn))
-        if used is None or time.monotonic() - used >= CHECK_IDLE:
-            ConnectionPool.check_connection(conn)
-
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled connection; psycopg errors become StoreError."""
-        wait = DOWN_POOL_TIMEOUT if self._unreachable else self.pool_timeout
-        try:
-            with self._pool.connection(timeout=wait) as conn:
-                self._unreachable = False  # a checked connection: the server is there
-                yield conn
-                if len(self._used) > 10 * self.max_size:  # ids of connections closed since
-                    self._used.clear()
-                self._used[id(conn)] = time.monotonic()
-        except PoolTimeout as exc:
-            self._unreachable = True
-            raise StoreError(
-                f"PostgreSQL at {self.where} gave no connection within {wait:g}s"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            self._unreachable = True
-            self._pool.check()  # drop the other dead connections now, not one by one
-            raise StoreError(f"PostgreSQL at {self.where} failed: {exc}".strip()) from exc
-        except (psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedTable) as exc:
-            raise StoreError(f"{self._missing_hint()}: {exc.diag.message_primary}") from exc
-        except psycopg.Error as exc:
-            refused = refusal(exc.diag.message_detail) if exc.sqlstate in REFUSALS else None
-            raise (refused or StoreError(exc.diag.message_primary or str(exc))) from exc
-
-    def _rows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        """Run one statement on a pooled connection; psycopg errors become StoreError."""
-        with self._connection() as conn:
-            return conn.execute(query, params).fetchall()
-
-    async def _apool(self) -> AsyncConnectionPool[Any]:
-        loop = asyncio.get_running_loop()
-        pool = self._apools.get(loop)
-        if pool is None:
-            pool = self._apools[loop] = AsyncConnectionPool(
-                self.conninfo,
-                kwargs=self._connect_kwargs,
-                min_size=1,
-                max_size=self.max_size,
-                open=False,
-                check=AsyncConnectionPool.check_connection,
-                timeout=self.pool_timeout,
-                reconnect_timeout=RECONNECT_TIMEOUT,
-                name="jobtail-async",
-            )
-        await pool.open()  # a no-op once open; safe when several tasks race here
-        return pool
-
-    async def _arows(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        """``_rows`` on the async pool: the same errors, as StoreError."""
-        pool = await self._apool()
-        try:
-            async with pool.connection() as conn:
-                cursor = await conn.execute(query, params)
-                rows: list[Any] = await cursor.fetchall()
-                return rows
-        except PoolTimeout as exc:
-            raise StoreError(
-                f"PostgreSQL at {self.where} gave no connection within {self.pool_timeout}s"
-            ) from exc
-        except psycopg.OperationalError as exc:
-            await pool.check()
-            raise StoreError(f"PostgreSQL at {self.where} failed: {exc}".strip()) from exc
-        except psycopg.Error as exc:
-            raise StoreError(exc.diag.message_primary or str(exc)) from exc
-
     async def aclose(self) -> None:
         batcher = self._batchers.pop(asyncio.get_running_loop(), None)
         if batcher is not None:
@@ -362,15 +143,6 @@ class PostgresStore(LogStore):
         pool = self._apools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.close()
-
-    def _value(self, query: Any, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        rows = self._rows(query, params)
-        return rows[0][0] if rows else None
-
-    def _missing_hint(self) -> str:
-        return (
-            f"PostgreSQL database {self.where} lacks jobtail's schema: run `jobtail migrate <url>`"
-        )
 
     def check(self) -> None:
         missing = self._value(MISSING_SQL, {"tables": list(TABLES), "functions": list(FUNCTIONS)})
