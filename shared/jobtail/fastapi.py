@@ -149,13 +149,17 @@ def _lifespan(
         if context.services is not None:  # jobtail's own app serves generic streams too
             store, settings = context.store, context.settings
             context.streams = await anyio.to_thread.run_sync(_streams, store, settings, True)
-        sweeper = asyncio.create_task(_sweep_now_and_then(context)) if janitor else None
+        sweeps = _janitor(context) if janitor else None
+        sweeper = asyncio.create_task(_sweep_now_and_then(sweeps)) if sweeps else None
         try:
             yield
         finally:
             closed = True
             if sweeper is not None:
                 sweeper.cancel()
+                await asyncio.wait([sweeper])  # a sweep under way ends first
+            if sweeps is not None:  # its stream store (a pool on PostgreSQL) goes with it
+                await anyio.to_thread.run_sync(sweeps.close)
             await context.tailer.close()
             await anyio.to_thread.run_sync(context.streams.close)
             if owned:
@@ -164,20 +168,25 @@ def _lifespan(
     return span
 
 
-async def _sweep_now_and_then(context: Context) -> None:
+def _janitor(context: Context) -> Janitor:
+    """The router's janitor: it remembers store outages, and keeps one stream store, between
+    sweeps."""
     settings = context.settings
-    janitor = Janitor(  # it remembers store outages between sweeps
+    return Janitor(
         context.store,
         stale_after=settings.stale_after,
         retention_days=settings.retention_days,
         queued_after=settings.queued_timeout,
     )
+
+
+async def _sweep_now_and_then(janitor: Janitor) -> None:
     while True:
         try:
             await anyio.to_thread.run_sync(janitor.sweep)
         except Exception:
             log.exception("janitor sweep failed; retrying later")
-        await asyncio.sleep(settings.stale_after / 2)
+        await asyncio.sleep(janitor.stale_after / 2)
 
 
 def _route_classes(context: Context) -> tuple[type[APIRoute], type[APIRoute]]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .store.base import LogStore, Run, RunStatus, StoreError
-from .streams.sweep import sweep_streams
+from .streams.sweep import StreamSweeper, sweep_streams
 
 __all__ = ["Janitor", "SweepResult", "explain", "stale_error", "sweep"]
 
@@ -82,12 +82,14 @@ def sweep(
     retention_days: int,
     queued_after: float | None = None,
     now: datetime | None = None,
+    streams: StreamSweeper | None = None,
 ) -> SweepResult:
     """Explain and fail the stale runs, then purge finished runs older than the retention.
 
     A running run is stale after ``stale_after`` seconds without a heartbeat; a queued one
     after ``queued_after`` seconds without a worker (default: ``stale_after``). Both count on
-    the store's clock, unless ``now`` is given.
+    the store's clock, unless ``now`` is given. Expired streams go through ``streams`` (a
+    janitor's, kept between sweeps), else through a stream store opened for this sweep alone.
     """
     if stale_after <= 0 or retention_days < 1 or (queued_after is not None and queued_after <= 0):
         raise ValueError("stale_after must be positive and retention_days at least 1")
@@ -100,7 +102,8 @@ def sweep(
         explain=lambda run: explain(run, stale_after, waited),
     )
     purged = store.purge(now - timedelta(days=retention_days))
-    expired = sweep_streams(store)  # by the store's clock always, whatever now says
+    # by the store's clock always, whatever now says
+    expired = streams.sweep() if streams is not None else sweep_streams(store)
     if failed or purged or expired:
         log.info(
             "janitor: failed %d stale runs, purged %d old runs, removed %d expired streams",
@@ -115,6 +118,7 @@ class Janitor:
     After a sweep the store refused, the running runs get a heartbeat from the janitor instead
     of their end; once that lands (the outage is over), sweeping resumes.
     A refused sweep is one warning, not a traceback: an outage is expected weather.
+    Its sweeps share one stream store (``streams``), released by ``close`` when it stops.
     """
 
     def __init__(
@@ -124,11 +128,13 @@ class Janitor:
         stale_after: float,
         retention_days: int,
         queued_after: float | None = None,
+        streams: StreamSweeper | None = None,
     ) -> None:
         self.store, self.stale_after = store, stale_after
         self.retention_days, self.queued_after = retention_days, queued_after
         self.outage = False
         """True from a refused sweep until the janitor's heartbeats land."""
+        self.streams = streams or StreamSweeper(store)
 
     def sweep(self) -> SweepResult:
         try:
@@ -142,6 +148,7 @@ class Janitor:
                 stale_after=self.stale_after,
                 retention_days=self.retention_days,
                 queued_after=self.queued_after,
+                streams=self.streams,
             )
         except (StoreError, OSError) as exc:
             if not self.outage:
@@ -150,6 +157,10 @@ class Janitor:
                 )
             self.outage = True
             return SweepResult()
+
+    def close(self) -> None:
+        """Release the stream store its sweeps kept (after a sweep under way ends)."""
+        self.streams.close()
 
     def _restart_clocks(self) -> None:
         """Heartbeat every running run on its worker's behalf: each gets a fresh

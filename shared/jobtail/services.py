@@ -93,4 +93,6 @@ class Services:
     def close(self) -> None:
         if self.dispatcher is not None:
             self.dispatcher.close()
+        if "janitor" in vars(self):  # made by a sweep: its stream store goes first
+            self.janitor.close()
         self.store.close()
