@@ -11,7 +11,7 @@ purged under a stalled writer: that is refused the same way, as closed ("purged"
 
 Text is made storable where it is made: lone surrogates become visible escapes and long text is
 cut and marked (``storable``, re-exported here), so one odd line can never block the lines after
-it.
+it. ``RunLogHandler`` (standard ``logging`` into a run) is ``log_handler``'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from .log_handler import RunLogHandler as RunLogHandler
 from .storable import MAX_LINE_CHARS as MAX_LINE_CHARS
 from .storable import TRUNCATION_MARKER as TRUNCATION_MARKER
 from .storable import storable as storable
@@ -390,34 +391,3 @@ class RunLogger:
                         waited,
                     )
         return not self._pending
-
-
-class RunLogHandler(logging.Handler):
-    """Routes standard ``logging`` records into a run, so library code logs into the job."""
-
-    def __init__(self, run_logger: RunLogger, level: int = logging.DEBUG) -> None:
-        super().__init__(level)
-        self.run_logger = run_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = _message(record)
-            if record.exc_info and record.exc_info[1] is not None:
-                message = f"{message}\n{format_exception(record.exc_info[1])}"
-            fields: dict[str, Any] = {"logger": record.name}
-            extra = getattr(record, "fields", None)
-            if isinstance(extra, dict):
-                fields.update(extra)
-            self.run_logger.log(record.levelname, message, **fields)
-        except (RunFencedError, SeqGapError):
-            raise  # the writer was refused for good: the job must stop, nothing it logs lands
-        except Exception:
-            self.handleError(record)
-
-
-def _message(record: logging.LogRecord) -> str:
-    """The record's message; a record whose format fails is kept, with why, not dropped."""
-    try:
-        return record.getMessage()
-    except Exception as exc:
-        return f"{record.msg!r} % {record.args!r} (format failed: {type(exc).__name__}: {exc})"
