@@ -9,12 +9,12 @@ whose calls are not: the generic streams' plain appends, ``streams/supabase.py``
 cannot push changes to other processes, so listeners fire only for this process's writes and
 tails poll: every 0.1 s while lines flow, backing off to 2 s when idle (``next_poll_interval``).
 PostgREST's "max rows" setting (1000 on Supabase by default) may cap a read below ``limit``;
-readers page by cursor.
+readers page by cursor. Which failures are retried: ``supabase_errors``; rows to and from JSON:
+``supabase_rows``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,99 +32,30 @@ from .base import (
     RunActiveError,
     RunStatus,
     StoreError,
-    dump_pg_json,
     level_number,
     new_run_id,
     refusal,
     utcnow,
 )
 from .matching import SearchHits, SearchQuery
-from .pg_search import CancelledError, PatternRefusedError, min_level_number
 from .pg_search import Plan as SearchPlan
+from .pg_search import min_level_number
 from .pg_search import plan as search_plan
 from .pg_search import scan as scan_windows
-
-RETRY_CODES = frozenset(
-    {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01", "57P01", "57P03"}
+from .supabase_errors import (
+    AUTH_CODES,
+    MISSING_CODES,
+    TRANSPORT_ERRORS,
+    UNSENT_ERRORS,
+    _from_gateway,
+    _search_refusal,
+    _transient,
 )
-"""PostgREST and PostgreSQL error codes of transient failures (besides HTTP 5xx statuses)."""
-MISSING_CODES = frozenset({"PGRST202", "PGRST205", "42883", "42P01"})
-AUTH_CODES = frozenset({"401", "403", "42501", "PGRST301", "PGRST302"})
-TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-UNSENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-"""Transport errors before the request left: safe to retry even a call that is not idempotent."""
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value).astimezone(UTC) if value else None
-
-
-def _run(data: Mapping[str, Any]) -> Run:
-    return Run(
-        run_id=data["run_id"],
-        upload_id=data["upload_id"],
-        service_name=data["service_name"],
-        status=RunStatus(data["status"]),
-        created_at=datetime.fromisoformat(data["created_at"]).astimezone(UTC),
-        started_at=_dt(data.get("started_at")),
-        finished_at=_dt(data.get("finished_at")),
-        heartbeat_at=_dt(data.get("heartbeat_at")),
-        last_seq=int(data.get("last_seq") or 0),
-        error=data.get("error"),
-        epoch=int(data.get("epoch") or 0),
-        omitted=int(data.get("omitted") or 0),
-    )
-
-
-def _line(data: Mapping[str, Any]) -> LogLine:
-    return LogLine(
-        seq=int(data["seq"]),
-        timestamp=datetime.fromisoformat(data["timestamp"]).astimezone(UTC),
-        log_level=data["log_level"],
-        message=data["message"],
-        fields=data.get("fields") or None,
-    )
-
-
-def _payload(line: LogLine) -> dict[str, Any]:
-    """One line as JSON values; NUL, which PostgreSQL text cannot hold, becomes U+FFFD."""
-    fields = None
-    if line.fields:
-        fields = json.loads(dump_pg_json(line.fields))
-    return {
-        "seq": line.seq,
-        "timestamp": line.timestamp.isoformat(),
-        "log_level": line.log_level,
-        "level_no": level_number(line.log_level),
-        "message": line.message.replace("\x00", "\ufffd"),
-        "fields": fields,
-    }
-
-
-def _from_gateway(exc: APIError) -> bool:
-    """An HTTP 5xx without a PostgREST body (its code is the 3-digit status): the call may
-    have run behind the gateway that answered."""
-    code = exc.code or ""
-    return len(code) == 3 and code.isdigit() and code >= "500"
-
-
-def _transient(exc: APIError) -> bool:
-    """An HTTP 5xx without a PostgREST body, or a retryable PostgREST/SQL code."""
-    code = exc.code or ""
-    return _from_gateway(exc) or code in RETRY_CODES or code[:2] in ("08", "53")
-
+from .supabase_rows import _line, _payload, _run
 
 SEARCH_ROWS = 1000
 """Seqs asked of one ``jobtail_search`` call: Supabase's default PostgREST "max rows", so a
 full answer is known to be possibly cut and the next call goes on from its last seq."""
-
-
-def _search_refusal(exc: APIError) -> Exception | None:
-    if exc.code == "2201B":  # invalid_regular_expression
-        return PatternRefusedError()
-    if exc.code == "57014":  # query_canceled
-        return CancelledError()
-    return None
 
 
 class SupabaseStore(LogStore):
