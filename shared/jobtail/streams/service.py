@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -32,6 +33,7 @@ from .base import (
     StreamStore,
     StreamUnsupported,
 )
+from .fan import Fan, Fans, Reader
 from .live import ANY, Live
 from .runs import RunStreams, is_run_path
 
@@ -57,6 +59,7 @@ class Streams:
     sse_seconds: float = 60.0
     listeners: ListenerSet = field(default_factory=ListenerSet)
     live: Live = field(default_factory=Live, repr=False)
+    fans: Fans = field(default_factory=Fans, repr=False)
 
     @classmethod
     def over(
@@ -146,36 +149,80 @@ class Streams:
         finally:
             stop()
 
-    async def follow(self, path: str, chunk: Chunk, until: float) -> AsyncIterator[Chunk]:
+    async def follow(
+        self, path: str, chunk: Chunk, until: float, reader: Reader | None = None
+    ) -> AsyncIterator[Chunk]:
         """The chunks after ``chunk`` as they come (each with data, or the closed end), until the
         stream closes or ``time.monotonic()`` passes ``until``. One watch for the whole follow,
-        so every change is heard and readers of the stream can share each read (``live``)."""
+        so every change is heard and readers of the stream can share each read (``live``).
+        With a ``reader`` (an SSE response), whenever it is caught up and its response is free,
+        the stream's fan writes what comes to it instead (``fan``): those chunks are not
+        yielded, and the follow goes on from where the fan left it."""
         changed = asyncio.Event()
         listeners, key = self._source(path)
         stop = self.live.watch(listeners, key, changed)
         try:
             after = self.live.watched_since(listeners, key)  # none from before that joins
             idle = 0
-            unheard = True  # ``chunk`` was read before the watch: read again at once
-            while not chunk.closed:
+            offset, closed = chunk.next_offset, chunk.closed
+            waits = False  # ``chunk`` was read before the watch: read again at once
+            while not closed:
                 remaining = until - time.monotonic()
                 if remaining <= 0:
                     return
-                waits = not unheard and (chunk.empty or chunk.up_to_date)
-                # until a change (maybe one heard while reading) or the next poll
-                if waits and not await self._changed(changed, path, idle, remaining):
-                    idle += 1
+                if waits:  # until a change (maybe one heard while reading) or the next poll
+                    if reader is not None and reader.sink.ready:
+                        reader.offset = offset
+                        if await self.fans.join(path, reader, self._fan, remaining):
+                            offset = reader.offset  # handed back: read from there at once
+                            waits = False
+                    if waits and not await self._changed(changed, path, idle, remaining):
+                        idle += 1
+                    if time.monotonic() >= until:
+                        return
                 changed.clear()  # before the read: a change heard during it is not lost
-                offset = chunk.next_offset
-                chunk = await self.live.read(
-                    listeners, key, path, offset, functools.partial(self.read, path, offset), after
-                )
-                unheard = False
-                if not chunk.empty or chunk.closed:
+                chunk = await self._shared_read(listeners, key, path, offset, after)
+                offset, closed = chunk.next_offset, chunk.closed
+                waits = chunk.empty or chunk.up_to_date
+                if not chunk.empty or closed:
                     idle = 0
                     yield chunk
         finally:
             stop()
+
+    async def _fan(self, fan: Fan, path: str) -> None:
+        """A fan's task: read from its offset at each change (or poll) and publish, until the
+        stream closes or its readers are gone."""
+        changed = asyncio.Event()
+        listeners, key = self._source(path)
+        stop = self.live.watch(listeners, key, changed)
+        try:
+            after = self.live.watched_since(listeners, key)
+            idle, waits = 0, False  # its first reader read before the watch: read at once
+            while fan.readers:
+                if waits and not await self._changed(changed, path, idle, math.inf):
+                    idle += 1
+                changed.clear()
+                offset = fan.offset
+                try:
+                    chunk = await self._shared_read(listeners, key, path, offset, after)
+                except Exception:  # its readers go back to reading for themselves, and meet it
+                    return
+                waits = chunk.empty or chunk.up_to_date
+                if not chunk.empty or chunk.closed:
+                    idle = 0
+                    fan.publish(offset, chunk)
+                    if chunk.closed:
+                        return
+        finally:
+            stop()
+
+    def _shared_read(
+        self, listeners: ListenerSet, key: str, path: str, offset: str, after: int
+    ) -> Awaitable[Chunk]:
+        return self.live.read(
+            listeners, key, path, offset, functools.partial(self.read, path, offset), after
+        )
 
     async def _changed(
         self, changed: asyncio.Event, path: str, idle_polls: int, remaining: float

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import json
 import re
 import time
@@ -30,8 +31,10 @@ from ..streams import (
     is_text,
     next_cursor,
 )
+from ..streams.fan import Reader
 from ..streams.runs import RunUnclaimed, is_run_path
 from .sse import StreamResponse
+from .writer import Writer
 
 PROTOCOL_HEADERS = (
     "Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL,"
@@ -237,19 +240,24 @@ def sse_control(chunk: Chunk, cursor: str) -> str:
 
 
 def sse_response(path: str, streams: Streams, first: Chunk, cursor: str) -> Response:
-    """The viewer's own task sends what it reads, through the lean path of the logs' SSE
-    (``web.sse.StreamResponse``: two tasks per viewer, handed off past the request's chain)."""
+    """The lean path of the logs' SSE (``web.sse.StreamResponse``: two tasks per viewer, handed
+    off past the request's chain); while the reader is caught up, its stream's fan writes each
+    chunk to it (``streams.fan``) and its own task sleeps."""
     headers = {**SECURITY, "Cache-Control": "no-cache", "Content-Type": "text/event-stream"}
     if not is_text(first.meta.content_type):
         headers["stream-sse-data-encoding"] = "base64"
-    return StreamResponse(sse_events(path, streams, first, cursor), ping=0, headers=headers)
+    writer = Writer()
+    reader = Reader(writer, functools.partial(_event, cursor=cursor, announce=False), cursor)
+    body = sse_events(path, streams, first, cursor, reader)
+    return StreamResponse(body, ping=0, headers=headers, writer=writer)
 
 
 async def sse_events(
-    path: str, streams: Streams, first: Chunk, cursor: str
+    path: str, streams: Streams, first: Chunk, cursor: str, reader: Reader | None = None
 ) -> AsyncIterator[bytes]:
     """Data then control for each read; an empty first read still says where the tail is; ends
     at closure or after ``sse_seconds`` so caches can collapse reconnecting clients."""
     yield _event(first, cursor, announce=True)
-    async for chunk in streams.follow(path, first, time.monotonic() + streams.sse_seconds):
+    until = time.monotonic() + streams.sse_seconds
+    async for chunk in streams.follow(path, first, until, reader):
         yield _event(chunk, cursor, announce=False)
