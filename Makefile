@@ -65,10 +65,12 @@ $(MUTANTS)/.installed: pyproject.toml
 # $(MUTATION) with the package under src/. One worker, niced, so the machine stays usable.
 # One module at a time: MODULE=logger.py TESTS='tests/test_logger.py ...' mutates that module
 # only, with those tests only, staged in .mutation-logger (see the README's mutation section).
+# MARKS= replaces the tests' -m expression ('not postgres and not browser'): MARKS='not browser'
+# runs the PostgreSQL tests too (a PostgreSQL module's).
 ifdef MODULE
 MUTATION := .mutation-$(basename $(notdir $(MODULE)))
 endif
-mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI); MODULE=logger.py TESTS='tests/test_logger.py'
+mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI); MODULE=logger.py TESTS='tests/test_logger.py'; MARKS='not browser' (pytest -m) adds the PostgreSQL tests
 	rm -rf $(MUTATION) && mkdir -p $(MUTATION)
 	git ls-files -z | xargs -0 cp -P --parents -t $(MUTATION)  # -P: symlinks as links
 	mv $(MUTATION)/shared $(MUTATION)/src
@@ -77,7 +79,7 @@ mutants: $(MUTANTS)/.installed ## mutation testing of the core (slow, not in CI)
 		target=$$(readlink -f "$$link"); rm "$$link"; cp -r "$$target" "$$link"; done
 	sed -i -e 's|^pythonpath = \["shared", "."\]|pythonpath = ["src", "."]|' \
 		-e 's|"shared/jobtail|"src/jobtail|' $(MUTATION)/pyproject.toml
-	$(MUTANTS)/bin/python tools/mutants_config.py $(MUTATION)/pyproject.toml "$(MODULE)" "$(TESTS)"
+	$(MUTANTS)/bin/python tools/mutants_config.py $(MUTATION)/pyproject.toml "$(MODULE)" "$(TESTS)" "$(MARKS)"
 	cd $(MUTATION) && nice -n 19 ../$(MUTANTS)/bin/mutmut run --max-children 1 $(ONLY) || true
 	$(MUTANTS)/bin/python tools/mutants_report.py $(MUTATION)
 
