@@ -316,3 +316,64 @@ def test_a_reader_at_another_offset_than_the_fan_is_not_taken() -> None:
         assert len(fans) == 0
 
     asyncio.run(main())
+
+
+def test_a_fan_that_ends_is_gone_before_its_readers_are_handed_back() -> None:
+    """Else a reader could join it in between, and wait for chunks nobody reads."""
+
+    async def main() -> list[int]:
+        fans, hold, seen = Fans(), asyncio.Event(), []
+
+        class Seeing(Reader):
+            def wake(self) -> None:
+                seen.append(len(fans))
+                super().wake()
+
+        async def follow(fan: Fan, path: str) -> None:
+            await hold.wait()
+
+        joined = asyncio.create_task(fans.join("s", Seeing(Sink(), Encoder()), follow, 10))
+        await wait_for_async(lambda: len(fans) == 1, 10)
+        (fan,) = fans._fans.values()
+        hold.set()
+        assert await asyncio.wait_for(joined, 10) is True
+        assert fan.task is not None and fan.task.done() and not fan.task.cancelled()
+        return seen
+
+    assert asyncio.run(main()) == [0]
+
+
+def test_the_last_reader_leaving_unlists_the_fan_at_once() -> None:
+    async def main() -> None:
+        fans = Fans()
+
+        async def follow(fan: Fan, path: str) -> None:
+            await asyncio.Event().wait()
+
+        assert await fans.join("s", Reader(Sink(), Encoder()), follow, 0.05) is True
+        assert len(fans) == 0  # before its task has even seen its cancellation
+
+    asyncio.run(main())
+
+
+def test_a_reader_whose_wait_was_cancelled_can_still_be_handed_back() -> None:
+    """Its client left (its task is cancelled) in the loop turn in which the fan ends: the fan
+    hands back every reader still listed, that one too, before that one's task runs."""
+
+    async def main() -> None:
+        fans, hold = Fans(), asyncio.Event()
+
+        async def follow(fan: Fan, path: str) -> None:
+            await hold.wait()
+
+        leaving = asyncio.create_task(fans.join("s", Reader(Sink(), Encoder()), follow, 10))
+        staying = asyncio.create_task(fans.join("s", Reader(Sink(), Encoder()), follow, 10))
+        await wait_for_async(lambda: sum(len(f.readers) for f in fans._fans.values()) == 2)
+        (fan,) = fans._fans.values()
+        hold.set()  # the fan's task runs first, with the leaving reader still listed
+        leaving.cancel()
+        assert await asyncio.wait_for(staying, 1) is True
+        assert fan.task is not None and fan.task.exception() is None
+        await asyncio.wait([leaving])
+
+    asyncio.run(main())
