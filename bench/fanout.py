@@ -13,6 +13,8 @@ Three kinds of process, so the server's CPU and memory are its own:
   writing and its RSS growth per viewer.
 
 The clients share the machine's cores with the server, so absolute figures are pessimistic.
+Every server here collects garbage as ``jobtail serve`` does (``web.serving.tune_gc``), the
+floor too, so that the ratio compares the fan-out alone.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from jobtail.web.serving import tune_gc
 
 from . import load_client
 from .stats import process_stats
@@ -66,6 +70,7 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
         app, log_level="warning", loop=loop, http=http, backlog=4096, timeout_keep_alive=60
     )
     server = uvicorn.Server(config)
+    tune_gc()  # as jobtail serve
 
     def answer(data: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(data) + "\n")
@@ -141,6 +146,7 @@ def serve_floor(loop_name: str) -> None:
         import uvloop
 
         uvloop.install()
+    tune_gc()
     transports: set[asyncio.Transport] = set()
     head = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
@@ -224,6 +230,7 @@ def serve_store(data_dir: Path, loop: str, http: str) -> None:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=loop, http=http))
+    tune_gc()  # as jobtail serve
 
     def control() -> None:
         while not server.started:

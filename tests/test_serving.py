@@ -4,12 +4,15 @@ has not sent a whole request head within ``header_timeout``, and serve one that 
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from jobtail.config import Settings
@@ -91,3 +94,30 @@ def test_serve_prefers_uvloop_and_httptools_when_installed() -> None:
         assert (loop, protocol.__mro__[1]) == ("asyncio", serving.HeadTimeoutH11Protocol)
     else:
         assert loop == "uvloop" and "HttpTools" in protocol.__name__
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The process's collector as it was, after a test that tunes it."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def test_tune_gc_freezes_what_exists_and_collects_less_often(collector: None) -> None:
+    assert gc.get_threshold() != serving.GC_THRESHOLD
+    serving.tune_gc()
+    assert gc.get_threshold() == serving.GC_THRESHOLD
+    assert gc.get_freeze_count() > 1000  # the modules and the app, out of every collection
+
+
+@pytest.mark.parametrize("tuning", [True, False])
+def test_serve_tunes_the_collector_unless_told_not_to(
+    tuning: bool, collector: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[tuple[int, int, int]] = []
+    monkeypatch.setattr(serving.GracefulServer, "run", lambda self: ran.append(gc.get_threshold()))
+    default = gc.get_threshold()
+    serving.serve(FastAPI(), Settings(port=free_port(), gc_tuning=tuning))
+    assert ran == [serving.GC_THRESHOLD if tuning else default]

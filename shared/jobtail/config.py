@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     header_timeout: float = Field(
         10.0, gt=0, description="seconds a connection may take to send a request's headers"
     )
+    gc_tuning: bool = Field(
+        True, description="jobtail serve: fewer garbage-collector pauses (web/serving.tune_gc)"
+    )
     log_level: str = "INFO"
 
     @field_validator("api_keys", "old_secrets", mode="before")

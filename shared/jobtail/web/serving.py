@@ -6,6 +6,8 @@ connections and a graceful SIGTERM.
   closed, where uvicorn's keep-alive timer only starts after a first response and restarts on
   any byte. ``limit_concurrency`` answers 503 beyond a bound instead of exhausting descriptors.
 - The access log never holds a stream token: ``token=`` values in logged paths are redacted.
+- The garbage collector runs less often (``tune_gc``): its full collections stalled every
+  stream for over half a second at 10,000 viewers.
 - The first SIGTERM/SIGINT drains (``web/shutdown.py``) while the listener stays open, so health
   checks get their fast 503 ``draining``; then uvicorn exits. A second signal exits at once.
 """
@@ -13,6 +15,7 @@ connections and a graceful SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 from types import FrameType
@@ -25,7 +28,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..config import Settings
 
-__all__ = ["GracefulServer", "HeadTimeoutH11Protocol", "RedactTokens", "protocol", "serve"]
+__all__ = [
+    "GC_THRESHOLD", "GracefulServer", "HeadTimeoutH11Protocol", "RedactTokens", "protocol",
+    "serve", "tune_gc",
+]  # fmt: skip
 
 _TOKEN = re.compile(r"((?:^|[?&])token=)[^&\s]*")
 
@@ -145,6 +151,26 @@ class GracefulServer(uvicorn.Server):
             super().handle_exit(sig, frame)  # now uvicorn stops listening and exits
 
 
+GC_THRESHOLD = (10_000, 20, 100)
+"""CPython's thresholds for ``tune_gc``, against its default (700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Fewer and shorter stop-the-world pauses for a process holding thousands of streams.
+
+    Each viewer's connection is a few hundred long-lived objects. At the default thresholds
+    CPython runs a full collection each time such objects grow by a quarter, and every stream
+    stops while it runs: at 10,000 viewers (``python -m bench.fanout 10000``, 3 runs) there were
+    12-13 while the viewers connected, of up to 0.6 s, one of them within a second of the first
+    line in each run. Here the objects that exist before serving (modules, the app) are frozen
+    out of the collector, and young collections run 14 times less often, older ones far less:
+    no full collection in the same runs, the longest pause 0.1 s, and p99 229-245 ms against
+    250-300. Cyclic garbage waits a little longer to be freed; most of it is freed at once by
+    reference counting anyway."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def serve(app: FastAPI, settings: Settings) -> None:
     """Run the app on ``settings.host:port`` until a signal ends it (after the drain)."""
     loop, http = protocol(settings)
@@ -163,4 +189,6 @@ def serve(app: FastAPI, settings: Settings) -> None:
     )
     server = GracefulServer(config, app)  # its Config configured uvicorn's loggers already
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
+    if settings.gc_tuning:
+        tune_gc()
     server.run()
