@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobtail.web.serving import tune_gc
-
 from . import load_client
 from .stats import process_stats
 
@@ -52,6 +50,7 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
     from jobtail.store.base import RunStatus
     from jobtail.store.sqlite import SQLiteStore
     from jobtail.web.app import create_app
+    from jobtail.web.serving import tune_gc
 
     store = SQLiteStore(data_dir / "s.db")
     run = store.create_run("bench", "fanout")
@@ -142,6 +141,8 @@ def serve_floor(loop_name: str) -> None:
     parsing beyond waiting for the blank line."""
     import asyncio
 
+    from jobtail.web.serving import tune_gc
+
     if loop_name == "uvloop":
         import uvloop
 
@@ -224,6 +225,7 @@ def serve_store(data_dir: Path, loop: str, http: str) -> None:
     from jobtail.services import Services
     from jobtail.store.sqlite import SQLiteStore
     from jobtail.web.app import create_app
+    from jobtail.web.serving import tune_gc
 
     store = SQLiteStore(data_dir / "s.db")
     app = create_app(services=Services.from_settings(Settings(data_dir=data_dir), store=store))
