@@ -13,8 +13,9 @@ Three kinds of process, so the server's CPU and memory are its own:
   writing and its RSS growth per viewer.
 
 The clients share the machine's cores with the server, so absolute figures are pessimistic.
-Every server here collects garbage as ``jobtail serve`` does (``web.serving.tune_gc``), the
-floor too, so that the ratio compares the fan-out alone.
+Every server here collects garbage as ``jobtail serve`` does (``web.serving.tune_gc``; with
+JOBTAIL_GC_TUNING=false as Python does by default), the floor too, so that the ratio compares the
+fan-out alone; each says its longest pause while viewers connected and while lines were written.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import load_client
-from .stats import process_stats
+from .stats import process_stats, watch_gc
 
 PATH = "/runs/bench/fanout/logs"
 STREAM_PATH = "/v1/stream/runs/{run_id}?offset=-1&live=sse"  # the run as a Durable Stream
@@ -50,7 +51,6 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
     from jobtail.store.base import RunStatus
     from jobtail.store.sqlite import SQLiteStore
     from jobtail.web.app import create_app
-    from jobtail.web.serving import tune_gc
 
     store = SQLiteStore(data_dir / "s.db")
     run = store.create_run("bench", "fanout")
@@ -69,7 +69,7 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
         app, log_level="warning", loop=loop, http=http, backlog=4096, timeout_keep_alive=60
     )
     server = uvicorn.Server(config)
-    tune_gc()  # as jobtail serve
+    collect_as_served()
 
     def answer(data: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(data) + "\n")
@@ -109,6 +109,17 @@ def serve(data_dir: Path, viewers: int, loop: str, http: str) -> None:
     server.run(sockets=[sock])
 
 
+def collect_as_served() -> None:
+    """Collect garbage as ``jobtail serve`` does (``tune_gc``, unless JOBTAIL_GC_TUNING=false),
+    and record the pauses for ``stats``."""
+    from jobtail.config import Settings
+    from jobtail.web.serving import tune_gc
+
+    if Settings().gc_tuning:
+        tune_gc()
+    watch_gc()
+
+
 def _profile_loop(loop: Any) -> Any:
     """With BENCH_PROFILE=<file>, profile the event loop's thread (CPU time) while the lines
     are written; returns the call that stops and saves it."""
@@ -141,13 +152,11 @@ def serve_floor(loop_name: str) -> None:
     parsing beyond waiting for the blank line."""
     import asyncio
 
-    from jobtail.web.serving import tune_gc
-
     if loop_name == "uvloop":
         import uvloop
 
         uvloop.install()
-    tune_gc()
+    collect_as_served()
     transports: set[asyncio.Transport] = set()
     head = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
@@ -225,14 +234,13 @@ def serve_store(data_dir: Path, loop: str, http: str) -> None:
     from jobtail.services import Services
     from jobtail.store.sqlite import SQLiteStore
     from jobtail.web.app import create_app
-    from jobtail.web.serving import tune_gc
 
     store = SQLiteStore(data_dir / "s.db")
     app = create_app(services=Services.from_settings(Settings(data_dir=data_dir), store=store))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=loop, http=http))
-    tune_gc()  # as jobtail serve
+    collect_as_served()
 
     def control() -> None:
         while not server.started:
@@ -278,6 +286,8 @@ class Result:
     max_ms: float
     cpu_percent: float
     rss_kb_per_viewer: float
+    gc_connecting_ms: float = float("nan")  # the server's longest collector pause, and while
+    gc_writing_ms: float = float("nan")  # writing (NaN: a server that does not say, Node's)
 
 
 def _ask(server: subprocess.Popen[str], command: str, timeout: float = 180) -> dict[str, Any]:
@@ -383,6 +393,8 @@ def measure(
         max_ms=ms[-1],
         cpu_percent=100 * busy / max(1e-9, written["wall"] - connected["wall"]),
         rss_kb_per_viewer=1024 * (connected["rss_mb"] - before["rss_mb"]) / viewers,
+        gc_connecting_ms=connected.get("gc_longest_ms", float("nan")),
+        gc_writing_ms=written.get("gc_longest_ms", float("nan")),
     )
 
 

@@ -55,7 +55,9 @@ def fanout_rows(tmp: Path, viewers: tuple[int, ...] = VIEWERS, lines: int = 30) 
             ),
             (
                 f"  (server CPU {got.cpu_percent:.0f} % of a core, RSS {got.rss_kb_per_viewer:.0f}"
-                f" KB/viewer; {CORES} cores shared with the load clients)",
+                f" KB/viewer; longest GC pause while viewers connected / while writing"
+                f" {got.gc_connecting_ms:,.0f} / {got.gc_writing_ms:,.0f} ms;"
+                f" {CORES} cores shared with the load clients)",
                 "",
                 "",
                 True,
