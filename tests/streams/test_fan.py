@@ -6,6 +6,8 @@ response is busy, at the stream's end, at its deadline, or when a read fails (``
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -377,3 +379,175 @@ def test_a_reader_whose_wait_was_cancelled_can_still_be_handed_back() -> None:
         await asyncio.wait([leaving])
 
     asyncio.run(main())
+
+
+class PollingStreams(SQLiteStreams):
+    """Records the idle-poll count it is asked to pace (Supabase backs off by it); polls fast."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.idles: list[int] = []
+
+    def next_poll_interval(self, idle_polls: int = 0) -> float:
+        self.idles.append(idle_polls)
+        return 0.01
+
+
+def runs_from_zero(idles: list[int]) -> int:
+    """How many times the count starts again from 0; fails if it ever does anything but count
+    up by one, stay (a change heard, nothing new) or start again."""
+    assert idles[0] == 0, idles
+    for before, after in itertools.pairwise(idles):
+        assert after in (before, before + 1, 0), idles
+    return idles.count(0) - sum(1 for a, b in itertools.pairwise(idles) if a == b == 0)
+
+
+@pytest.mark.parametrize("fanned", [True, False], ids=["the fan", "a follower alone"])
+def test_idle_polls_count_up_until_something_comes_and_a_change_is_not_one(
+    tmp_path: Path, fanned: bool
+) -> None:
+    store = SQLiteStore(tmp_path / "store.db")
+    polled = PollingStreams(tmp_path / "store.db")
+    streams = Streams.over(store, polled, sse_seconds=30)
+    elsewhere = SQLiteStreams(tmp_path / "store.db")  # its writes are heard only by polls
+    elsewhere.create("s", CreateRequest(content_type="application/json", body=b""))
+
+    async def main() -> tuple[list[int], int]:
+        sink = Sink()
+        follower = Follower(Reader(sink, Encoder()), sink)
+        first = await streams.read("s", "-1")
+        if fanned:
+            follower.task = asyncio.create_task(run(streams, follower, first, 30))
+        else:
+
+            async def alone() -> None:
+                async for chunk in streams.follow("s", first, time.monotonic() + 30):
+                    sink.written.append("|".join(chunk.messages).encode())
+
+            follower.task = asyncio.create_task(alone())
+        await wait_for_async(lambda: len(polled.idles) >= 4, 10, "idle polls")
+        await asyncio.to_thread(elsewhere.append, "s", AppendRequest(body=b'{"n":0}'))
+        await wait_for_async(lambda: follower.messages == [message(0)], 10, "the poll's line")
+        mark = len(polled.idles)
+        await wait_for_async(lambda: polled.idles[-1] >= 2 and len(polled.idles) > mark, 10)
+        heard = len(polled.idles)
+        polled.listeners.notify("s")  # heard, and nothing new: not an idle poll
+        await wait_for_async(lambda: len(polled.idles) >= heard + 3, 10)
+        follower.task.cancel()
+        return polled.idles[:], heard
+
+    try:
+        idles, heard = asyncio.run(main())
+    finally:
+        streams.close()
+        elsewhere.close()
+        store.close()
+    assert runs_from_zero(idles) == 2, idles  # from 0, and from 0 again after the line
+    assert any(a == b for a, b in itertools.pairwise(idles[heard - 1 :])), idles
+
+
+def test_a_change_during_the_last_read_before_the_fan_is_read_by_it_at_once(
+    opened: tuple[Streams, CountingStreams],
+) -> None:
+    """The reader's last read missed a line committed meanwhile: the fan it joins reads at
+    once, rather than at the next change or poll (60 s here)."""
+    streams, generic = opened
+
+    async def main() -> Follower:
+        sink = Sink()
+        follower = Follower(Reader(sink, Encoder()), sink)
+        first = await streams.read("s", "-1")
+        gate = generic.hold = threading.Event()
+        follower.task = asyncio.create_task(run(streams, follower, first, 30))
+        await asyncio.to_thread(generic.holding.wait, 10)  # its read is done, without n=0
+        await append(streams, 0)
+        gate.set()
+        await wait_for_async(lambda: follower.messages == [message(0)], 10, "the fan's read")
+        follower.task.cancel()
+        return follower
+
+    follower = asyncio.run(main())
+    assert follower.yielded == []  # the fan wrote it
+
+
+def test_a_read_begun_before_the_stream_was_watched_is_not_joined(
+    opened: tuple[Streams, CountingStreams],
+) -> None:
+    """A follower that left while its read was in flight; a write nobody here heard; then a
+    new follower: it must not take that read's answer, which has not the write."""
+    streams, generic = opened
+
+    async def main() -> list[str]:
+        first = await streams.read("s", "-1")
+        gate = generic.hold = threading.Event()
+        leaving = asyncio.create_task(
+            anext(aiter(streams.follow("s", first, time.monotonic() + 30)))
+        )
+        await asyncio.to_thread(generic.holding.wait, 10)  # its read is in flight
+        leaving.cancel()
+        await asyncio.wait([leaving])
+        await asyncio.to_thread(generic.append, "s", AppendRequest(body=b'{"n":0}'))
+        try:
+            async for chunk in streams.follow("s", first, time.monotonic() + 30):
+                return list(chunk.messages)
+        finally:
+            gate.set()
+        return []
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == [message(0)]
+
+
+def test_a_fan_reads_beside_a_read_in_flight_and_carries_on(
+    opened: tuple[Streams, CountingStreams],
+) -> None:
+    streams, generic = opened
+
+    async def main() -> bool:
+        (follower,) = await start(streams, 1, Encoder())
+        (fan,) = streams.fans._fans.values()
+        listeners, key = streams._source("s")
+        held = asyncio.Event()
+
+        async def slow() -> Chunk:
+            await held.wait()
+            return await streams.read("s", fan.offset)
+
+        other = asyncio.create_task(streams.live.read(listeners, key, "s", fan.offset, slow))
+        await asyncio.sleep(0)  # one turn: the read is in flight
+        reads = generic.reads
+        listeners.notify("s")  # the fan reads at its offset, where that read is in flight
+        await wait_for_async(lambda: generic.reads > reads, 10, "the fan's read")
+        held.set()
+        await other
+        alive = fan.task is not None and not fan.task.done()
+        assert follower.task is not None
+        follower.task.cancel()
+        return alive and streams.fans._fans.get((asyncio.get_running_loop(), "s")) is fan
+
+    assert asyncio.run(main())
+
+
+def test_a_fan_read_overtaken_by_a_change_is_not_joined(
+    opened: tuple[Streams, CountingStreams],
+) -> None:
+    """Another reader that comes to the same offset after a change must not take the answer of
+    the fan's read begun before it (the fan reads with the stream's change count)."""
+    streams, generic = opened
+
+    async def main() -> list[str]:
+        first = await streams.read("s", "-1")
+        (follower,) = await start(streams, 1, Encoder())
+        gate = generic.hold = threading.Event()
+        generic.listeners.notify("s")  # heard, nothing new: the fan reads, and is held
+        await asyncio.to_thread(generic.holding.wait, 10)
+        await append(streams, 0)
+        try:
+            async for chunk in streams.follow("s", first, time.monotonic() + 30):
+                return list(chunk.messages)
+        finally:
+            gate.set()
+            assert follower.task is not None
+            follower.task.cancel()
+        return []
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == [message(0)]
