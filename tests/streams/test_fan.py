@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jobtail.store.base import LogLine, utcnow
 from jobtail.store.sqlite import SQLiteStore
 from jobtail.streams.base import AppendRequest, Chunk, CreateRequest, StreamError
 from jobtail.streams.fan import Fan, Fans, Reader
@@ -551,3 +553,41 @@ def test_a_fan_read_overtaken_by_a_change_is_not_joined(
         return []
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) == [message(0)]
+
+
+@pytest.mark.parametrize("count, publishes", [(5, 1), (2000, 2)])
+def test_lines_that_came_together_go_out_together(
+    tmp_path: Path, count: int, publishes: int
+) -> None:
+    """A run's stream hands out one line per read at its live edge: the fan reads on while
+    there is more (up to 1,024 lines), so a batch is one publish, not one per line."""
+    store = SQLiteStore(tmp_path / "store.db")
+    run = store.create_run("up", "svc")
+    store.start_run(run.run_id)
+    streams = Streams.over(store, None, sse_seconds=30)
+    path = f"runs/{run.run_id}"
+
+    async def main() -> Follower:
+        sink = Sink()
+        follower = Follower(Reader(sink, Encoder()), sink)
+        first = await streams.read(path, "-1")
+
+        async def follow() -> None:
+            async for chunk in streams.follow(path, first, time.monotonic() + 30, follower.reader):
+                follower.yielded.append(chunk)
+
+        follower.task = asyncio.create_task(follow())
+        await wait_for_async(lambda: readers(streams) == 1, 10, "the reader with the fan")
+        lines = [LogLine(n, utcnow(), "INFO", f"line {n}") for n in range(1, count + 1)]
+        await asyncio.to_thread(store.append, run.run_id, lines)
+        await wait_for_async(lambda: len(follower.messages) >= count, 10, "every line")
+        follower.task.cancel()
+        return follower
+
+    try:
+        follower = asyncio.run(main())
+    finally:
+        streams.close()
+        store.close()
+    assert [json.loads(m)["seq"] for m in follower.messages] == list(range(1, count + 1))
+    assert len(follower.sink.written) == publishes and follower.yielded == []

@@ -10,6 +10,7 @@ Errors are exceptions the HTTP layer maps onto status codes; the core knows noth
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -203,6 +204,11 @@ class Chunk:
     @property
     def empty(self) -> bool:
         return self.stop == self.start
+
+    def followed_by(self, more: Chunk) -> Chunk:
+        """This and ``more``, read on from this one's end, as one chunk."""
+        data, messages = self.data + more.data, self.messages + more.messages
+        return dataclasses.replace(more, start=self.start, data=data, messages=messages)
 
     def body(self) -> bytes:
         if self.meta.json:
