@@ -242,6 +242,15 @@ def test_permalinks_copy_and_downloads_while_running(
     expect(page).to_have_url(re.compile(r"#L5010-L5012$"))
     page.click("#copy")
     expect(page.locator("#copy")).to_have_text("Copied 3 lines")
+    # selecting marks the rows in place: rendered anew, the nodes under the pointer were
+    # replaced, and a click whose mousedown and mouseup fell on different nodes was lost
+    kept = row(page, 5011).element_handle()
+    row(page, 5011).locator("a.seq").click()
+    expect(page).to_have_url(re.compile(r"#L5011$"))
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 150)))")
+    assert kept.evaluate("node => node.isConnected")
+    expect(row(page, 5011)).to_have_class(re.compile("selected"))
+    expect(row(page, 5010)).not_to_have_class(re.compile("selected"))
 
     # The elapsed timer runs while the run does; downloads say how far they are complete.
     expect(page.locator("#status")).to_have_text("running")

@@ -21,7 +21,10 @@ export const Selection = (Base) => class extends Base {
   select(first, last = first) {
     this.selection = [Math.min(first, last), Math.max(first, last)];
     this.$("copy").disabled = false;
-    this.view.invalidate();
+    // mark the rows in view in place: rendered anew, their nodes were replaced under the
+    // pointer, and a click whose mousedown and mouseup land on different nodes is lost
+    const [a, b] = this.selection;
+    for (const [seq, node] of this.view.rendered) node.classList.toggle("selected", a <= seq && seq <= b);
     this.emit("jobtail-select", { first: this.selection[0], last: this.selection[1] });
   }
 
