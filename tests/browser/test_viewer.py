@@ -251,6 +251,10 @@ def test_permalinks_copy_and_downloads_while_running(
     assert kept.evaluate("node => node.isConnected")
     expect(row(page, 5011)).to_have_class(re.compile("selected"))
     expect(row(page, 5010)).not_to_have_class(re.compile("selected"))
+    # so do rows rendered anew when a page of lines loads, if they come out the same
+    page.evaluate("() => document.querySelector('jobtail-log').pager.onLoaded()")
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() => setTimeout(done, 150)))")
+    assert kept.evaluate("node => node.isConnected")
 
     # The elapsed timer runs while the run does; downloads say how far they are complete.
     expect(page.locator("#status")).to_have_text("running")

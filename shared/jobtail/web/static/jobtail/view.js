@@ -27,6 +27,7 @@ export class VirtualList {
     this.rowHeight = 20;
     this.extras = new Map(); // seq -> extra px of a grown row
     this.rendered = new Map(); // seq -> element in the DOM
+    this.stale = new Map(); // seq -> element rendered before an invalidate, until the next render
     this.following = true;
     this.unseen = 0;
     this.scheduled = false;
@@ -135,10 +136,12 @@ export class VirtualList {
     setTimeout(run, 100); // hidden tabs get no frames: keep them current anyway
   }
 
-  /** Throw away every rendered row (their content changed: a filter, a time format). */
+  /** Render every row anew (their content may have changed: a filter, a time format, lines
+   *  loaded around them). One that comes out the same keeps its node: a click whose mousedown
+   *  and mouseup land on different nodes is lost, and pages load while the reader clicks. */
   invalidate() {
+    for (const [seq, node] of this.rendered) this.stale.set(seq, node);
     this.rendered.clear();
-    this.box.replaceChildren();
     this.schedule();
   }
 
@@ -161,11 +164,16 @@ export class VirtualList {
     for (let i = i0; i < i1; i += 1) {
       const seq = this.hooks.seqAt(i);
       let row = this.rendered.get(seq);
-      if (!row || row.classList.contains("pending")) row = this.hooks.render(seq); // loaded since?
+      if (!row || row.classList.contains("pending")) {
+        const fresh = this.hooks.render(seq); // loaded since? changed since?
+        const old = row || this.stale.get(seq);
+        row = old && old.outerHTML === fresh.outerHTML ? old : fresh;
+      }
       keep.set(seq, row);
       rows.push(row);
     }
     this.rendered = keep;
+    this.stale.clear();
     // replaceChildren keeps nodes that stay (focus and selection survive a re-render)
     const current = [...this.box.children];
     if (current.length !== rows.length || current.some((node, k) => node !== rows[k])) {
