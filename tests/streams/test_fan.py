@@ -10,7 +10,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +100,13 @@ async def run(streams: Streams, follower: Follower, first: Chunk, until: float) 
         follower.sink.written.append("|".join(chunk.messages).encode() + b"|")
 
 
+def cancel(followers: Iterable[Follower]) -> None:
+    """Their clients leave."""
+    for follower in followers:
+        assert follower.task is not None
+        follower.task.cancel()
+
+
 def readers(streams: Streams) -> int:
     return sum(len(fan.readers) for fan in streams.fans._fans.values())
 
@@ -129,9 +136,7 @@ def test_caught_up_readers_are_written_to_by_the_fan_with_one_read_and_encoding_
             await append(streams, n)
             await wait_for_async(lambda n=n: all(len(f.messages) == n + 1 for f in followers), 10)
         reads, calls = generic.reads, encode.calls
-        for follower in followers:
-            assert follower.task is not None
-            follower.task.cancel()
+        cancel(followers)
         await asyncio.wait([f.task for f in followers if f.task])
         await wait_for_async(lambda: not fan_tasks() and len(streams.fans) == 0, 10, "no fan")
         return followers, reads, calls
@@ -153,9 +158,7 @@ def test_each_chunk_is_encoded_once_per_cursor(opened: tuple[Streams, CountingSt
         for n in range(3):
             await append(streams, n)
             await wait_for_async(lambda n=n: all(len(f.messages) == n + 1 for f in followers), 10)
-        for follower in followers:
-            assert follower.task is not None
-            follower.task.cancel()
+        cancel(followers)
         return encode.calls, followers
 
     calls, followers = asyncio.run(main())
@@ -183,9 +186,7 @@ def test_a_busy_response_is_handed_back_and_sends_the_chunk_itself_in_order(
         await wait_for_async(lambda: readers(streams) == 2, 10, "the busy reader back")
         await append(streams, 2)
         await wait_for_async(lambda: len(busy.messages) == 3 and len(other.messages) == 3, 10)
-        for follower in (busy, other):
-            assert follower.task is not None
-            follower.task.cancel()
+        cancel((busy, other))
         return busy, other
 
     busy, other = asyncio.run(main())
@@ -238,8 +239,7 @@ def test_the_last_reader_leaving_stops_the_fan(opened: tuple[Streams, CountingSt
         followers = await start(streams, 3, Encoder())
         (task,) = fan_tasks()
         for n, follower in enumerate(followers):
-            assert follower.task is not None
-            follower.task.cancel()
+            cancel([follower])
             await asyncio.wait([follower.task])
             assert readers(streams) == 2 - n
             assert task.done() == (n == 2)
@@ -285,9 +285,7 @@ def test_a_write_nobody_heard_reaches_the_fan_at_the_next_poll(tmp_path: Path) -
         followers = await start(streams, 2, Encoder())
         await asyncio.to_thread(elsewhere.append, "s", AppendRequest(body=b'{"n":0}'))
         await wait_for_async(lambda: all(f.messages for f in followers), 10, "the poll")
-        for follower in followers:
-            assert follower.task is not None
-            follower.task.cancel()
+        cancel(followers)
         return followers
 
     try:
@@ -435,7 +433,7 @@ def test_idle_polls_count_up_until_something_comes_and_a_change_is_not_one(
         heard = len(polled.idles)
         polled.listeners.notify("s")  # heard, and nothing new: not an idle poll
         await wait_for_async(lambda: len(polled.idles) >= heard + 3, 10)
-        follower.task.cancel()
+        cancel([follower])
         return polled.idles[:], heard
 
     try:
@@ -465,7 +463,7 @@ def test_a_change_during_the_last_read_before_the_fan_is_read_by_it_at_once(
         await append(streams, 0)
         gate.set()
         await wait_for_async(lambda: follower.messages == [message(0)], 10, "the fan's read")
-        follower.task.cancel()
+        cancel([follower])
         return follower
 
     follower = asyncio.run(main())
@@ -522,8 +520,7 @@ def test_a_fan_reads_beside_a_read_in_flight_and_carries_on(
         held.set()
         await other
         alive = fan.task is not None and not fan.task.done()
-        assert follower.task is not None
-        follower.task.cancel()
+        cancel([follower])
         return alive and streams.fans._fans.get((asyncio.get_running_loop(), "s")) is fan
 
     assert asyncio.run(main())
@@ -548,8 +545,7 @@ def test_a_fan_read_overtaken_by_a_change_is_not_joined(
                 return list(chunk.messages)
         finally:
             gate.set()
-            assert follower.task is not None
-            follower.task.cancel()
+            cancel([follower])
         return []
 
     assert asyncio.run(asyncio.wait_for(main(), 10)) == [message(0)]
@@ -581,7 +577,7 @@ def test_lines_that_came_together_go_out_together(
         lines = [LogLine(n, utcnow(), "INFO", f"line {n}") for n in range(1, count + 1)]
         await asyncio.to_thread(store.append, run.run_id, lines)
         await wait_for_async(lambda: len(follower.messages) >= count, 10, "every line")
-        follower.task.cancel()
+        cancel([follower])
         return follower
 
     try:

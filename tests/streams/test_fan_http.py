@@ -42,6 +42,14 @@ def serve(tmp_path: Path) -> tuple[SQLiteStore, str, ServerThread, Streams]:
     return store, run.run_id, server, app.state.jobtail.streams
 
 
+def two_readers(server: ServerThread, run_id: str, streams: Streams) -> tuple[Viewer, Viewer]:
+    """Two SSE readers of the run's stream, once both are with its fan."""
+    path = f"/v1/stream/runs/{run_id}?offset=-1&live=sse"
+    readers_ = Viewer(server.port, path), Viewer(server.port, path)
+    wait_for(lambda: readers(streams) == 2, what="both readers with the fan")
+    return readers_
+
+
 def line(n: int, pad: int = 0) -> LogLine:
     return LogLine(n, utcnow(), "INFO", f"line {n} " + "x" * pad)
 
@@ -49,9 +57,7 @@ def line(n: int, pad: int = 0) -> LogLine:
 def test_a_reader_whose_socket_fills_up_still_gets_every_line_once(tmp_path: Path) -> None:
     store, run_id, server, streams = serve(tmp_path)
     try:
-        path = f"/v1/stream/runs/{run_id}?offset=-1&live=sse"
-        fast, slow = Viewer(server.port, path), Viewer(server.port, path)
-        wait_for(lambda: readers(streams) == 2, what="both readers with the fan")
+        fast, slow = two_readers(server, run_id, streams)
         slow.reading.clear()  # its socket fills up: the fan must not write to it
         for n in range(1, LINES + 1):  # a chunk each, so writes to the full socket must wait
             store.append(run_id, [line(n, PAD)])
@@ -73,9 +79,7 @@ def test_a_reader_whose_socket_fills_up_still_gets_every_line_once(tmp_path: Pat
 def test_a_reader_that_leaves_mid_run_leaves_the_fan(tmp_path: Path) -> None:
     store, run_id, server, streams = serve(tmp_path)
     try:
-        path = f"/v1/stream/runs/{run_id}?offset=-1&live=sse"
-        staying, leaving = Viewer(server.port, path), Viewer(server.port, path)
-        wait_for(lambda: readers(streams) == 2, what="both readers with the fan")
+        staying, leaving = two_readers(server, run_id, streams)
         store.append(run_id, [line(n) for n in range(1, 101)])
         wait_for(lambda: seqs(leaving)[-1:] == [100])
         leaving.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
