@@ -1,9 +1,10 @@
 """Fan-out: N viewers of one run at 10 lines/s, every line to every viewer, measured end to end.
 
 Three kinds of process, so the server's CPU and memory are its own:
-- the server (``python -m bench.fanout serve``, the code in ``servers``): jobtail's app under uvicorn on an SQLite store,
-  with the run's writer inside it (the embedded case: a commit wakes the follower at once); it
-  takes commands on stdin (``subs``, ``stats``, ``write N RATE``) and answers one JSON line each;
+- the server (``python -m bench.fanout serve``, the code in ``servers``): jobtail's app under
+  uvicorn on an SQLite store, with the run's writer inside it (the embedded case: a commit wakes
+  the follower at once); it takes commands on stdin (``subs``, ``stats``, ``write N RATE``) and
+  answers one JSON line each;
 - load clients (``python -m bench.fanout client``, the code in ``load_client``): raw sockets,
   no HTTP library, each holding a share of the viewers, reading with epoll; the latency of a
   line is the client's clock at receipt minus the writer's clock when it logged it (both
